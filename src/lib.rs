@@ -1,0 +1,14 @@
+//! strata: compaction, deduplication, downsampling and retention for Prometheus TSDB
+//! blocks, byte-compatible with Prometheus and Thanos.
+//!
+//! Layers, from bytes up: [`format`] (on-disk formats over `&[u8]`), [`block`] (one
+//! block directory), then the tools built on them. The `strata` binary is a thin CLI
+//! over this library.
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod format;
+pub mod labels;
+pub mod mmap;
+
+pub use error::{Error, FormatError, Result};
