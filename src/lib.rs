@@ -6,9 +6,14 @@
 //! over this library.
 #![deny(unsafe_code)]
 
+pub mod block;
+pub mod dump;
 pub mod error;
 pub mod format;
+pub mod gofmt;
 pub mod labels;
 pub mod mmap;
+
+pub mod verify;
 
 pub use error::{Error, FormatError, Result};

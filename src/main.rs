@@ -1,3 +1,6 @@
-fn main() {
-    println!("strata");
+//! The `strata` binary: a thin layer over the library (see `cli`).
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -6,8 +6,13 @@
 //! Must not: open files, know paths, or allocate per sample on hot paths.
 //! The formats are described in `docs/format/`.
 
+pub mod aggr;
 pub mod bstream;
 pub mod chunks;
 pub mod encoding;
 pub mod histogram;
+pub mod index;
+pub mod meta;
+pub mod sample;
+pub mod tombstones;
 pub mod xor;

@@ -1,0 +1,255 @@
+//! Writing a block directory crash-safely.
+//!
+//! Everything goes into `<parent>/<ULID>.tmp-for-creation/`; files and directories are
+//! fsynced, and only then is the directory renamed to `<parent>/<ULID>`. A reader (or
+//! Prometheus) therefore sees either no block or a complete one. A writer that is
+//! dropped without `finish` removes its temporary directory.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use ulid::Ulid;
+
+use super::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
+use crate::error::{AtPath, Error, Result};
+use crate::format::chunks::{budget_len, segment_header, write_chunk, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN};
+use crate::format::index::{IndexWriter, WriteError};
+use crate::format::meta::BlockMeta;
+use crate::format::tombstones::Tombstones;
+use crate::labels::Labels;
+
+/// A chunk handed to the writer: its encoding, payload and closed time range.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkToWrite<'a> {
+    pub encoding: u8,
+    pub data: &'a [u8],
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+impl ChunkToWrite<'_> {
+    /// Samples counted in the chunk's header (the count slot for aggregate chunks).
+    pub fn num_samples(&self) -> u64 {
+        match Encoding::from_byte(self.encoding) {
+            Some(Encoding::Aggr) => crate::format::aggr::count_samples(self.data),
+            _ if self.data.len() >= 2 => u16::from_be_bytes([self.data[0], self.data[1]]) as u64,
+            _ => 0,
+        }
+    }
+}
+
+/// What a finished block holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub num_series: u64,
+    pub num_chunks: u64,
+    pub num_samples: u64,
+    pub num_float_samples: u64,
+    pub num_histogram_samples: u64,
+    /// Largest series entry in the index, in bytes (Thanos `index_stats`).
+    pub series_max_size: i64,
+    /// Largest chunk record, in bytes (Thanos `index_stats`).
+    pub chunk_max_size: i64,
+    pub segment_files: Vec<String>,
+}
+
+struct SegmentWriter {
+    dir: PathBuf,
+    limit: u64,
+    file: Option<(BufWriter<File>, PathBuf)>,
+    seq: u32,
+    size: u64,
+    buf: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl SegmentWriter {
+    fn cut(&mut self) -> Result<()> {
+        self.close_current()?;
+        self.seq += 1;
+        let name = format!("{:06}", self.seq);
+        let path = self.dir.join(&name);
+        let f = File::create(&path).at(&path)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(&segment_header()).at(&path)?;
+        self.size = SEGMENT_HEADER_LEN as u64;
+        self.names.push(name);
+        self.file = Some((w, path));
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((w, path)) = self.file.take() {
+            let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            f.sync_all().at(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one series' chunks, cutting a new file first if they would not fit.
+    fn write_series(&mut self, chunks: &[ChunkToWrite<'_>], metas: &mut Vec<ChunkMeta>, max_chunk: &mut i64) -> Result<()> {
+        let batch: u64 = chunks.iter().map(|c| budget_len(c.data.len())).sum();
+        if self.file.is_none() || (self.size + batch > self.limit && self.size > SEGMENT_HEADER_LEN as u64) {
+            self.cut()?;
+        }
+        for c in chunks {
+            // A single series larger than a segment still cuts between chunks.
+            if self.size + budget_len(c.data.len()) > self.limit && self.size > SEGMENT_HEADER_LEN as u64 {
+                self.cut()?;
+            }
+            let offset = u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
+            self.buf.clear();
+            write_chunk(&mut self.buf, c.encoding, c.data);
+            let (w, path) = self.file.as_mut().expect("segment open");
+            w.write_all(&self.buf).at(path)?;
+            self.size += self.buf.len() as u64;
+            *max_chunk = (*max_chunk).max(self.buf.len() as i64);
+            let segment = self.names.len() as u32 - 1;
+            metas.push(ChunkMeta { min_time: c.min_time, max_time: c.max_time, chunk_ref: ChunkRef::new(segment, offset) });
+        }
+        Ok(())
+    }
+}
+
+/// Builds one block. Create it with the block's symbols (every label name and value of
+/// every series, sorted), add series in label order, then [`finish`](Self::finish).
+pub struct BlockWriter {
+    parent: PathBuf,
+    ulid: Ulid,
+    tmp: PathBuf,
+    segments: SegmentWriter,
+    index: Option<IndexWriter<BufWriter<File>>>,
+    stats: WriteStats,
+    metas: Vec<ChunkMeta>,
+    done: bool,
+}
+
+fn index_err(path: &Path, e: WriteError) -> Error {
+    match e {
+        WriteError::Io(e) => Error::io(path, e),
+        WriteError::Invalid(m) => Error::Invalid(format!("{}: {m}", path.display())),
+    }
+}
+
+impl BlockWriter {
+    /// Starts a block `ulid` under `parent` (the data directory).
+    pub fn new<S: AsRef<[u8]>>(parent: &Path, ulid: Ulid, symbols: impl IntoIterator<Item = S>) -> Result<BlockWriter> {
+        Self::with_segment_size(parent, ulid, symbols, DEFAULT_SEGMENT_SIZE)
+    }
+
+    /// As [`new`](Self::new) with a different segment size (tests use small ones).
+    pub fn with_segment_size<S: AsRef<[u8]>>(parent: &Path, ulid: Ulid, symbols: impl IntoIterator<Item = S>, segment_size: u64) -> Result<BlockWriter> {
+        let tmp = parent.join(format!("{ulid}.tmp-for-creation"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        let chunks = tmp.join(CHUNKS_DIR);
+        fs::create_dir_all(&chunks).at(&chunks)?;
+        let index_path = tmp.join(INDEX_FILE);
+        let f = File::create(&index_path).at(&index_path)?;
+        let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, f)).map_err(|e| index_err(&index_path, e))?;
+        index.add_symbols(symbols).map_err(|e| index_err(&index_path, e))?;
+        Ok(BlockWriter {
+            parent: parent.to_path_buf(),
+            ulid,
+            tmp,
+            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, seq: 0, size: 0, buf: Vec::new(), names: Vec::new() },
+            index: Some(index),
+            stats: WriteStats::default(),
+            metas: Vec::new(),
+            done: false,
+        })
+    }
+
+    pub fn ulid(&self) -> Ulid {
+        self.ulid
+    }
+
+    /// Adds a series with its chunks (in time order, not overlapping). A series with no
+    /// chunks is skipped, as Prometheus skips it.
+    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkToWrite<'_>]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut metas = std::mem::take(&mut self.metas);
+        metas.clear();
+        self.segments.write_series(chunks, &mut metas, &mut self.stats.chunk_max_size)?;
+        let index_path = self.tmp.join(INDEX_FILE);
+        let index = self.index.as_mut().expect("index open");
+        index.add_series(labels, &metas).map_err(|e| index_err(&index_path, e))?;
+        self.stats.series_max_size = self.stats.series_max_size.max(index.last_entry_len() as i64);
+        self.stats.num_series += 1;
+        self.stats.num_chunks += chunks.len() as u64;
+        for c in chunks {
+            let n = c.num_samples();
+            self.stats.num_samples += n;
+            match Encoding::from_byte(c.encoding) {
+                Some(Encoding::Histogram) | Some(Encoding::FloatHistogram) => self.stats.num_histogram_samples += n,
+                _ => self.stats.num_float_samples += n,
+            }
+        }
+        self.metas = metas;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> &WriteStats {
+        &self.stats
+    }
+
+    /// Completes the block: index, tombstones (empty) unless `write_tombstones` is false
+    /// (Thanos's compactor output has none), meta.json with the stats filled in, fsync,
+    /// rename into place. Returns the final directory and the meta written.
+    pub fn finish(mut self, mut meta: BlockMeta, write_tombstones: bool) -> Result<(PathBuf, BlockMeta)> {
+        self.segments.close_current()?;
+        let index_path = self.tmp.join(INDEX_FILE);
+        let w = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e))?;
+        let f = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
+        f.sync_all().at(&index_path)?;
+        if write_tombstones {
+            let p = self.tmp.join(TOMBSTONES_FILE);
+            write_synced(&p, &Tombstones::default().write())?;
+        }
+        self.stats.segment_files = self.segments.names.clone();
+        meta.ulid = self.ulid;
+        meta.stats.num_series = self.stats.num_series;
+        meta.stats.num_chunks = self.stats.num_chunks;
+        meta.stats.num_samples = self.stats.num_samples;
+        meta.stats.num_float_samples = self.stats.num_float_samples;
+        meta.stats.num_histogram_samples = self.stats.num_histogram_samples;
+        meta.stats.num_tombstones = 0;
+        if let Some(t) = meta.thanos.as_mut() {
+            t.segment_files = self.stats.segment_files.clone();
+            t.index_stats.series_max_size = self.stats.series_max_size;
+            t.index_stats.chunk_max_size = self.stats.chunk_max_size;
+        }
+        write_synced(&self.tmp.join(META_FILE), &meta.to_json())?;
+        sync_dir(&self.tmp.join(CHUNKS_DIR))?;
+        sync_dir(&self.tmp)?;
+        let fin = self.parent.join(self.ulid.to_string());
+        fs::rename(&self.tmp, &fin).at(&fin)?;
+        sync_dir(&self.parent)?;
+        self.done = true;
+        Ok((fin, meta))
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Writes a file and fsyncs it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = File::create(path).at(path)?;
+    f.write_all(bytes).at(path)?;
+    f.sync_all().at(path)
+}
+
+/// Fsyncs a directory so renames and new entries in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).at(dir)
+}
