@@ -6,6 +6,7 @@
 //! tombstones). Never panics on any bytes: every decoder it calls returns errors.
 //! Must not: repair or modify anything.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -80,6 +81,9 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
     // Segments: header, and every record's CRC, whether or not the index points at it.
     let chunks_dir = dir.join(CHUNKS_DIR);
     let mut segments: Vec<(String, FileBytes)> = Vec::new();
+    // Chunk records found broken by the scan: (segment, offset) -> index into problems,
+    // so the series pass can name the series instead of reporting the chunk twice.
+    let mut broken: HashMap<(usize, u32), usize> = HashMap::new();
     match segment_names(&chunks_dir) {
         Ok(names) => {
             for name in names {
@@ -90,6 +94,7 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                             Ok(()) => {
                                 for rec in iter_segment(&bytes) {
                                     if let Err(e) = rec {
+                                        broken.insert((segments.len(), e.offset as u32), r.problems.len());
                                         r.format(&file, &e);
                                         break;
                                     }
@@ -139,13 +144,8 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
 
     let (min_t, max_t) = meta.as_ref().map(|m| (m.min_time, m.max_time)).unwrap_or((i64::MIN, i64::MAX));
     let downsampled = meta.as_ref().is_some_and(|m| m.resolution() != 0);
-    let ids: Vec<u32> = match index.all_postings() {
-        Ok(p) => p.collect(),
-        Err(e) => {
-            r.format(INDEX_FILE, &e);
-            Vec::new()
-        }
-    };
+    // A broken all-postings list was reported by `check` above.
+    let ids: Vec<u32> = index.all_postings().map(|p| p.collect()).unwrap_or_default();
     let mut labels = Labels::new();
     let mut chunks = Vec::new();
     for &id in &ids {
@@ -164,7 +164,11 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
             let raw = match read_chunk(bytes, c.chunk_ref.offset()) {
                 Ok(raw) => raw,
                 Err(e) => {
-                    r.add(&file, format!("series {labels}: chunk {}: {}", c.chunk_ref, e.problem));
+                    let msg = format!("series {labels}: chunk {}: {}", c.chunk_ref, e.problem);
+                    match broken.get(&(seg, c.chunk_ref.offset())) {
+                        Some(&i) => r.problems[i].message = msg,
+                        None => r.add(&file, msg),
+                    }
                     continue;
                 }
             };

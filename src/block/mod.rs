@@ -5,9 +5,11 @@
 //! blocks of a data directory; and [`BlockWriter`], which builds a block crash-safely.
 //! Must not: plan, merge or delete blocks it did not create.
 
+mod copy;
 mod dir;
 mod writer;
 
+pub use copy::copy_block;
 pub use dir::{list_blocks, BlockDirEntry};
 pub use writer::{BlockWriter, ChunkToWrite, WriteStats};
 

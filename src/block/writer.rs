@@ -166,18 +166,19 @@ impl BlockWriter {
         self.ulid
     }
 
-    /// Adds a series with its chunks (in time order, not overlapping). A series with no
-    /// chunks is skipped, as Prometheus skips it.
-    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkToWrite<'_>]) -> Result<()> {
+    /// Adds a series with its chunks (in time order, not overlapping) and returns its
+    /// series ref in the new index. A series with no chunks is skipped, as Prometheus
+    /// skips it (`None`).
+    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkToWrite<'_>]) -> Result<Option<u32>> {
         if chunks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut metas = std::mem::take(&mut self.metas);
         metas.clear();
         self.segments.write_series(chunks, &mut metas, &mut self.stats.chunk_max_size)?;
         let index_path = self.tmp.join(INDEX_FILE);
         let index = self.index.as_mut().expect("index open");
-        index.add_series(labels, &metas).map_err(|e| index_err(&index_path, e))?;
+        let id = index.add_series(labels, &metas).map_err(|e| index_err(&index_path, e))?;
         self.stats.series_max_size = self.stats.series_max_size.max(index.last_entry_len() as i64);
         self.stats.num_series += 1;
         self.stats.num_chunks += chunks.len() as u64;
@@ -190,25 +191,26 @@ impl BlockWriter {
             }
         }
         self.metas = metas;
-        Ok(())
+        Ok(Some(id))
     }
 
     pub fn stats(&self) -> &WriteStats {
         &self.stats
     }
 
-    /// Completes the block: index, tombstones (empty) unless `write_tombstones` is false
-    /// (Thanos's compactor output has none), meta.json with the stats filled in, fsync,
-    /// rename into place. Returns the final directory and the meta written.
-    pub fn finish(mut self, mut meta: BlockMeta, write_tombstones: bool) -> Result<(PathBuf, BlockMeta)> {
+    /// Completes the block: index, the tombstones file (Prometheus always writes one,
+    /// empty after compaction; Thanos's compactor output has none: pass `None`),
+    /// meta.json with the stats filled in, fsync, rename into place. Returns the final
+    /// directory and the meta written.
+    pub fn finish(mut self, mut meta: BlockMeta, tombstones: Option<&Tombstones>) -> Result<(PathBuf, BlockMeta)> {
         self.segments.close_current()?;
         let index_path = self.tmp.join(INDEX_FILE);
         let w = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e))?;
         let f = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
         f.sync_all().at(&index_path)?;
-        if write_tombstones {
+        if let Some(t) = tombstones {
             let p = self.tmp.join(TOMBSTONES_FILE);
-            write_synced(&p, &Tombstones::default().write())?;
+            write_synced(&p, &t.write())?;
         }
         self.stats.segment_files = self.segments.names.clone();
         meta.ulid = self.ulid;
@@ -217,7 +219,7 @@ impl BlockWriter {
         meta.stats.num_samples = self.stats.num_samples;
         meta.stats.num_float_samples = self.stats.num_float_samples;
         meta.stats.num_histogram_samples = self.stats.num_histogram_samples;
-        meta.stats.num_tombstones = 0;
+        meta.stats.num_tombstones = tombstones.map(|t| t.num_intervals()).unwrap_or(0);
         if let Some(t) = meta.thanos.as_mut() {
             t.segment_files = self.stats.segment_files.clone();
             t.index_stats.series_max_size = self.stats.series_max_size;

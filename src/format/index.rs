@@ -412,6 +412,30 @@ impl<'a> IndexReader<'a> {
                 }
             }
         }
+        // Legacy label indices and their offset table (written by Prometheus before 3.6,
+        // promtool 2.42 included). Readers skip them, but their CRCs must still hold.
+        let legacy = self.toc.label_indices_table;
+        if legacy != 0 && legacy != self.toc.postings_table {
+            match section(self.data, legacy, "index label offset table") {
+                Ok(body) => {
+                    let mut d = Decoder::new(body, legacy + 4, "index label offset table");
+                    let res: FormatResult<()> = (|| {
+                        let n = d.be32("entry count")?;
+                        for _ in 0..n {
+                            d.uvarint("key count")?;
+                            d.uvarint_bytes("label name")?;
+                            let off = d.uvarint("label index offset")?;
+                            section(self.data, off, "index label index")?;
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = res {
+                        report(e);
+                    }
+                }
+                Err(e) => report(e),
+            }
+        }
         // Postings lists.
         let mut all: Option<Vec<u32>> = None;
         for e in &self.postings_entries {
@@ -430,7 +454,9 @@ impl<'a> IndexReader<'a> {
         }
         // Series: decodable, label names sorted, labels strictly increasing across series.
         let Some(all) = all else {
-            report(FormatError::new("index postings offset table", self.toc.postings_table, "no all-postings list"));
+            if !self.postings_entries.iter().any(|e| e.name.is_empty() && e.value.is_empty()) {
+                report(FormatError::new("index postings offset table", self.toc.postings_table, "no all-postings list"));
+            }
             return;
         };
         let mut prev = Labels::new();
