@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod compact;
 pub mod dump;
 pub mod error;
 pub mod format;

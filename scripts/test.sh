@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run): install test
+# dependencies, then run every test target. Exits non-zero on any failure.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+echo "+ cargo test --all-targets"
+cargo test --all-targets
