@@ -7,7 +7,7 @@
 
 mod copy;
 mod dir;
-mod writer;
+pub mod writer;
 
 pub use copy::copy_block;
 pub use dir::{list_blocks, BlockDirEntry};

@@ -48,6 +48,42 @@ enum Command {
     },
     /// Checks every block; exit 1 and one line per problem if any.
     Verify { dir: PathBuf },
+    /// Compacts a directory of blocks: vertical merges of overlaps, leveled merges over
+    /// the block ranges, replica deduplication; repeats until nothing is left to do.
+    Compact(CompactArgs),
+}
+
+#[derive(clap::Args)]
+struct CompactArgs {
+    /// A directory of blocks (e.g. a Prometheus data directory; stop Prometheus first).
+    dir: PathBuf,
+    /// Write new blocks here and leave DIR untouched.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Ranges blocks are compacted into, ascending.
+    #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',')]
+    block_ranges: Vec<String>,
+    /// External label(s) that differ only between HA replicas; repeatable or comma-separated.
+    #[arg(long = "deduplication.replica-label", value_delimiter = ',')]
+    replica_labels: Vec<String>,
+    /// How overlapping samples merge: "" (one sample per timestamp) or "penalty".
+    #[arg(long = "deduplication.func", default_value = "")]
+    dedup_func: String,
+    /// Merge overlapping blocks (on by default for local directories).
+    #[arg(long = "compact.enable-vertical-compaction", default_value_t = true, action = clap::ArgAction::Set)]
+    vertical: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, visible_alias = "compact.concurrency")]
+    concurrency: Option<usize>,
+    /// Series per batch handed to the worker threads.
+    #[arg(long = "compact.series-batch", default_value_t = 2048, hide = true)]
+    series_batch: usize,
+    /// Segment file size in bytes (tests use small ones).
+    #[arg(long = "segment-size", hide = true)]
+    segment_size: Option<u64>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 pub fn main() -> ExitCode {
@@ -87,7 +123,158 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dir } => verify(&dir),
+        Command::Compact(args) => compact(args),
     }
+}
+
+/// Parses a Prometheus-style duration: `90s`, `30m`, `2h`, `1h30m`, `2d`, `1w`, `1y`, `500ms`.
+pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            bail!("invalid duration {s:?}: expected a number at {rest:?}");
+        }
+        let n: i64 = rest[..digits].parse().with_context(|| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            u => bail!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)"),
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(n.checked_mul(mult).context("duration overflows")?).context("duration overflows")?;
+    }
+    Ok(total)
+}
+
+struct CompactObserver {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl strata::compact::run::Observer for CompactObserver {
+    fn iteration(&self, plans: &[strata::compact::plan::Plan], series_total: u64) {
+        if let Some(b) = &self.bar {
+            let blocks: usize = plans.iter().map(|p| p.blocks.len()).sum();
+            b.set_length(b.length().unwrap_or(0) + series_total);
+            b.set_message(format!("{} compactions of {blocks} blocks", plans.len()));
+        }
+    }
+    fn progress(&self, delta: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(delta);
+        }
+    }
+    fn written(&self, w: &strata::compact::run::Written) {
+        let m = &w.meta;
+        let line = format!(
+            "compacted {} level={} mint={} maxt={} ({}) from {} blocks ({:?}): series={} samples={} chunks={} took={:.2?}",
+            m.ulid,
+            m.compaction.level,
+            m.min_time,
+            m.max_time,
+            go_duration_ms(m.max_time - m.min_time),
+            w.sources.len(),
+            w.kind,
+            m.stats.num_series,
+            m.stats.num_samples,
+            m.stats.num_chunks,
+            w.took
+        );
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn failed(&self, f: &strata::compact::run::GroupFailure) {
+        let ids: Vec<String> = f.blocks.iter().map(|u| u.to_string()).collect();
+        let line = format!("group {} failed, its blocks are left as they were ({}): {}", f.group, ids.join(","), f.error);
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
+    use strata::compact::dedup::DedupFunc;
+    use strata::compact::plan::Policy;
+    use strata::compact::run::{compact_dir, CompactOptions};
+
+    let mut ranges = Vec::new();
+    for r in &a.block_ranges {
+        let ms = parse_duration_ms(r).with_context(|| format!("--block-ranges {r:?}"))?;
+        if ms <= 0 {
+            bail!("--block-ranges: {r:?} must be positive");
+        }
+        ranges.push(ms);
+    }
+    if ranges.windows(2).any(|w| w[0] >= w[1]) {
+        bail!("--block-ranges must be strictly increasing");
+    }
+    let dedup = DedupFunc::parse(&a.dedup_func).with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", a.dedup_func))?;
+    let replica_labels: Vec<String> = a.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if dedup == DedupFunc::Penalty && replica_labels.is_empty() {
+        bail!("--deduplication.func=penalty needs at least one --deduplication.replica-label");
+    }
+    if !a.dir.is_dir() {
+        bail!("{}: not a directory", a.dir.display());
+    }
+    let mut opts = CompactOptions {
+        policy: Policy { ranges, vertical: a.vertical || !replica_labels.is_empty() },
+        replica_labels,
+        dedup,
+        output: a.output.clone(),
+        ..Default::default()
+    };
+    opts.merge.batch_series = a.series_batch.max(1);
+    if let Some(s) = a.segment_size {
+        opts.merge.segment_size = s;
+    }
+    let bar = if !a.quiet && io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}").expect("template"));
+        Some(b)
+    } else {
+        None
+    };
+    let obs = CompactObserver { bar };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
+    let report = pool.install(|| compact_dir(&a.dir, &opts, &obs))?;
+    if let Some(b) = &obs.bar {
+        b.finish_and_clear();
+    }
+    for r in &report.refused {
+        let ids: Vec<String> = r.blocks.iter().map(|u| u.to_string()).collect();
+        eprintln!("group {}: not compacted: {} ({})", r.group, r.reason, ids.join(","));
+    }
+    eprintln!(
+        "strata compact: {} blocks written in {} iterations, {} groups failed",
+        report.written.len(),
+        report.iterations,
+        report.failures.len()
+    );
+    if !report.failures.is_empty() {
+        for f in &report.failures {
+            eprintln!("error: group {}: {}", f.group, f.error);
+        }
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(dir: &std::path::Path) -> anyhow::Result<ExitCode> {

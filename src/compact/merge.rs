@@ -1,0 +1,335 @@
+//! The merge executor: N source blocks in, one block out.
+//!
+//! Owns: the k-way merge of series across sources in label order; per series, copying
+//! chunks that overlap nothing as bytes (never decoded), dropping byte-identical
+//! duplicate chunks, merging overlapping chunks sample by sample (one-to-one or penalty)
+//! and re-encoding them into chunks of at most 120 samples; trimming chunks that stick
+//! out of their block's range or are hit by tombstones. Series are processed in batches
+//! in parallel (rayon) while a writer thread writes the previous batch, so memory is
+//! bounded by a batch of series plus the output index's postings.
+//! Must not: decide which blocks to merge (the planner) or delete anything.
+
+use std::borrow::Cow;
+use std::collections::BinaryHeap;
+use std::cmp::Reverse;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+
+use rayon::prelude::*;
+use ulid::Ulid;
+
+use super::dedup::{merge as merge_samples, DedupFunc};
+use crate::block::{Block, BlockWriter, ChunkToWrite, SeriesEntry};
+use crate::error::{AtPath, Error, Result};
+use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
+use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
+use crate::format::index::IndexReader;
+use crate::format::meta::BlockMeta;
+use crate::format::sample::{decode, Value};
+use crate::format::tombstones::Tombstones;
+use crate::format::xor::XorEncoder;
+use crate::labels::Labels;
+
+/// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
+pub const SAMPLES_PER_CHUNK: usize = 120;
+
+/// Knobs of one merge.
+#[derive(Clone, Debug)]
+pub struct MergeOptions {
+    pub dedup: DedupFunc,
+    /// Series per batch handed to the worker threads.
+    pub batch_series: usize,
+    pub segment_size: u64,
+    /// Write an (empty) tombstones file, as Prometheus does. Thanos output has none.
+    pub write_tombstones: bool,
+}
+
+impl Default for MergeOptions {
+    fn default() -> Self {
+        MergeOptions { dedup: DedupFunc::OneToOne, batch_series: 2048, segment_size: DEFAULT_SEGMENT_SIZE, write_tombstones: true }
+    }
+}
+
+/// Progress of a merge, reported after each written batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MergeProgress {
+    pub series: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// A chunk of the output: copied bytes (borrowed from a source's map) or new bytes.
+#[derive(Clone, Debug)]
+pub struct OutChunk<'a> {
+    pub encoding: u8,
+    pub data: Cow<'a, [u8]>,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+struct SeriesOut<'a> {
+    labels: Labels,
+    chunks: Vec<OutChunk<'a>>,
+}
+
+/// One source block prepared for merging.
+struct Source<'a> {
+    block: &'a Block,
+    index: IndexReader<'a>,
+}
+
+/// Merges `sources` into a new block `ulid` under `parent` with `meta` (time range,
+/// compaction and thanos sections already set; stats are filled in). Returns `None`
+/// when nothing is left (every series deleted).
+pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMeta, opts: &MergeOptions, progress: &(dyn Fn(MergeProgress) + Sync)) -> Result<Option<(PathBuf, BlockMeta)>> {
+    let srcs: Vec<Source<'_>> = sources.iter().map(|b| Ok(Source { block: b, index: b.index()? })).collect::<Result<_>>()?;
+
+    // The output's symbols: every source's symbols (a superset of what survives).
+    let mut symbols: Vec<&[u8]> = Vec::new();
+    for s in &srcs {
+        for sym in s.index.symbols() {
+            symbols.push(sym.at(&s.block.index_path())?);
+        }
+    }
+    symbols.sort_unstable();
+    symbols.dedup();
+    let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
+    drop(symbols);
+
+    // Per-source series iterators, merged by label set through a heap.
+    let mut iters = Vec::with_capacity(srcs.len());
+    for s in &srcs {
+        iters.push(s.block.series(&s.index)?);
+    }
+    let mut heap: BinaryHeap<Reverse<(Labels, usize, u32)>> = BinaryHeap::new();
+    let mut pending: Vec<Option<SeriesEntry>> = vec![None; srcs.len()];
+    for (i, it) in iters.iter_mut().enumerate() {
+        if let Some(e) = it.next() {
+            let e = e?;
+            heap.push(Reverse((e.labels.clone(), i, e.id)));
+            pending[i] = Some(e);
+        }
+    }
+
+    let batch = opts.batch_series.max(1);
+    let dedup = opts.dedup;
+    let result: Result<(u64, bool)> = std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<Vec<SeriesOut<'_>>>(2);
+        let writer_ref = &mut writer;
+        let handle = scope.spawn(move || -> Result<u64> {
+            let mut done = MergeProgress::default();
+            let mut written = 0u64;
+            for outs in rx {
+                for s in outs {
+                    let chunks: Vec<ChunkToWrite<'_>> = s.chunks.iter().map(|c| ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time }).collect();
+                    if writer_ref.add_series(&s.labels, &chunks)?.is_some() {
+                        written += 1;
+                        done.chunks += chunks.len() as u64;
+                        done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
+                    }
+                    done.series += 1;
+                }
+                progress(done);
+            }
+            Ok(written)
+        });
+
+        let mut send_err = false;
+        let mut produce = || -> Result<()> {
+            loop {
+                // Gather a batch of merged series (labels and per-source entries).
+                let mut group: Vec<Vec<(usize, SeriesEntry)>> = Vec::with_capacity(batch);
+                while group.len() < batch {
+                    let Some(Reverse((labels, _, _))) = heap.peek().cloned() else { break };
+                    let mut parts = Vec::new();
+                    while heap.peek().is_some_and(|Reverse((l, _, _))| *l == labels) {
+                        let Reverse((_, i, _)) = heap.pop().expect("peeked");
+                        let e = pending[i].take().expect("pending entry");
+                        if let Some(next) = iters[i].next() {
+                            let next = next?;
+                            if next.labels <= e.labels {
+                                return Err(Error::BadSeries { path: srcs[i].block.index_path(), series: next.labels.to_string(), problem: format!("series out of order (after {})", e.labels) });
+                            }
+                            heap.push(Reverse((next.labels.clone(), i, next.id)));
+                            pending[i] = Some(next);
+                        }
+                        parts.push((i, e));
+                    }
+                    group.push(parts);
+                }
+                if group.is_empty() {
+                    return Ok(());
+                }
+                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map(|parts| merge_series(&srcs, parts, dedup)).collect::<Result<Vec<_>>>()?;
+                if tx.send(outs).is_err() {
+                    send_err = true;
+                    return Ok(());
+                }
+            }
+        };
+        let produced = produce();
+        drop(tx);
+        let written = handle.join().expect("writer thread panicked");
+        produced?;
+        let written = written?;
+        Ok((written, send_err))
+    });
+    let (written, _) = result?;
+    if written == 0 {
+        // Dropping the writer removes its temporary directory.
+        return Ok(None);
+    }
+    let tombstones = Tombstones::default();
+    let out = writer.finish(meta, if opts.write_tombstones { Some(&tombstones) } else { None })?;
+    Ok(Some(out))
+}
+
+/// A source chunk of one series, located and possibly trimmed.
+struct Item<'a> {
+    source: usize,
+    min_time: i64,
+    max_time: i64,
+    encoding: u8,
+    data: Cow<'a, [u8]>,
+}
+
+fn bad(file: PathBuf, labels: &Labels, problem: String) -> Error {
+    Error::BadSeries { path: file, series: labels.to_string(), problem }
+}
+
+/// Merges one series' chunks from every source that has it.
+fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup: DedupFunc) -> Result<SeriesOut<'a>> {
+    let labels = parts[0].1.labels.clone();
+    let mut items: Vec<Item<'a>> = Vec::new();
+    for (i, e) in &parts {
+        let src = &srcs[*i];
+        let block = src.block;
+        let (bmin, bmax) = (block.meta.min_time, block.meta.max_time - 1);
+        let deleted = block.tombstones.get(e.id as u64);
+        let mut prev: Option<&ChunkMeta> = None;
+        for m in &e.chunks {
+            if m.max_time < m.min_time || prev.is_some_and(|p| m.min_time <= p.max_time) {
+                return Err(bad(block.index_path(), &labels, format!("chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}", m.chunk_ref, m.min_time, m.max_time, block.meta.ulid)));
+            }
+            prev = Some(m);
+            let raw = block.chunk(m.chunk_ref).map_err(|e| match e {
+                Error::Corrupt { path, source } => Error::BadSeries { path, series: labels.to_string(), problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source) },
+                other => other,
+            })?;
+            let sticks_out = m.min_time < bmin || m.max_time > bmax;
+            let hit = deleted.iter().any(|iv| iv.overlaps(m.min_time, m.max_time));
+            if !sticks_out && !hit {
+                items.push(Item { source: *i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data) });
+                continue;
+            }
+            // Re-encode as one chunk without the samples outside the range or deleted.
+            let samples = decode(raw.encoding, raw.data).map_err(|err| bad(seg_path(block, m), &labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref)))?;
+            let kept: Vec<(i64, Value)> = samples.into_values().into_iter().filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t))).collect();
+            for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), &labels, p))? {
+                items.push(Item { source: *i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data });
+            }
+        }
+    }
+    items.sort_by_key(|c| (c.min_time, c.max_time));
+
+    let mut out: Vec<OutChunk<'a>> = Vec::with_capacity(items.len());
+    while !items.is_empty() {
+        // The overlap group at the front.
+        let mut j = 1;
+        let mut group_max = items[0].max_time;
+        while j < items.len() && items[j].min_time <= group_max {
+            group_max = group_max.max(items[j].max_time);
+            j += 1;
+        }
+        let mut group: Vec<Item<'a>> = items.drain(..j).collect();
+        // Byte-identical duplicates (same range, same bytes) are dropped.
+        let mut k = 0;
+        while k < group.len() {
+            let dup = (0..k).any(|p| group[p].min_time == group[k].min_time && group[p].max_time == group[k].max_time && group[p].encoding == group[k].encoding && group[p].data == group[k].data);
+            if dup {
+                group.remove(k);
+            } else {
+                k += 1;
+            }
+        }
+        if group.len() == 1 {
+            let c = group.pop().expect("one");
+            out.push(OutChunk { encoding: c.encoding, data: c.data, min_time: c.min_time, max_time: c.max_time });
+        } else {
+            // One stream per source (a source's chunks never overlap each other).
+            let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
+            for c in &group {
+                let samples = decode(c.encoding, &c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+                let vals = samples.into_values();
+                match streams.iter_mut().find(|(s, _)| *s == c.source) {
+                    Some((_, v)) => v.extend(vals),
+                    None => streams.push((c.source, vals)),
+                }
+            }
+            for (_, v) in streams.iter_mut() {
+                v.sort_by_key(|s| s.0);
+            }
+            let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
+            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[group[0].source].block.dir.clone(), series: labels.to_string(), problem: p })? {
+                out.push(c);
+            }
+        }
+    }
+    Ok(SeriesOut { labels, chunks: out })
+}
+
+fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {
+    block.segments().get(m.chunk_ref.segment() as usize).map(|s| s.path.clone()).unwrap_or_else(|| block.dir.clone())
+}
+
+/// Encodes samples into chunks of at most `per_chunk` samples, cutting also where the
+/// value type changes and wherever the histogram encoders need a new chunk.
+pub fn encode_values(samples: &[(i64, Value)], per_chunk: usize) -> std::result::Result<Vec<OutChunk<'static>>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < samples.len() {
+        let kind = std::mem::discriminant(&samples[i].1);
+        let mut j = i;
+        while j < samples.len() && std::mem::discriminant(&samples[j].1) == kind {
+            j += 1;
+        }
+        let run = &samples[i..j];
+        for piece in run.chunks(per_chunk.clamp(1, crate::format::xor::MAX_SAMPLES)) {
+            match &piece[0].1 {
+                Value::Float(_) => {
+                    let mut e = XorEncoder::new();
+                    for (t, v) in piece {
+                        if let Value::Float(x) = v {
+                            e.append(*t, *x).map_err(|e| e.to_string())?;
+                        }
+                    }
+                    out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(e.finish()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                }
+                Value::Histogram(_) => {
+                    let hs: Vec<(i64, Histogram)> = piece.iter().filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None }).collect();
+                    push_cut(&mut out, &hs, Encoding::Histogram, encode_histograms(&hs).map_err(|e| e.to_string())?)?;
+                }
+                Value::FloatHistogram(_) => {
+                    let hs: Vec<(i64, FloatHistogram)> = piece.iter().filter_map(|(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None }).collect();
+                    push_cut(&mut out, &hs, Encoding::FloatHistogram, encode_float_histograms(&hs).map_err(|e| e.to_string())?)?;
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Assigns time ranges to the chunks a histogram encoder cut, by their sample counts.
+fn push_cut<T>(out: &mut Vec<OutChunk<'static>>, samples: &[(i64, T)], enc: Encoding, chunks: Vec<Vec<u8>>) -> std::result::Result<(), String> {
+    let mut at = 0;
+    for c in chunks {
+        let n = u16::from_be_bytes([c[0], c[1]]) as usize;
+        if n == 0 || at + n > samples.len() {
+            return Err("histogram encoder produced an inconsistent chunk".into());
+        }
+        out.push(OutChunk { encoding: enc as u8, data: Cow::Owned(c), min_time: samples[at].0, max_time: samples[at + n - 1].0 });
+        at += n;
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! `strata compact` on promtool-made blocks: the compacted directory must dump exactly
+//! like the input under promtool, for adjacent and overlapping blocks and for HA
+//! replicas under both deduplication functions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::*;
+use strata::block::{list_blocks, Block};
+use strata::format::meta::{BlockMeta, ThanosMeta};
+
+/// Writes OpenMetrics text and lets promtool make blocks from it in `dir`.
+fn promtool_blocks(om: &str, dir: &Path) {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), om).unwrap();
+    let out = promtool(&["tsdb", "create-blocks-from", "openmetrics", f.path().to_str().unwrap(), dir.to_str().unwrap()]);
+    assert!(out.status.success(), "promtool create-blocks-from: {}", String::from_utf8_lossy(&out.stderr));
+    for junk in ["wal", "chunks_head"] {
+        let _ = std::fs::remove_dir_all(dir.join(junk));
+    }
+}
+
+/// Copies a block under `parent` with a new ULID and lets `edit` change its meta.
+fn clone_block(src: &Path, parent: &Path, edit: impl FnOnce(&mut BlockMeta)) -> PathBuf {
+    let mut meta = Block::open(src).unwrap().meta;
+    let ulid = ulid::Ulid::new();
+    let dst = parent.join(ulid.to_string());
+    copy_dir(src, &dst);
+    meta.ulid = ulid;
+    meta.compaction.sources = vec![ulid];
+    edit(&mut meta);
+    std::fs::write(dst.join("meta.json"), meta.to_json()).unwrap();
+    dst
+}
+
+fn with_labels<'a>(labels: &'a [(&'a str, &'a str)]) -> impl FnOnce(&mut BlockMeta) + 'a {
+    move |m: &mut BlockMeta| {
+        m.thanos = Some(ThanosMeta { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), source: "sidecar".into(), ..Default::default() });
+    }
+}
+
+fn dump_dir(dir: &Path) -> String {
+    std::fs::create_dir_all(dir.join("wal")).unwrap();
+    promtool_dump(dir, &[])
+}
+
+fn compact(args: &[&str]) -> Output {
+    let mut a = vec!["compact", "--quiet"];
+    a.extend_from_slice(args);
+    strata(&a)
+}
+
+fn check_outputs(dir: &Path) {
+    let v = strata(&["verify", dir.to_str().unwrap()]);
+    assert!(v.status.success(), "strata verify: {}", String::from_utf8_lossy(&v.stdout));
+    for b in list_blocks(dir).unwrap() {
+        let a = promtool(&["tsdb", "analyze", dir.to_str().unwrap(), &b.ulid.to_string()]);
+        assert!(a.status.success(), "promtool analyze {}: {}", b.ulid, String::from_utf8_lossy(&a.stderr));
+    }
+}
+
+#[test]
+fn adjacent_blocks_compact_to_the_same_samples() {
+    let dir = scratch_copy(&testdata("varied"));
+    let before = dump_dir(dir.path());
+    let n_before = list_blocks(dir.path()).unwrap().len();
+    let out = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = dump_dir(dir.path());
+    assert_same_samples(&after, &before, "adjacent");
+    assert!(list_blocks(dir.path()).unwrap().len() < n_before);
+    check_outputs(dir.path());
+    // Nothing left to do: a second run writes nothing.
+    let again = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 blocks written"), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[test]
+fn overlapping_blocks_merge_vertically_to_the_same_samples() {
+    let dir = scratch_copy(&testdata("varied"));
+    // An identical copy of one block, and different data for some of the same series
+    // at other timestamps, overlapping the first blocks.
+    let first = list_blocks(dir.path()).unwrap()[1].path.clone();
+    clone_block(&first, dir.path(), |_| {});
+    let mut om = String::from("# TYPE varied_extra gauge\n");
+    for i in 0..400 {
+        om.push_str(&format!("varied_extra{{k=\"v\"}} {i} {}.{:03}\n", 1700006000 + i * 7, i % 1000));
+    }
+    om.push_str("# EOF\n");
+    promtool_blocks(&om, dir.path());
+    let before = dump_dir(dir.path());
+    let out = compact(&[dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = dump_dir(dir.path());
+    assert_same_samples(&after, &before, "overlapping");
+    check_outputs(dir.path());
+    // No overlaps remain.
+    let mut ranges: Vec<(i64, i64)> = list_blocks(dir.path()).unwrap().iter().map(|b| { let m = Block::open(&b.path).unwrap().meta; (m.min_time, m.max_time) }).collect();
+    ranges.sort();
+    assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
+}
+
+#[test]
+fn identical_replicas_deduplicate_to_one_copy() {
+    let src = scratch_copy(&testdata("small"));
+    let want = dump_dir(src.path());
+    let block = list_blocks(src.path()).unwrap()[0].path.clone();
+    let dir = tempfile::tempdir().unwrap();
+    clone_block(&block, dir.path(), with_labels(&[("cluster", "eu1"), ("replica", "A")]));
+    clone_block(&block, dir.path(), with_labels(&[("cluster", "eu1"), ("replica", "B")]));
+    // Without the replica label the two are different groups and stay apart.
+    let out = compact(&[dir.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(list_blocks(dir.path()).unwrap().len(), 2);
+    let out = compact(&[dir.path().to_str().unwrap(), "--deduplication.replica-label", "replica"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let blocks = list_blocks(dir.path()).unwrap();
+    assert_eq!(blocks.len(), 1);
+    let meta = Block::open(&blocks[0].path).unwrap().meta;
+    let t = meta.thanos.as_ref().expect("thanos section");
+    assert_eq!(t.labels, BTreeMap::from([("cluster".to_string(), "eu1".to_string())]));
+    assert_eq!(t.source, "compactor");
+    assert_eq!(meta.compaction.level, 2);
+    assert_eq!(meta.compaction.parents.len(), 2);
+    assert_same_samples(&dump_dir(dir.path()), &want, "replicas");
+    check_outputs(dir.path());
+}
+
+/// Two replicas scraping every 15 s, B one second after A; A misses scrapes between
+/// 300 s and 600 s.
+fn replica_pair(dir: &Path) -> (Vec<i64>, Vec<i64>) {
+    let base = 1_700_000_000i64;
+    let a: Vec<i64> = (0..80).map(|i| base + i * 15).filter(|t| !(base + 300..base + 600).contains(t)).collect();
+    let b: Vec<i64> = (0..80).map(|i| base + 1 + i * 15).collect();
+    for (name, ts) in [("A", &a), ("B", &b)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut om = String::from("# TYPE up gauge\n");
+        for (i, t) in ts.iter().enumerate() {
+            om.push_str(&format!("up{{job=\"api\"}} {} {t}\n", i % 7));
+        }
+        om.push_str("# EOF\n");
+        promtool_blocks(&om, tmp.path());
+        let blk = list_blocks(tmp.path()).unwrap()[0].path.clone();
+        clone_block(&blk, dir, with_labels(&[("replica", name)]));
+    }
+    (a.iter().map(|t| t * 1000).collect(), b.iter().map(|t| t * 1000).collect())
+}
+
+fn timestamps(dir: &Path) -> Vec<i64> {
+    let d = parse_dump(&dump_dir(dir));
+    assert_eq!(d.len(), 1, "one series");
+    d.values().next().unwrap().iter().map(|s| s.0).collect()
+}
+
+#[test]
+fn replicas_a_second_apart_union_under_one_to_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replica_pair(dir.path());
+    let out = compact(&[dir.path().to_str().unwrap(), "--deduplication.replica-label", "replica"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut want: Vec<i64> = a.iter().chain(&b).copied().collect();
+    want.sort();
+    assert_eq!(timestamps(dir.path()), want);
+    // Only one replica label was there: the group gets replica="deduped", as in Thanos.
+    let meta = Block::open(&list_blocks(dir.path()).unwrap()[0].path).unwrap().meta;
+    assert_eq!(meta.thanos.unwrap().labels, BTreeMap::from([("replica".to_string(), "deduped".to_string())]));
+    check_outputs(dir.path());
+}
+
+#[test]
+fn replicas_a_second_apart_follow_one_under_penalty() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replica_pair(dir.path());
+    let out = compact(&[dir.path().to_str().unwrap(), "--deduplication.replica-label", "replica", "--deduplication.func", "penalty"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = timestamps(dir.path());
+    // Before A's gap: exactly A's samples. Then B's, and B is followed to the end
+    // because B has no gap to switch back across.
+    let gap_start = 1_700_000_300_000;
+    let a_before: Vec<i64> = a.iter().copied().filter(|&t| t < gap_start).collect();
+    assert_eq!(&got[..a_before.len()], &a_before[..]);
+    let tail = &got[a_before.len()..];
+    assert!(tail.iter().all(|t| b.contains(t)), "after the gap only B's samples");
+    assert_eq!(*tail.last().unwrap(), *b.last().unwrap());
+    // Never two samples closer than a scrape interval minus the one-second offset.
+    assert!(got.windows(2).all(|w| w[1] - w[0] >= 14_000), "{got:?}");
+    check_outputs(dir.path());
+}
+
+#[test]
+fn output_directory_leaves_the_input_untouched() {
+    let dir = scratch_copy(&testdata("varied"));
+    let snapshot = |p: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for b in list_blocks(p).unwrap() {
+            for f in ["meta.json", "index", "chunks/000001", "tombstones"] {
+                v.push((b.path.join(f), std::fs::read(b.path.join(f)).unwrap()));
+            }
+        }
+        v
+    };
+    let before = snapshot(dir.path());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = compact(&[dir.path().to_str().unwrap(), "--output", out_dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(snapshot(dir.path()), before);
+    assert!(!list_blocks(out_dir.path()).unwrap().is_empty());
+    check_outputs(out_dir.path());
+}
+
+#[test]
+fn a_corrupt_block_stops_only_its_group() {
+    let src = scratch_copy(&testdata("varied"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad_blocks = Vec::new();
+    for b in list_blocks(src.path()).unwrap() {
+        clone_block(&b.path, dir.path(), with_labels(&[("cluster", "good")]));
+        bad_blocks.push(clone_block(&b.path, dir.path(), with_labels(&[("cluster", "bad")])));
+    }
+    // Flip a byte inside the first chunk of one "bad" block.
+    let seg = bad_blocks[1].join("chunks/000001");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[12] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let bad_id = bad_blocks[1].file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(bad_id) && err.contains("chunks/000001") && err.contains("{__name__=") && err.contains("segment 0 offset"), "{err}");
+    // Every bad-group block is still there, unchanged; the good group was compacted.
+    for b in &bad_blocks {
+        assert!(b.join("meta.json").exists(), "{} was removed", b.display());
+    }
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
+    let good: Vec<_> = list_blocks(dir.path()).unwrap().into_iter().filter(|b| Block::open(&b.path).unwrap().meta.thanos.unwrap().labels["cluster"] == "good").collect();
+    assert!(good.len() < bad_blocks.len(), "the good group was compacted");
+}
