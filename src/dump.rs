@@ -91,9 +91,8 @@ pub fn push_line(line: &mut String, labels: &str, t: i64, v: &Value) {
     line.push(' ');
     match v {
         Value::Float(x) => push_g(line, *x),
-        // PENDING(histogram codec): Go-style String() once format::histogram has it.
-        Value::Histogram(h) => line.push_str(&format!("{h:?}")),
-        Value::FloatHistogram(h) => line.push_str(&format!("{h:?}")),
+        Value::Histogram(h) => line.push_str(&h.to_float().to_string()),
+        Value::FloatHistogram(h) => line.push_str(&h.to_string()),
     }
     line.push(' ');
     line.push_str(&t.to_string());

@@ -336,7 +336,7 @@ fn read_zero_threshold(r: &mut BitReader<'_>) -> FormatResult<f64> {
         0 => Ok(0.0),
         0xff => Ok(f64::from_bits(r.read_bits(64, "zero threshold")?)),
         // 0.5 * 2^(b-243), always a normal number.
-        b => Ok(f64::from_bits(((b as u64) - 244 + 1023) << 52)),
+        b => Ok(f64::from_bits(((b as u64) + 1023 - 244) << 52)),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use super::aggr::{self, AggrType};
 use super::chunks::Encoding;
-use super::histogram::{FloatHistogram, Histogram};
+use super::histogram::{FloatHistogram, FloatHistogramIter, Histogram, HistogramIter};
 use super::xor::XorIter;
 use crate::error::{FormatError, FormatResult};
 
@@ -59,8 +59,8 @@ impl ChunkSamples {
 pub fn decode(encoding: u8, data: &[u8]) -> FormatResult<ChunkSamples> {
     match Encoding::from_byte(encoding) {
         Some(Encoding::Xor) => Ok(ChunkSamples::Float(XorIter::new(data)?.collect::<FormatResult<_>>()?)),
-        // PENDING(histogram codec): wired once format::histogram has its iterators.
-        Some(Encoding::Histogram) | Some(Encoding::FloatHistogram) => Err(FormatError::new("chunk", 0, "histogram decoding not wired yet")),
+        Some(Encoding::Histogram) => Ok(ChunkSamples::Histogram(HistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
+        Some(Encoding::FloatHistogram) => Ok(ChunkSamples::FloatHistogram(FloatHistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
         Some(Encoding::Aggr) => Err(FormatError::new("chunk", 0, "aggregate chunk: choose an aggregate (count, sum, min, max, counter) to read it")),
         None => Err(FormatError::new("chunk", 0, format!("unknown chunk encoding {encoding}"))),
     }

@@ -183,3 +183,79 @@ fn bad_arguments_give_one_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--match"));
 }
+
+/// A histogram as `strata dump` prints it (Prometheus's `FloatHistogram.String()`):
+/// count, sum and buckets as (boundary rule, lower, upper, count), rules numbered as the
+/// HTTP API numbers them (0 `(l,u]`, 1 `[l,u)`, 2 `(l,u)`, 3 `[l,u]`).
+type Hist = (f64, f64, Vec<(u8, f64, f64, f64)>);
+
+fn parse_hist(s: &str) -> Hist {
+    let inner = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or_else(|| panic!("not a histogram: {s}"));
+    let (mut count, mut sum, mut buckets) = (f64::NAN, f64::NAN, Vec::new());
+    for part in inner.split(", ") {
+        if let Some(v) = part.strip_prefix("count:") {
+            count = v.parse().unwrap();
+        } else if let Some(v) = part.strip_prefix("sum:") {
+            sum = v.parse().unwrap();
+        } else {
+            let (range, c) = part.rsplit_once(':').unwrap();
+            let rule = match (range.starts_with('['), range.ends_with(']')) {
+                (false, true) => 0,
+                (true, false) => 1,
+                (false, false) => 2,
+                (true, true) => 3,
+            };
+            let (lo, hi) = range[1..range.len() - 1].split_once(',').unwrap();
+            buckets.push((rule, lo.parse().unwrap(), hi.parse().unwrap(), c.parse().unwrap()));
+        }
+    }
+    (count, sum, buckets)
+}
+
+#[test]
+fn native_histograms_decode_to_what_prometheus_reports() {
+    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(testdata("native-histograms.expected.json")).unwrap()).unwrap();
+    let out = ok_stdout(strata(&["dump", testdata("native-histograms").to_str().unwrap()]), "strata dump");
+    // Our lines by series label text.
+    let mut ours: std::collections::BTreeMap<String, Vec<(i64, String)>> = Default::default();
+    for line in out.lines() {
+        let (rest, ts) = line.rsplit_once(' ').unwrap();
+        let (labels, value) = if rest.ends_with('}') && rest.contains("} {count:") {
+            let i = rest.find("} {count:").unwrap();
+            (&rest[..=i], &rest[i + 2..])
+        } else {
+            rest.rsplit_once(' ').unwrap()
+        };
+        ours.entry(labels.to_string()).or_default().push((ts.parse().unwrap(), value.to_string()));
+    }
+    let series = expected["series"].as_array().unwrap();
+    assert_eq!(ours.len(), series.len());
+    let (mut hists, mut floats) = (0, 0);
+    for s in series {
+        let labels = strata::labels::Labels::from_pairs(s["labels"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())));
+        let got = ours.get(&labels.to_string()).unwrap_or_else(|| panic!("series {labels} missing"));
+        let want = s["samples"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{labels}");
+        for ((t, v), w) in got.iter().zip(want) {
+            assert_eq!(*t, w[0].as_i64().unwrap(), "{labels}");
+            match &w[1] {
+                serde_json::Value::String(f) => {
+                    let (a, b): (f64, f64) = (v.parse().unwrap(), f.parse().unwrap());
+                    assert!(a == b || (a.is_nan() && b.is_nan()), "{labels} at {t}: {v} vs {f}");
+                    floats += 1;
+                }
+                h => {
+                    let (count, sum, buckets) = parse_hist(v);
+                    let num = |x: &serde_json::Value| x.as_str().unwrap().parse::<f64>().unwrap();
+                    assert_eq!(count, num(&h["count"]), "{labels} at {t}");
+                    assert_eq!(sum, num(&h["sum"]), "{labels} at {t}");
+                    // The API leaves `buckets` out when there are none.
+                    let wb: Vec<(u8, f64, f64, f64)> = h.get("buckets").and_then(|b| b.as_array()).map(|a| a.iter().map(|b| (b[0].as_u64().unwrap() as u8, num(&b[1]), num(&b[2]), num(&b[3]))).collect()).unwrap_or_default();
+                    assert_eq!(buckets, wb, "{labels} at {t}");
+                    hists += 1;
+                }
+            }
+        }
+    }
+    assert!(hists > 500 && floats > 200, "{hists} histograms, {floats} floats");
+}
