@@ -11,6 +11,7 @@ pub mod compact;
 pub mod dump;
 pub mod error;
 pub mod format;
+pub mod gen;
 pub mod gofmt;
 pub mod labels;
 pub mod mmap;

@@ -172,7 +172,10 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                     continue;
                 }
             };
-            if c.min_time < min_t || c.max_time >= max_t {
+            // Thanos's health check: a chunk may not start before minTime or end after
+            // maxTime. (Samples at maxTime itself are outside the half-open range, but
+            // Thanos accepts such blocks, so strata does too.)
+            if c.min_time < min_t || c.max_time > max_t {
                 r.add(INDEX_FILE, format!("series {labels}: chunk [{}, {}] lies outside the block's range [{min_t}, {max_t})", c.min_time, c.max_time));
             }
             // Decode and check times.

@@ -87,16 +87,41 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes one series' chunks, cutting a new file first if they would not fit.
+    /// Writes one series' chunks with Prometheus's cutting rule (`Writer.WriteChunks`):
+    /// the first chunks go into the current file while they fit (each budgeted at its
+    /// length plus 10 bytes of framing); once one does not fit, a new file is cut, and
+    /// from then on a new file is cut whenever the next batch would outgrow an empty one.
     fn write_series(&mut self, chunks: &[ChunkToWrite<'_>], metas: &mut Vec<ChunkMeta>, max_chunk: &mut i64) -> Result<()> {
-        let batch: u64 = chunks.iter().map(|c| budget_len(c.data.len())).sum();
-        if self.file.is_none() || (self.size + batch > self.limit && self.size > SEGMENT_HEADER_LEN as u64) {
+        if self.file.is_none() {
             self.cut()?;
         }
-        for c in chunks {
-            // A single series larger than a segment still cuts between chunks.
-            if self.size + budget_len(c.data.len()) > self.limit && self.size > SEGMENT_HEADER_LEN as u64 {
-                self.cut()?;
+        let header = SEGMENT_HEADER_LEN as u64;
+        // Split into batches, each written to its own file after the first.
+        let mut cuts: Vec<usize> = Vec::new();
+        let mut batch = 0u64;
+        let mut first_batch = true;
+        for (i, c) in chunks.iter().enumerate() {
+            let size = budget_len(c.data.len());
+            batch += size;
+            let mut cut = i != 0 && batch + header > self.limit;
+            if first_batch && self.size > header {
+                cut = batch + self.size > self.limit;
+                if cut {
+                    first_batch = false;
+                }
+            }
+            if cut {
+                cuts.push(i);
+                batch = size;
+            }
+        }
+        let mut next_cut = cuts.into_iter().peekable();
+        for (i, c) in chunks.iter().enumerate() {
+            if next_cut.peek() == Some(&i) {
+                next_cut.next();
+                if i > 0 || self.size > header {
+                    self.cut()?;
+                }
             }
             let offset = u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
             self.buf.clear();

@@ -51,6 +51,51 @@ enum Command {
     /// Compacts a directory of blocks: vertical merges of overlaps, leveled merges over
     /// the block ranges, replica deduplication; repeats until nothing is left to do.
     Compact(CompactArgs),
+    /// Writes synthetic blocks (for benchmarks at scale).
+    Gen(GenArgs),
+}
+
+#[derive(clap::Args)]
+struct GenArgs {
+    /// Directory to write the blocks into.
+    #[arg(long)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    series: usize,
+    /// Total time covered.
+    #[arg(long, default_value = "2h")]
+    duration: String,
+    /// Time covered by each block.
+    #[arg(long = "block-duration", default_value = "2h")]
+    block_duration: String,
+    #[arg(long = "scrape-interval", default_value = "15s")]
+    scrape_interval: String,
+    /// First sample time in ms (default: a fixed, 2h-aligned time).
+    #[arg(long = "start", default_value_t = 1_700_006_400_000, allow_negative_numbers = true)]
+    start: i64,
+    /// Fraction of series replaced by new ones in each following block.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// HA replicas: copies with the same series, scrapes shifted by --replica-offset.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    #[arg(long = "replica-offset", default_value = "1s")]
+    replica_offset: String,
+    /// External label naming each replica (`NAME="rN"`); without it replicas are plain
+    /// overlapping blocks.
+    #[arg(long = "replica-label")]
+    replica_label: Option<String>,
+    /// counter, gauge or mixed.
+    #[arg(long, default_value = "mixed")]
+    shape: String,
+    /// Make every N-th series a native histogram (0: none).
+    #[arg(long = "native-histograms-every", default_value_t = 0)]
+    histogram_every: usize,
+    /// External label k=v for the thanos section; repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -124,7 +169,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Verify { dir } => verify(&dir),
         Command::Compact(args) => compact(args),
+        Command::Gen(args) => gen(args),
     }
+}
+
+fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
+    use strata::gen::{generate, GenOptions, Shape};
+    let shape = match a.shape.as_str() {
+        "counter" => Shape::Counter,
+        "gauge" => Shape::Gauge,
+        "mixed" => Shape::Mixed,
+        s => bail!("--shape {s:?}: want counter, gauge or mixed"),
+    };
+    if !(0.0..=1.0).contains(&a.churn) {
+        bail!("--churn must be between 0 and 1");
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &a.labels {
+        let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?}: want k=v"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let opts = GenOptions {
+        series: a.series,
+        start_ms: a.start,
+        duration_ms: parse_duration_ms(&a.duration).context("--duration")?,
+        block_ms: parse_duration_ms(&a.block_duration).context("--block-duration")?,
+        scrape_ms: parse_duration_ms(&a.scrape_interval).context("--scrape-interval")?,
+        churn: a.churn,
+        replicas: a.replicas.max(1),
+        replica_offset_ms: parse_duration_ms(&a.replica_offset).context("--replica-offset")?,
+        replica_label: a.replica_label.clone(),
+        shape,
+        histogram_every: a.histogram_every,
+        labels,
+        seed: a.seed,
+    };
+    let start = std::time::Instant::now();
+    let paths = generate(&a.output, &opts)?;
+    eprintln!("strata gen: {} blocks written to {} in {:.2?}", paths.len(), a.output.display(), start.elapsed());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses a Prometheus-style duration: `90s`, `30m`, `2h`, `1h30m`, `2d`, `1w`, `1y`, `500ms`.

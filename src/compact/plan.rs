@@ -168,9 +168,11 @@ fn plan_group(key: &GroupKey, metas: &[&PlanBlock], policy: &Policy, out: &mut O
     if metas.len() < 2 {
         return;
     }
-    // 2. The newest block (greatest min time) stays out: a full range of slack.
+    // 2. The newest block (greatest min time) stays out: a full range of slack. As in
+    //    Prometheus and Thanos, "before the most recent block" then means ending at or
+    //    before the start of the newest block that is left.
     let without_newest = &metas[..metas.len() - 1];
-    let high_time = metas[metas.len() - 1].min_time;
+    let high_time = without_newest[without_newest.len() - 1].min_time;
 
     // 3. Backlog fast path: any window of the largest range it completely fills, in one
     //    pass, rather than climbing level by level.
@@ -342,9 +344,11 @@ mod tests {
 
     #[test]
     fn the_newest_block_is_never_compacted_leveled() {
-        // Three 2h blocks in one 8h window: the newest stays out, the two before it end
-        // at the newest's start, so Thanos's rule allows them.
-        assert_eq!(planned(&[twohour(0), twohour(1), twohour(2)]), vec![(PlanKind::Leveled, ids(&[0, 1]))]);
+        // Three 2h blocks in one 8h window: the newest stays out, and the two before it
+        // neither fill the window nor end before the last remaining block starts.
+        assert!(planned(&[twohour(0), twohour(1), twohour(2)]).is_empty());
+        // With a block in the next window, the first window's blocks are complete.
+        assert_eq!(planned(&[twohour(0), twohour(1), twohour(4), twohour(5)]), vec![(PlanKind::Leveled, ids(&[0, 1]))]);
     }
 
     #[test]
@@ -354,24 +358,26 @@ mod tests {
     }
 
     #[test]
-    fn a_range_is_not_compacted_prematurely_when_the_newest_block_is_inside_it() {
-        // Blocks 0 and 1 and the newest (1h..) are in the same 8h window but a gap
-        // separates them: the part [0,4h) ends after highTime? No: it ends at 4h, the
-        // newest starts at 6h, so it is allowed; move the newest before the part's end.
-        let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 3 * H, 3 * H + 1)];
-        // Blocks 2 and 3 overlap: vertical first.
-        assert_eq!(planned(&b), vec![(PlanKind::Vertical, ids(&[2, 3]))]);
+    fn a_range_is_not_compacted_prematurely() {
+        // Without the newest block (4), the last block left (3) starts at 4h; the part
+        // [0h,5h) of the 8h window ends after that and does not fill the window: wait.
         let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 4 * H, 5 * H), blk(4, 5 * H, 6 * H)];
-        // Without the newest (4): part [0,5h) ends after... highTime = 5h, part maxt = 5h, allowed.
+        assert!(planned(&b).is_empty());
+        // Once a block starts in the next window, the part ends before it: compact.
+        let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 4 * H, 5 * H), blk(4, 8 * H, 10 * H), blk(5, 10 * H, 12 * H)];
         assert_eq!(planned(&b), vec![(PlanKind::Leveled, ids(&[1, 2, 3]))]);
     }
 
     #[test]
-    fn blocks_reaching_past_the_newest_blocks_start_wait() {
-        // A long block that ends after the newest starts cannot be part of a premature
-        // range: (0..2h) and (2h..7h) with the newest at (6h..8h) overlapping → vertical.
+    fn overlap_with_the_newest_block_is_merged_first() {
+        let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 3 * H, 3 * H + 1)];
+        assert_eq!(planned(&b), vec![(PlanKind::Vertical, ids(&[2, 3]))]);
+    }
+
+    #[test]
+    fn a_window_spanned_exactly_is_compacted_even_with_uneven_blocks() {
+        // The 8h window [0,8h) holds 1, 2 and 3 and spans exactly 8h.
         let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 6 * H), blk(3, 6 * H, 8 * H), blk(4, 8 * H, 10 * H)];
-        // 8h window [0,8h) holds 1,2,3 and spans 8h exactly: compact them.
         assert_eq!(planned(&b), vec![(PlanKind::Leveled, ids(&[1, 2, 3]))]);
     }
 
@@ -458,9 +464,9 @@ mod tests {
     fn tombstones_over_five_percent_rewrite_a_long_block() {
         let mut b = vec![blk(1, 0, 8 * H), blk(2, 8 * H, 16 * H), blk(3, 16 * H, 18 * H)];
         b[1].num_tombstones = 6; // 6 / 101 > 5%
-        // No leveled plan: [0,8h) and [8h,16h) fill their own 8h windows alone, and the
-        // 2d window [0,48h) would reach past the newest block's start.
-        assert_eq!(planned(&b), vec![(PlanKind::Leveled, ids(&[1, 2]))]);
+        // No leveled plan: [0,8h) and [8h,16h) fill their own 8h windows alone, and in
+        // the 2d window they would end after the last block left (2) starts.
+        assert_eq!(planned(&b), vec![(PlanKind::Tombstones, ids(&[2]))]);
         // With nothing to merge it with, the block is rewritten alone.
         let b2 = vec![{ let mut x = blk(2, 48 * H, 56 * H); x.num_tombstones = 6; x }, blk(3, 96 * H, 98 * H)];
         assert_eq!(planned(&b2), vec![(PlanKind::Tombstones, ids(&[2]))]);

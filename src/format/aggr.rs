@@ -77,7 +77,9 @@ pub fn encode(slots: &[Option<SubChunk<'_>>; 5]) -> Vec<u8> {
     let mut out = Vec::with_capacity(slots.iter().flatten().map(|s| s.data.len() + 3).sum());
     for s in slots {
         match s {
+            // An empty sub-chunk cannot be told from an unset slot; write it as unset.
             None => out.push(0),
+            Some(s) if s.data.is_empty() => out.push(0),
             Some(s) => {
                 put_uvarint(&mut out, s.data.len() as u64);
                 out.push(s.encoding);

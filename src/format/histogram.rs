@@ -1645,8 +1645,16 @@ pub fn format_go_g(v: f64) -> String {
     if v == 0.0 {
         return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
     }
-    // Rust's `{:e}` prints the shortest round-trip digits as `d.ddddde<exp>`.
-    let sci = format!("{:e}", v.abs());
+    // Rust's `{:e}` prints the shortest round-trip digits as `d.ddddde<exp>`. When the
+    // exact value lies halfway between two such digit strings, Rust rounds the last digit
+    // up where Go rounds it to even (2^-25 is 2.9802322387695312e-08 in Go). Rounding the
+    // exact value to the same number of digits, half to even, gives Go's choice whenever
+    // that still reads back as `v`.
+    let abs = v.abs();
+    let shortest = format!("{abs:e}");
+    let ndigits = shortest.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count();
+    let even = format!("{:.*e}", ndigits.saturating_sub(1), abs);
+    let sci = if even.parse::<f64>() == Ok(abs) { even } else { shortest };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();

@@ -374,8 +374,9 @@ impl<'a> IndexReader<'a> {
         Ok(())
     }
 
-    /// Checks everything a reader can check beyond what `new` did: symbol order,
-    /// series order and structure, postings order, offset table order and contiguity.
+    /// Checks everything a reader can check beyond what `new` did: symbol order, series
+    /// order and structure (label order, chunks in order and not overlapping), postings
+    /// order and contiguity, offset table order, legacy label index CRCs.
     /// Calls `report` once per problem; stops a section at its first structural error.
     pub fn check(&self, mut report: impl FnMut(FormatError)) {
         // Symbols strictly increasing.
@@ -436,8 +437,23 @@ impl<'a> IndexReader<'a> {
                 Err(e) => report(e),
             }
         }
-        // Postings lists.
+        // Postings lists, contiguous in offset-table order (Thanos derives each list's end
+        // from the next list's offset).
         let mut all: Option<Vec<u32>> = None;
+        let mut ordered: Vec<u64> = self.postings_entries.iter().map(|e| e.offset).collect();
+        if self.version == FORMAT_V2 {
+            for w in ordered.windows(2) {
+                let end = section(self.data, w[0], "index postings list").map(|b| w[0] + 8 + b.len() as u64);
+                if let Ok(end) = end {
+                    let gap = w[1].checked_sub(end);
+                    if gap.is_none_or(|g| g >= 4 || self.data[end as usize..w[1] as usize].iter().any(|&b| b != 0)) {
+                        report(FormatError::new("index postings list", w[1], format!("postings lists are not contiguous: the list before ends at {end}, the next starts at {}", w[1])));
+                        break;
+                    }
+                }
+            }
+        }
+        ordered.clear();
         for e in &self.postings_entries {
             match self.postings_at(e.offset) {
                 Ok(p) => {
@@ -482,6 +498,9 @@ impl<'a> IndexReader<'a> {
                 report(FormatError::new("index series", off, format!("series {labels} has no chunks")));
             }
             for (j, c) in chunks.iter().enumerate() {
+                if j > 0 && c.min_time <= chunks[j - 1].max_time {
+                    report(FormatError::new("index series", off, format!("series {labels}: chunk {j} [{}, {}] overlaps the chunk before it [{}, {}]", c.min_time, c.max_time, chunks[j - 1].min_time, chunks[j - 1].max_time)));
+                }
                 if c.max_time < c.min_time {
                     report(FormatError::new("index series", off, format!("series {labels}: chunk {j} ends ({}) before it starts ({})", c.max_time, c.min_time)));
                 }
@@ -691,10 +710,11 @@ impl<W: Write> IndexWriter<W> {
             self.add_symbols(std::iter::empty::<&[u8]>())?;
         }
         self.stage = Stage::Done;
+        // Both fields point before the padding, as Prometheus writes them.
         self.toc.label_indices = self.pos + self.buf.len() as u64;
+        self.toc.postings = self.toc.label_indices;
         self.pad_to(4);
         self.emit()?;
-        self.toc.postings = self.pos;
 
         // Names by symbol; symbol index order is byte order.
         let mut by_sym: Vec<&[u8]> = vec![&[][..]; self.symbols.len()];

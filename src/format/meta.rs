@@ -130,10 +130,10 @@ pub struct ThanosMeta {
     pub segment_files: Vec<String>,
     #[serde(default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileEntry>,
-    #[serde(default)]
-    pub index_stats: IndexStats,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrites: Option<Value>,
+    #[serde(default)]
+    pub index_stats: IndexStats,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Value>,
     #[serde(default = "zero_time")]
@@ -145,7 +145,8 @@ pub struct ThanosMeta {
 impl Default for ThanosMeta {
     fn default() -> Self {
         ThanosMeta {
-            version: 1,
+            // 0 is read as 1 and, like Thanos, left out of the JSON.
+            version: 0,
             labels: BTreeMap::new(),
             downsample: Downsample::default(),
             source: String::new(),
@@ -222,7 +223,7 @@ impl BlockMeta {
         let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
         self.serialize(&mut ser).expect("meta serializes");
         out.push(b'\n');
-        out
+        go_json_escapes(out)
     }
 
     /// Downsampling resolution in ms (0 for raw or blocks without a thanos section).
@@ -234,6 +235,33 @@ impl BlockMeta {
     pub fn external_labels(&self) -> BTreeMap<String, String> {
         self.thanos.as_ref().map(|t| t.labels.clone()).unwrap_or_default()
     }
+}
+
+/// Applies the escapes Go's `encoding/json` adds and serde_json does not: `<`, `>`, `&`,
+/// U+2028 and U+2029 as `\u` sequences. Those characters only ever occur inside JSON
+/// strings, so replacing them throughout the document is safe.
+pub fn go_json_escapes(json: Vec<u8>) -> Vec<u8> {
+    if !json.iter().any(|&b| b == b'<' || b == b'>' || b == b'&' || b == 0xE2) {
+        return json;
+    }
+    let s = String::from_utf8(json).expect("serde_json writes UTF-8");
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.into_bytes()
+}
+
+/// Compact JSON of a marker, as Go's `json.Marshal` writes it.
+pub fn marker_json<T: Serialize>(m: &T) -> Vec<u8> {
+    go_json_escapes(serde_json::to_vec(m).expect("marker serializes"))
 }
 
 fn line_col_to_offset(b: &[u8], line: usize, col: usize) -> u64 {
@@ -362,6 +390,7 @@ mod tests {
         assert_eq!(again, m);
         let s = String::from_utf8(m.to_json()).unwrap();
         assert!(s.contains("\"future_field\"") && s.contains("\"someday\": true"), "{s}");
+        assert!(!s.contains("\"version\": 0"), "thanos.version 0 is left out");
         // Field order as Go writes it.
         let pos = |k: &str| s.find(k).unwrap();
         assert!(pos("\"ulid\"") < pos("\"minTime\"") && pos("\"stats\"") < pos("\"compaction\"") && pos("\"version\": 1") < pos("\"thanos\""));
@@ -386,6 +415,15 @@ mod tests {
         ] {
             assert!(BlockMeta::parse(bad.as_bytes()).is_err(), "{why}");
         }
+    }
+
+    #[test]
+    fn escapes_like_go() {
+        let mut m = BlockMeta::parse(br#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1}"#).unwrap();
+        m.thanos = Some(ThanosMeta { labels: [("a".to_string(), "<b>&\u{2028}".to_string())].into(), ..Default::default() });
+        let s = String::from_utf8(m.to_json()).unwrap();
+        assert!(s.contains(r#""a": "\u003cb\u003e\u0026\u2028""#), "{s}");
+        assert_eq!(BlockMeta::parse(s.as_bytes()).unwrap(), m);
     }
 
     #[test]

@@ -33,9 +33,20 @@ fn clone_block(src: &Path, parent: &Path, edit: impl FnOnce(&mut BlockMeta)) -> 
     dst
 }
 
-fn with_labels<'a>(labels: &'a [(&'a str, &'a str)]) -> impl FnOnce(&mut BlockMeta) + 'a {
+fn with_labels<'a>(labels: &'a [(&'a str, &'a str)]) -> impl Fn(&mut BlockMeta) + 'a {
     move |m: &mut BlockMeta| {
         m.thanos = Some(ThanosMeta { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), source: "sidecar".into(), ..Default::default() });
+    }
+}
+
+/// Adds two small promtool-made blocks a day after `varied`'s data, as a live system
+/// would have: the planner never compacts the newest block, and a range counts as
+/// complete only when it ends before the last remaining block starts.
+fn add_later_block(dir: &Path, edit: impl Fn(&mut BlockMeta)) {
+    let tmp = tempfile::tempdir().unwrap();
+    promtool_blocks("# TYPE later gauge\nlater 1 1700110000\nlater 2 1700117300\n# EOF\n", tmp.path());
+    for b in list_blocks(tmp.path()).unwrap() {
+        clone_block(&b.path, dir, &edit);
     }
 }
 
@@ -62,6 +73,7 @@ fn check_outputs(dir: &Path) {
 #[test]
 fn adjacent_blocks_compact_to_the_same_samples() {
     let dir = scratch_copy(&testdata("varied"));
+    add_later_block(dir.path(), |_| {});
     let before = dump_dir(dir.path());
     let n_before = list_blocks(dir.path()).unwrap().len();
     let out = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
@@ -190,10 +202,11 @@ fn replicas_a_second_apart_follow_one_under_penalty() {
 #[test]
 fn output_directory_leaves_the_input_untouched() {
     let dir = scratch_copy(&testdata("varied"));
+    add_later_block(dir.path(), |_| {});
     let snapshot = |p: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut v = Vec::new();
         for b in list_blocks(p).unwrap() {
-            for f in ["meta.json", "index", "chunks/000001", "tombstones"] {
+            for f in ["meta.json", "index", "chunks/000001"] {
                 v.push((b.path.join(f), std::fs::read(b.path.join(f)).unwrap()));
             }
         }
@@ -217,6 +230,8 @@ fn a_corrupt_block_stops_only_its_group() {
         clone_block(&b.path, dir.path(), with_labels(&[("cluster", "good")]));
         bad_blocks.push(clone_block(&b.path, dir.path(), with_labels(&[("cluster", "bad")])));
     }
+    add_later_block(dir.path(), with_labels(&[("cluster", "good")]));
+    add_later_block(dir.path(), with_labels(&[("cluster", "bad")]));
     // Flip a byte inside the first chunk of one "bad" block.
     let seg = bad_blocks[1].join("chunks/000001");
     let mut bytes = std::fs::read(&seg).unwrap();
@@ -273,4 +288,54 @@ fn native_histograms_survive_vertical_compaction() {
     assert_eq!(ok_stdout(strata(&["dump", dir.path().to_str().unwrap()]), "dump after"), want);
     let v = strata(&["verify", dir.path().to_str().unwrap()]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+/// Block time ranges of a directory, sorted.
+fn layout(dir: &Path) -> Vec<(i64, i64)> {
+    let mut v: Vec<(i64, i64)> = list_blocks(dir).unwrap().iter().map(|b| { let m = Block::open(&b.path).unwrap().meta; (m.min_time, m.max_time) }).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sigkill_at_any_point_loses_nothing_and_a_rerun_finishes() {
+    let base = tempfile::tempdir().unwrap();
+    let src = base.path().join("src");
+    let g = strata(&["gen", "--output", src.to_str().unwrap(), "--series", "1500", "--duration", "8h", "--scrape-interval", "60s", "--replicas", "2", "--replica-offset", "20s", "--native-histograms-every", "100"]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let want = ok_stdout(strata(&["dump", src.to_str().unwrap()]), "dump source");
+    let args = |d: &Path| vec!["compact".to_string(), "--quiet".into(), "--block-ranges".into(), "2h,4h,8h".into(), "--compact.series-batch".into(), "64".into(), "--segment-size".into(), "65536".into(), d.to_str().unwrap().to_string()];
+
+    // An uninterrupted run: its duration spaces the kill points, its layout is the goal.
+    let full = base.path().join("full");
+    copy_dir(&src, &full);
+    let t0 = std::time::Instant::now();
+    let out = run(Command::new(STRATA).args(args(&full)));
+    let took = t0.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let goal = layout(&full);
+    assert!(goal.len() < layout(&src).len());
+
+    let points = 14;
+    for i in 0..points {
+        let dir = base.path().join(format!("kill{i}"));
+        copy_dir(&src, &dir);
+        let delay = took.mul_f64(0.05 + 1.1 * i as f64 / points as f64);
+        let mut child = Command::new(STRATA).args(args(&dir)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Whatever Prometheus would load is complete, and no sample is missing.
+        let v = strata(&["verify", dir.to_str().unwrap()]);
+        assert!(v.status.success(), "kill point {i} ({delay:?}): {}", String::from_utf8_lossy(&v.stdout));
+        assert_eq!(ok_stdout(strata(&["dump", dir.to_str().unwrap()]), "dump after kill"), want, "kill point {i} ({delay:?}) changed the samples");
+        // A rerun finishes the job and reaches the same layout.
+        let out = run(Command::new(STRATA).args(args(&dir)));
+        assert!(out.status.success(), "rerun after kill point {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(layout(&dir), goal, "kill point {i}: final layout differs");
+        assert_eq!(ok_stdout(strata(&["dump", dir.to_str().unwrap()]), "dump after rerun"), want);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp-for-")).collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
