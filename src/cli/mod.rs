@@ -53,6 +53,13 @@ enum Command {
     Compact(CompactArgs),
     /// Writes synthetic blocks (for benchmarks at scale).
     Gen(GenArgs),
+    /// Tries strata out: creates sample blocks (two HA replicas, 26 hours of 2h blocks)
+    /// in DIR if it holds none, then compacts and deduplicates them, verifies and lists
+    /// the result.
+    Demo {
+        #[arg(default_value = "strata-demo")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -170,6 +177,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { dir } => verify(&dir),
         Command::Compact(args) => compact(args),
         Command::Gen(args) => gen(args),
+        Command::Demo { dir } => demo(&dir),
+    }
+}
+
+fn demo(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use strata::gen::{generate, GenOptions};
+    if !dir.exists() || list_blocks(dir)?.is_empty() {
+        let opts = GenOptions {
+            series: 2000,
+            duration_ms: 26 * 3_600_000,
+            replicas: 2,
+            replica_label: Some("replica".into()),
+            labels: [("cluster".to_string(), "demo".to_string())].into(),
+            histogram_every: 40,
+            ..Default::default()
+        };
+        let paths = generate(dir, &opts)?;
+        eprintln!("demo: wrote {} sample blocks (2 replicas, 26h, 2000 series) to {}", paths.len(), dir.display());
+    }
+    println!("== before");
+    inspect(dir)?;
+    let args = CompactArgs::parse_from_args(dir);
+    compact(args)?;
+    println!("== after `strata compact {} --deduplication.replica-label replica`", dir.display());
+    inspect(dir)?;
+    verify(dir)
+}
+
+impl CompactArgs {
+    /// The demo's compaction: Thanos's ranges, replica label `replica`.
+    fn parse_from_args(dir: &std::path::Path) -> CompactArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: CompactArgs,
+        }
+        Wrap::parse_from(["strata", dir.to_str().unwrap_or("."), "--deduplication.replica-label", "replica"]).a
     }
 }
 

@@ -25,98 +25,118 @@ impl DedupFunc {
     }
 }
 
-/// Union of sorted streams, one sample per timestamp; on a tie the earlier stream wins.
-pub fn one_to_one<V>(streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
-    let mut streams: Vec<_> = streams.into_iter().filter(|s| !s.is_empty()).collect();
-    if streams.len() <= 1 {
-        return streams.pop().unwrap_or_default();
-    }
-    let total = streams.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut iters: Vec<std::iter::Peekable<std::vec::IntoIter<(i64, V)>>> = streams.into_iter().map(|s| s.into_iter().peekable()).collect();
-    loop {
-        let mut best: Option<(usize, i64)> = None;
-        for (i, it) in iters.iter_mut().enumerate() {
-            if let Some(&(t, _)) = it.peek() {
-                if best.is_none_or(|(_, bt)| t < bt) {
-                    best = Some((i, t));
-                }
+/// Union of two sorted streams into `out`, one sample per timestamp; `a` wins a tie.
+fn union_pair<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
+    out.reserve(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    let mut last = None;
+    while i < a.len() || j < b.len() {
+        let take_a = j >= b.len() || (i < a.len() && a[i].0 <= b[j].0);
+        let s = if take_a {
+            if j < b.len() && i < a.len() && a[i].0 == b[j].0 {
+                j += 1;
             }
-        }
-        let Some((i, t)) = best else { break };
-        out.push(iters[i].next().expect("peeked"));
-        for it in iters.iter_mut() {
-            while it.peek().is_some_and(|s| s.0 == t) {
-                it.next();
-            }
+            i += 1;
+            &a[i - 1]
+        } else {
+            j += 1;
+            &b[j - 1]
+        };
+        if last != Some(s.0) {
+            last = Some(s.0);
+            out.push(s.clone());
         }
     }
-    out
 }
 
 /// Thanos's penalty deduplication of two replicas (`pkg/dedup/iter.go`, non-counter
-/// mode): take the earlier sample (A on a tie); the replica not taken must then skip
-/// past twice the last gap (5 s before any gap is known), so the result follows one
-/// replica and switches only where it has a gap.
-pub fn penalty_pair<V>(a: Vec<(i64, V)>, b: Vec<(i64, V)>) -> Vec<(i64, V)> {
+/// mode) into `out`: take the earlier sample (A on a tie); the replica not taken must
+/// then skip past twice the last gap (5 s before any gap is known), so the result
+/// follows one replica and switches only where it has a gap.
+fn penalty_pair_into<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
     const INITIAL_PENALTY: i64 = 5000;
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let mut a = a.into_iter().peekable();
-    let mut b = b.into_iter().peekable();
+    out.reserve(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
     let mut last_t = i64::MIN;
     let (mut pen_a, mut pen_b) = (0i64, 0i64);
     loop {
         let target_a = last_t.saturating_add(1).saturating_add(pen_a);
-        while a.peek().is_some_and(|s| s.0 < target_a) {
-            a.next();
+        while i < a.len() && a[i].0 < target_a {
+            i += 1;
         }
         let target_b = last_t.saturating_add(1).saturating_add(pen_b);
-        while b.peek().is_some_and(|s| s.0 < target_b) {
-            b.next();
+        while j < b.len() && b[j].0 < target_b {
+            j += 1;
         }
-        let (ta, tb) = (a.peek().map(|s| s.0), b.peek().map(|s| s.0));
-        let take_a = match (ta, tb) {
+        let take_a = match (a.get(i), b.get(j)) {
             (None, None) => break,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(ta), Some(tb)) => {
-                let t = ta.min(tb);
+            (Some(x), Some(y)) => {
+                let t = x.0.min(y.0);
                 let pen = if last_t == i64::MIN { INITIAL_PENALTY } else { 2 * (t - last_t) };
-                if ta <= tb {
+                if x.0 <= y.0 {
                     pen_b = pen;
                 } else {
                     pen_a = pen;
                 }
-                ta <= tb
+                x.0 <= y.0
             }
         };
         let s = if take_a {
             pen_a = 0;
-            a.next().expect("peeked")
+            i += 1;
+            &a[i - 1]
         } else {
             pen_b = 0;
-            b.next().expect("peeked")
+            j += 1;
+            &b[j - 1]
         };
         last_t = s.0;
-        out.push(s);
+        out.push(s.clone());
     }
-    out
 }
 
-/// Penalty deduplication of any number of replicas, chained as Thanos chains them:
-/// `dedup(dedup(r0, r1), r2)`.
-pub fn penalty<V>(streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
-    let mut it = streams.into_iter();
-    let first = it.next().unwrap_or_default();
-    it.fold(first, penalty_pair)
+/// Merges sorted streams with `func` into `out` (cleared first). More than two streams
+/// are folded pairwise, as Thanos chains `dedup(dedup(r0, r1), r2)`.
+pub fn merge_into<V: Clone>(func: DedupFunc, streams: &[&[(i64, V)]], out: &mut Vec<(i64, V)>) {
+    out.clear();
+    let pair = match func {
+        DedupFunc::OneToOne => union_pair::<V>,
+        DedupFunc::Penalty => penalty_pair_into::<V>,
+    };
+    match streams {
+        [] => {}
+        [one] => pair(one, &[], out),
+        [a, b] => pair(a, b, out),
+        [a, b, rest @ ..] => {
+            pair(a, b, out);
+            let mut tmp = Vec::new();
+            for r in rest {
+                std::mem::swap(&mut tmp, out);
+                out.clear();
+                pair(&tmp, r, out);
+            }
+        }
+    }
 }
 
 /// Merges sorted streams with `func`.
-pub fn merge<V>(func: DedupFunc, streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
-    match func {
-        DedupFunc::OneToOne => one_to_one(streams),
-        DedupFunc::Penalty => penalty(streams),
-    }
+pub fn merge<V: Clone>(func: DedupFunc, streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
+    let refs: Vec<&[(i64, V)]> = streams.iter().map(|s| s.as_slice()).collect();
+    let mut out = Vec::new();
+    merge_into(func, &refs, &mut out);
+    out
+}
+
+/// Union of sorted streams, one sample per timestamp; on a tie the earlier stream wins.
+pub fn one_to_one<V: Clone>(streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
+    merge(DedupFunc::OneToOne, streams)
+}
+
+/// Penalty deduplication of any number of replicas, chained as Thanos chains them.
+pub fn penalty<V: Clone>(streams: Vec<Vec<(i64, V)>>) -> Vec<(i64, V)> {
+    merge(DedupFunc::Penalty, streams)
 }
 
 #[cfg(test)]

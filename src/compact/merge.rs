@@ -18,7 +18,7 @@ use std::sync::mpsc::sync_channel;
 use rayon::prelude::*;
 use ulid::Ulid;
 
-use super::dedup::{merge as merge_samples, DedupFunc};
+use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
 use crate::block::{Block, BlockWriter, ChunkToWrite, SeriesEntry};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
@@ -27,7 +27,7 @@ use crate::format::index::IndexReader;
 use crate::format::meta::BlockMeta;
 use crate::format::sample::{decode, Value};
 use crate::format::tombstones::Tombstones;
-use crate::format::xor::XorEncoder;
+use crate::format::xor::{XorEncoder, XorIter};
 use crate::labels::Labels;
 
 /// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
@@ -160,7 +160,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                 if group.is_empty() {
                     return Ok(());
                 }
-                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map(|parts| merge_series(&srcs, parts, dedup)).collect::<Result<Vec<_>>>()?;
+                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map_init(Scratch::default, |scratch, parts| merge_series(&srcs, parts, dedup, scratch)).collect::<Result<Vec<_>>>()?;
                 if tx.send(outs).is_err() {
                     send_err = true;
                     return Ok(());
@@ -197,8 +197,16 @@ fn bad(file: PathBuf, labels: &Labels, problem: String) -> Error {
     Error::BadSeries { path: file, series: labels.to_string(), problem }
 }
 
+/// Buffers reused across the series one worker merges.
+#[derive(Default)]
+struct Scratch {
+    /// Decoded samples per source of an overlap group.
+    streams: Vec<(usize, Vec<(i64, f64)>)>,
+    merged: Vec<(i64, f64)>,
+}
+
 /// Merges one series' chunks from every source that has it.
-fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup: DedupFunc) -> Result<SeriesOut<'a>> {
+fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup: DedupFunc, scratch: &mut Scratch) -> Result<SeriesOut<'a>> {
     let labels = parts[0].1.labels.clone();
     let mut items: Vec<Item<'a>> = Vec::new();
     for (i, e) in &parts {
@@ -255,6 +263,43 @@ fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup
         if group.len() == 1 {
             let c = group.pop().expect("one");
             out.push(OutChunk { encoding: c.encoding, data: c.data, min_time: c.min_time, max_time: c.max_time });
+        } else if group.iter().all(|c| c.encoding == Encoding::Xor as u8) {
+            // Floats only (the common case): no boxing, straight XOR in and out, buffers
+            // reused from series to series.
+            let mut used = 0;
+            for c in &group {
+                let k = match scratch.streams[..used].iter().position(|(s, _)| *s == c.source) {
+                    Some(k) => k,
+                    None => {
+                        if used == scratch.streams.len() {
+                            scratch.streams.push((c.source, Vec::new()));
+                        }
+                        scratch.streams[used].0 = c.source;
+                        scratch.streams[used].1.clear();
+                        used += 1;
+                        used - 1
+                    }
+                };
+                let buf = &mut scratch.streams[k].1;
+                let it = XorIter::new(&c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+                for sample in it {
+                    buf.push(sample.map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?);
+                }
+            }
+            for (_, v) in scratch.streams[..used].iter_mut() {
+                if !v.is_sorted_by_key(|s| s.0) {
+                    v.sort_by_key(|s| s.0);
+                }
+            }
+            let refs: Vec<&[(i64, f64)]> = scratch.streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
+            merge_into(dedup, &refs, &mut scratch.merged);
+            for piece in scratch.merged.chunks(SAMPLES_PER_CHUNK) {
+                let mut e = XorEncoder::new();
+                for &(t, v) in piece {
+                    e.append(t, v).expect("at most 120 samples");
+                }
+                out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(e.finish()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+            }
         } else {
             // One stream per source (a source's chunks never overlap each other).
             let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();

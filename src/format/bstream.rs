@@ -9,82 +9,111 @@
 use crate::error::{FormatError, FormatResult};
 
 /// Writes bits MSB-first the way Prometheus's `bstream` does.
+///
+/// Pending bits live in a register (`acc`) and reach the buffer 8 bytes at a time. The
+/// flushed part always holds the prefix (a chunk header), which callers may rewrite in
+/// place through [`header_mut`](Self::header_mut).
 #[derive(Clone, Debug, Default)]
 pub struct BitWriter {
+    /// Flushed bytes.
     stream: Vec<u8>,
-    /// Free bits in the last byte of `stream` (0..=8).
-    free: u8,
+    /// Pending bits, left-aligned.
+    acc: u64,
+    /// Number of pending bits (0..64).
+    nacc: u32,
+    /// Whether the last write was a whole number of bytes (see `write_bits`).
+    byte_end: bool,
 }
 
 impl BitWriter {
     /// A writer whose stream starts with `prefix` (e.g. a chunk header); the next bit goes
     /// into a fresh byte.
     pub fn with_prefix(prefix: &[u8], capacity: usize) -> Self {
-        let mut stream = Vec::with_capacity(capacity.max(prefix.len()));
+        let mut stream = Vec::with_capacity(capacity.max(prefix.len() + 8));
         stream.extend_from_slice(prefix);
-        BitWriter { stream, free: 0 }
+        BitWriter { stream, acc: 0, nacc: 0, byte_end: false }
     }
 
     #[inline]
     pub fn write_bit(&mut self, bit: bool) {
-        if self.free == 0 {
-            self.stream.push(0);
-            self.free = 8;
-        }
-        if bit {
-            let i = self.stream.len() - 1;
-            self.stream[i] |= 1 << (self.free - 1);
-        }
-        self.free -= 1;
+        self.write_bits(bit as u64, 1)
     }
 
     /// Eight bits; always leaves a new (partly filled or empty) byte at the end.
     #[inline]
     pub fn write_byte(&mut self, byte: u8) {
-        if self.free == 0 {
-            self.stream.push(0);
-            self.free = 8;
-        }
-        let i = self.stream.len() - 1;
-        self.stream[i] |= ((byte as u16) >> (8 - self.free)) as u8;
-        self.stream.push(((byte as u16) << self.free) as u8);
+        self.write_bits(byte as u64, 8)
     }
 
-    /// The low `nbits` bits of `u`, most significant first; whole bytes, then single bits.
+    /// The low `nbits` bits of `u`, most significant first.
+    ///
+    /// Prometheus writes whole bytes first (each of which leaves a fresh byte behind it)
+    /// and then single bits (which add a byte only when the last one is full). The bits
+    /// land in the same places either way; only the stream's length differs, and it
+    /// depends on the last operation alone: after a whole-byte write the last byte has
+    /// 1 to 8 free bits, after a single bit 0 to 7. So the length follows from the bit
+    /// count and whether the last `nbits` was a multiple of 8 (checked against an
+    /// operation-by-operation model in the tests).
     #[inline]
     pub fn write_bits(&mut self, u: u64, nbits: u32) {
         debug_assert!(nbits <= 64);
         if nbits == 0 {
             return;
         }
-        let mut u = u << (64 - nbits);
-        let mut n = nbits;
-        while n >= 8 {
-            self.write_byte((u >> 56) as u8);
-            u <<= 8;
-            n -= 8;
+        let v = u << (64 - nbits);
+        if self.nacc + nbits < 64 {
+            self.acc |= v >> self.nacc;
+            self.nacc += nbits;
+        } else {
+            // Fill the register, flush it, keep the rest.
+            let room = 64 - self.nacc;
+            self.acc |= v >> self.nacc;
+            self.stream.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = if room == 64 { 0 } else { v << room };
+            self.nacc = nbits - room;
         }
-        while n > 0 {
-            self.write_bit(u >> 63 == 1);
-            u <<= 1;
-            n -= 1;
+        self.byte_end = nbits % 8 == 0;
+    }
+
+    /// Bytes the pending bits occupy, including Prometheus's trailing byte.
+    fn pending_len(&self) -> usize {
+        if self.byte_end {
+            self.nacc as usize / 8 + 1
+        } else {
+            (self.nacc as usize).div_ceil(8)
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.stream
-    }
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.stream
-    }
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.stream
-    }
+    /// The stream's length in bytes.
     pub fn len(&self) -> usize {
-        self.stream.len()
+        self.stream.len() + self.pending_len()
     }
     pub fn is_empty(&self) -> bool {
-        self.stream.is_empty()
+        self.len() == 0
+    }
+
+    /// The flushed bytes, which always begin with the whole prefix.
+    pub fn header(&self) -> &[u8] {
+        &self.stream
+    }
+    pub fn header_mut(&mut self) -> &mut [u8] {
+        &mut self.stream
+    }
+
+    /// A copy of the whole stream so far.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.clone().into_bytes()
+    }
+
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        let n = self.pending_len();
+        let bytes = self.acc.to_be_bytes();
+        let take = n.min(8);
+        self.stream.extend_from_slice(&bytes[..take]);
+        if n > 8 {
+            self.stream.push(0);
+        }
+        self.stream
     }
 }
 
@@ -214,14 +243,74 @@ mod tests {
     fn aligned_byte_write_leaves_an_extra_zero_byte() {
         let mut w = BitWriter::with_prefix(&[], 8);
         w.write_byte(0xAB);
-        assert_eq!(w.bytes(), &[0xAB, 0x00]);
+        assert_eq!(w.to_vec(), &[0xAB, 0x00]);
         w.write_bit(true);
-        assert_eq!(w.bytes(), &[0xAB, 0x80]);
+        assert_eq!(w.to_vec(), &[0xAB, 0x80]);
         w.write_byte(0xFF);
-        assert_eq!(w.bytes(), &[0xAB, 0xFF, 0x80]);
+        assert_eq!(w.to_vec(), &[0xAB, 0xFF, 0x80]);
+    }
+
+    /// Prometheus's bit writer, operation by operation, to check the fast one against.
+    struct Naive {
+        stream: Vec<u8>,
+        count: u8,
+    }
+
+    impl Naive {
+        fn bit(&mut self, bit: bool) {
+            if self.count == 0 {
+                self.stream.push(0);
+                self.count = 8;
+            }
+            let i = self.stream.len() - 1;
+            if bit {
+                self.stream[i] |= 1 << (self.count - 1);
+            }
+            self.count -= 1;
+        }
+        fn byte(&mut self, b: u8) {
+            if self.count == 0 {
+                self.stream.push(0);
+                self.count = 8;
+            }
+            let i = self.stream.len() - 1;
+            self.stream[i] |= ((b as u16) >> (8 - self.count)) as u8;
+            self.stream.push(((b as u16) << self.count) as u8);
+        }
+        fn bits(&mut self, u: u64, n: u32) {
+            let mut u = if n == 0 { 0 } else { u << (64 - n) };
+            let mut n = n;
+            while n >= 8 {
+                self.byte((u >> 56) as u8);
+                u <<= 8;
+                n -= 8;
+            }
+            while n > 0 {
+                self.bit(u >> 63 == 1);
+                u <<= 1;
+                n -= 1;
+            }
+        }
     }
 
     proptest! {
+        #[test]
+        fn fast_writer_matches_prometheus_byte_for_byte(items in proptest::collection::vec((any::<u64>(), 0u32..=64, any::<bool>()), 0..200)) {
+            let mut fast = BitWriter::with_prefix(&[0, 0], 8);
+            let mut naive = Naive { stream: vec![0, 0], count: 0 };
+            for &(v, n, single) in &items {
+                if single {
+                    fast.write_bit(v & 1 == 1);
+                    naive.bit(v & 1 == 1);
+                } else {
+                    fast.write_bits(v, n);
+                    naive.bits(v, n);
+                }
+                prop_assert_eq!(fast.to_vec(), naive.stream.clone());
+                prop_assert_eq!(fast.len(), naive.stream.len());
+            }
+        }
+
         #[test]
         fn bits_round_trip(items in proptest::collection::vec((any::<u64>(), 0u32..=64), 0..200)) {
             let mut w = BitWriter::default();

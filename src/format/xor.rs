@@ -116,9 +116,9 @@ impl XorEncoder {
             return Err(ChunkFull);
         }
         let vb = v.to_bits();
-        let mut tmp = Vec::with_capacity(10);
         match self.num {
             0 => {
+                let mut tmp = Vec::with_capacity(10);
                 put_varint(&mut tmp, t);
                 for &b in &tmp {
                     self.w.write_byte(b);
@@ -126,6 +126,7 @@ impl XorEncoder {
                 self.w.write_bits(vb, 64);
             }
             1 => {
+                let mut tmp = Vec::with_capacity(10);
                 let d = t.wrapping_sub(self.t) as u64;
                 put_uvarint(&mut tmp, d);
                 for &b in &tmp {
@@ -146,12 +147,13 @@ impl XorEncoder {
         self.v = vb;
         self.num += 1;
         let n = self.num.to_be_bytes();
-        self.w.bytes_mut()[..2].copy_from_slice(&n);
+        self.w.header_mut()[..2].copy_from_slice(&n);
         Ok(())
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        self.w.bytes()
+    /// A copy of the chunk so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.w.to_vec()
     }
 
     pub fn finish(self) -> Vec<u8> {
