@@ -60,6 +60,82 @@ impl Labels {
     }
 }
 
+/// Anything that lists label pairs in order: owned [`Labels`], or pairs borrowed from an
+/// index (`[(&[u8], &[u8])]`), which the merge uses to avoid copying strings.
+pub trait LabelPairs {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_;
+
+    fn count(&self) -> usize {
+        self.pairs().count()
+    }
+
+    /// Prometheus's series order (see [`Labels`]).
+    fn cmp_pairs<O: LabelPairs + ?Sized>(&self, other: &O) -> std::cmp::Ordering {
+        self.pairs().cmp(other.pairs())
+    }
+
+    /// `{a="b", c="d"}` as Go prints it.
+    fn to_label_string(&self) -> String {
+        let mut s = String::with_capacity(64);
+        s.push('{');
+        for (i, (n, v)) in self.pairs().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&String::from_utf8_lossy(n));
+            s.push('=');
+            go_quote_into(&mut s, v);
+        }
+        s.push('}');
+        s
+    }
+
+    /// Copies the pairs into `out`, reusing its allocations.
+    fn copy_into(&self, out: &mut Labels) {
+        let mut n = 0;
+        for (name, value) in self.pairs() {
+            if n < out.0.len() {
+                let l = &mut out.0[n];
+                l.name.clear();
+                l.name.extend_from_slice(name);
+                l.value.clear();
+                l.value.extend_from_slice(value);
+            } else {
+                out.0.push(Label { name: name.to_vec(), value: value.to_vec() });
+            }
+            n += 1;
+        }
+        out.0.truncate(n);
+    }
+}
+
+impl LabelPairs for Labels {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.0.iter().map(|l| (l.name.as_slice(), l.value.as_slice()))
+    }
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl LabelPairs for [(&[u8], &[u8])] {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.iter().copied()
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl LabelPairs for Vec<(&[u8], &[u8])> {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.iter().copied()
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
 impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::with_capacity(64);

@@ -17,7 +17,7 @@ use crate::format::chunks::{budget_len, segment_header, write_chunk, ChunkMeta, 
 use crate::format::index::{IndexWriter, WriteError};
 use crate::format::meta::BlockMeta;
 use crate::format::tombstones::Tombstones;
-use crate::labels::Labels;
+use crate::labels::LabelPairs;
 
 /// A chunk handed to the writer: its encoding, payload and closed time range.
 #[derive(Clone, Copy, Debug)]
@@ -194,7 +194,7 @@ impl BlockWriter {
     /// Adds a series with its chunks (in time order, not overlapping) and returns its
     /// series ref in the new index. A series with no chunks is skipped, as Prometheus
     /// skips it (`None`).
-    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkToWrite<'_>]) -> Result<Option<u32>> {
+    pub fn add_series<L: LabelPairs + ?Sized>(&mut self, labels: &L, chunks: &[ChunkToWrite<'_>]) -> Result<Option<u32>> {
         if chunks.is_empty() {
             return Ok(None);
         }

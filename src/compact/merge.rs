@@ -19,16 +19,16 @@ use rayon::prelude::*;
 use ulid::Ulid;
 
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
-use crate::block::{Block, BlockWriter, ChunkToWrite, SeriesEntry};
+use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
 use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
-use crate::format::index::IndexReader;
+use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
 use crate::format::sample::{decode, Value};
 use crate::format::tombstones::Tombstones;
-use crate::format::xor::{XorEncoder, XorIter};
-use crate::labels::Labels;
+use crate::format::xor::XorEncoder;
+use crate::labels::LabelPairs;
 
 /// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
 pub const SAMPLES_PER_CHUNK: usize = 120;
@@ -68,8 +68,41 @@ pub struct OutChunk<'a> {
 }
 
 struct SeriesOut<'a> {
-    labels: Labels,
+    labels: Vec<(&'a [u8], &'a [u8])>,
     chunks: Vec<OutChunk<'a>>,
+}
+
+/// A source's next series: labels borrowed from its index, chunk metas.
+struct Pending<'a> {
+    labels: Vec<(&'a [u8], &'a [u8])>,
+    src: usize,
+    id: u32,
+    chunks: Vec<ChunkMeta>,
+}
+
+impl PartialEq for Pending<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.labels == o.labels && self.src == o.src
+    }
+}
+impl Eq for Pending<'_> {}
+impl PartialOrd for Pending<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending<'_> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.labels.cmp(&o.labels).then(self.src.cmp(&o.src))
+    }
+}
+
+/// Reads source `i`'s next series, if any.
+fn next_pending<'a>(srcs: &[Source<'a>], postings: &mut [Postings<'a>], refs: &mut SeriesRefs, i: usize) -> Result<Option<Pending<'a>>> {
+    let Some(id) = postings[i].next() else { return Ok(None) };
+    let mut labels = Vec::with_capacity(refs.labels.len().max(8));
+    srcs[i].index.series_borrowed(id, refs, &mut labels).at(&srcs[i].block.index_path())?;
+    Ok(Some(Pending { labels, src: i, id, chunks: std::mem::take(&mut refs.chunks) }))
 }
 
 /// One source block prepared for merging.
@@ -96,18 +129,17 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
     drop(symbols);
 
-    // Per-source series iterators, merged by label set through a heap.
-    let mut iters = Vec::with_capacity(srcs.len());
+    // Per-source series, merged by label set through a heap that owns each source's
+    // next series (labels borrowed from the mapped index, nothing copied).
+    let mut postings = Vec::with_capacity(srcs.len());
     for s in &srcs {
-        iters.push(s.block.series(&s.index)?);
+        postings.push(s.index.all_postings().at(&s.block.index_path())?);
     }
-    let mut heap: BinaryHeap<Reverse<(Labels, usize, u32)>> = BinaryHeap::new();
-    let mut pending: Vec<Option<SeriesEntry>> = vec![None; srcs.len()];
-    for (i, it) in iters.iter_mut().enumerate() {
-        if let Some(e) = it.next() {
-            let e = e?;
-            heap.push(Reverse((e.labels.clone(), i, e.id)));
-            pending[i] = Some(e);
+    let mut heap: BinaryHeap<Reverse<Pending<'_>>> = BinaryHeap::new();
+    let mut refs = SeriesRefs::default();
+    for i in 0..srcs.len() {
+        if let Some(p) = next_pending(&srcs, &mut postings, &mut refs, i)? {
+            heap.push(Reverse(p));
         }
     }
 
@@ -137,23 +169,21 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
         let mut send_err = false;
         let mut produce = || -> Result<()> {
             loop {
-                // Gather a batch of merged series (labels and per-source entries).
-                let mut group: Vec<Vec<(usize, SeriesEntry)>> = Vec::with_capacity(batch);
+                // Gather a batch of merged series (all sources' entries of one label set).
+                let mut group: Vec<Vec<Pending<'_>>> = Vec::with_capacity(batch);
                 while group.len() < batch {
-                    let Some(Reverse((labels, _, _))) = heap.peek().cloned() else { break };
-                    let mut parts = Vec::new();
-                    while heap.peek().is_some_and(|Reverse((l, _, _))| *l == labels) {
-                        let Reverse((_, i, _)) = heap.pop().expect("peeked");
-                        let e = pending[i].take().expect("pending entry");
-                        if let Some(next) = iters[i].next() {
-                            let next = next?;
-                            if next.labels <= e.labels {
-                                return Err(Error::BadSeries { path: srcs[i].block.index_path(), series: next.labels.to_string(), problem: format!("series out of order (after {})", e.labels) });
+                    let Some(Reverse(first)) = heap.pop() else { break };
+                    let mut parts = vec![first];
+                    while heap.peek().is_some_and(|Reverse(p)| p.labels == parts[0].labels) {
+                        parts.push(heap.pop().expect("peeked").0);
+                    }
+                    for p in &parts {
+                        if let Some(next) = next_pending(&srcs, &mut postings, &mut refs, p.src)? {
+                            if next.labels.cmp_pairs(&p.labels).is_le() {
+                                return Err(Error::BadSeries { path: srcs[p.src].block.index_path(), series: next.labels.to_label_string(), problem: format!("series out of order (after {})", p.labels.to_label_string()) });
                             }
-                            heap.push(Reverse((next.labels.clone(), i, next.id)));
-                            pending[i] = Some(next);
+                            heap.push(Reverse(next));
                         }
-                        parts.push((i, e));
                     }
                     group.push(parts);
                 }
@@ -193,8 +223,8 @@ struct Item<'a> {
     data: Cow<'a, [u8]>,
 }
 
-fn bad(file: PathBuf, labels: &Labels, problem: String) -> Error {
-    Error::BadSeries { path: file, series: labels.to_string(), problem }
+fn bad(file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
+    Error::BadSeries { path: file, series: labels.to_label_string(), problem }
 }
 
 /// Buffers reused across the series one worker merges.
@@ -206,10 +236,11 @@ struct Scratch {
 }
 
 /// Merges one series' chunks from every source that has it.
-fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup: DedupFunc, scratch: &mut Scratch) -> Result<SeriesOut<'a>> {
-    let labels = parts[0].1.labels.clone();
+fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: DedupFunc, scratch: &mut Scratch) -> Result<SeriesOut<'a>> {
+    let labels = std::mem::take(&mut parts[0].labels);
     let mut items: Vec<Item<'a>> = Vec::new();
-    for (i, e) in &parts {
+    for e in &parts {
+        let i = &e.src;
         let src = &srcs[*i];
         let block = src.block;
         let (bmin, bmax) = (block.meta.min_time, block.meta.max_time - 1);
@@ -221,7 +252,7 @@ fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup
             }
             prev = Some(m);
             let raw = block.chunk(m.chunk_ref).map_err(|e| match e {
-                Error::Corrupt { path, source } => Error::BadSeries { path, series: labels.to_string(), problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source) },
+                Error::Corrupt { path, source } => Error::BadSeries { path, series: labels.to_label_string(), problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source) },
                 other => other,
             })?;
             let sticks_out = m.min_time < bmin || m.max_time > bmax;
@@ -281,10 +312,7 @@ fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup
                     }
                 };
                 let buf = &mut scratch.streams[k].1;
-                let it = XorIter::new(&c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
-                for sample in it {
-                    buf.push(sample.map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?);
-                }
+                crate::format::xor::decode_into(&c.data, buf).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
             }
             for (_, v) in scratch.streams[..used].iter_mut() {
                 if !v.is_sorted_by_key(|s| s.0) {
@@ -315,7 +343,7 @@ fn merge_series<'a>(srcs: &[Source<'a>], parts: Vec<(usize, SeriesEntry)>, dedup
                 v.sort_by_key(|s| s.0);
             }
             let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
-            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[group[0].source].block.dir.clone(), series: labels.to_string(), problem: p })? {
+            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[group[0].source].block.dir.clone(), series: labels.to_label_string(), problem: p })? {
                 out.push(c);
             }
         }

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use super::chunks::{ChunkMeta, ChunkRef};
 use super::encoding::{crc32c, put_be32, put_be64, put_uvarint, put_uvarint_bytes, put_varint, uvarint_len, Decoder};
 use crate::error::{FormatError, FormatResult};
-use crate::labels::Labels;
+use crate::labels::{LabelPairs, Labels};
 
 pub const INDEX_MAGIC: u32 = 0xBAAA_D700;
 pub const FORMAT_V1: u8 = 1;
@@ -362,6 +362,17 @@ impl<'a> IndexReader<'a> {
         Ok(())
     }
 
+    /// Decodes a series with its label names and values borrowed from the index bytes
+    /// (no copies), and its chunk metas.
+    pub fn series_borrowed(&self, id: u32, refs: &mut SeriesRefs, labels: &mut Vec<(&'a [u8], &'a [u8])>) -> FormatResult<()> {
+        self.series_refs(id, refs)?;
+        labels.clear();
+        for &(n, v) in &refs.labels {
+            labels.push((self.symbol(n)?, self.symbol(v)?));
+        }
+        Ok(())
+    }
+
     /// Decodes a series: resolved labels and chunk metas.
     pub fn series(&self, id: u32, labels: &mut Labels, chunks: &mut Vec<ChunkMeta>) -> FormatResult<()> {
         let mut refs = SeriesRefs { labels: Vec::new(), chunks: std::mem::take(chunks) };
@@ -626,24 +637,27 @@ impl<W: Write> IndexWriter<W> {
     }
 
     /// Adds the next series. Returns its series ref (offset / 16).
-    pub fn add_series(&mut self, labels: &Labels, chunks: &[ChunkMeta]) -> Result<u32, WriteError> {
+    pub fn add_series<L: LabelPairs + ?Sized>(&mut self, labels: &L, chunks: &[ChunkMeta]) -> Result<u32, WriteError> {
         if self.stage != Stage::Series {
             return Err(WriteError::Invalid("series must come after the symbols and before finish".into()));
         }
-        if labels.is_empty() {
+        if labels.count() == 0 {
             return Err(WriteError::Invalid("series with no labels".into()));
         }
-        if !self.all.is_empty() && *labels <= self.prev_labels {
-            return Err(WriteError::Invalid(format!("series out of order: {} after {}", labels, self.prev_labels)));
-        }
-        if labels.0.windows(2).any(|w| w[0].name >= w[1].name) {
-            return Err(WriteError::Invalid(format!("series {labels}: label names not sorted and unique")));
+        if !self.all.is_empty() && labels.cmp_pairs(&self.prev_labels).is_le() {
+            return Err(WriteError::Invalid(format!("series out of order: {} after {}", labels.to_label_string(), self.prev_labels)));
         }
         let mut refs = std::mem::take(&mut self.refs);
         refs.clear();
-        for l in labels.iter() {
-            refs.push((self.sym(&l.name)?, self.sym(&l.value)?));
+        let mut prev_name: Option<&[u8]> = None;
+        for (n, v) in labels.pairs() {
+            if prev_name.is_some_and(|p| p >= n) {
+                return Err(WriteError::Invalid(format!("series {}: label names not sorted and unique", labels.to_label_string())));
+            }
+            prev_name = Some(n);
+            refs.push((self.sym(n)?, self.sym(v)?));
         }
+        let labels_text = || labels.to_label_string();
         self.pad_to(16);
         let start = self.pos + self.buf.len() as u64;
         if start / 16 > u32::MAX as u64 {
@@ -660,10 +674,10 @@ impl<W: Write> IndexWriter<W> {
         let mut prev: Option<&ChunkMeta> = None;
         for c in chunks {
             if c.max_time < c.min_time {
-                return Err(WriteError::Invalid(format!("series {labels}: chunk max time {} before min time {}", c.max_time, c.min_time)));
+                return Err(WriteError::Invalid(format!("series {}: chunk max time {} before min time {}", labels_text(), c.max_time, c.min_time)));
             }
             if c.chunk_ref.0 < self.last_chunk_ref {
-                return Err(WriteError::Invalid(format!("series {labels}: chunk refs must not decrease ({} after {})", c.chunk_ref, ChunkRef(self.last_chunk_ref))));
+                return Err(WriteError::Invalid(format!("series {}: chunk refs must not decrease ({} after {})", labels_text(), c.chunk_ref, ChunkRef(self.last_chunk_ref))));
             }
             match prev {
                 None => {
@@ -673,7 +687,7 @@ impl<W: Write> IndexWriter<W> {
                 }
                 Some(p) => {
                     if c.min_time <= p.max_time {
-                        return Err(WriteError::Invalid(format!("series {labels}: chunk [{}, {}] overlaps or precedes [{}, {}]", c.min_time, c.max_time, p.min_time, p.max_time)));
+                        return Err(WriteError::Invalid(format!("series {}: chunk [{}, {}] overlaps or precedes [{}, {}]", labels_text(), c.min_time, c.max_time, p.min_time, p.max_time)));
                     }
                     put_uvarint(&mut e, (c.min_time - p.max_time) as u64);
                     put_uvarint(&mut e, (c.max_time - c.min_time) as u64);
@@ -695,7 +709,7 @@ impl<W: Write> IndexWriter<W> {
         }
         self.all.push(id);
         self.refs = refs;
-        self.prev_labels.clone_from(labels);
+        labels.copy_into(&mut self.prev_labels);
         Ok(id)
     }
 

@@ -7,7 +7,6 @@
 use super::aggr::{self, AggrType};
 use super::chunks::Encoding;
 use super::histogram::{FloatHistogram, FloatHistogramIter, Histogram, HistogramIter};
-use super::xor::XorIter;
 use crate::error::{FormatError, FormatResult};
 
 /// The value of one sample.
@@ -58,7 +57,7 @@ impl ChunkSamples {
 /// Decodes a float or histogram chunk. Aggregate chunks need a slot: use [`decode_aggr`].
 pub fn decode(encoding: u8, data: &[u8]) -> FormatResult<ChunkSamples> {
     match Encoding::from_byte(encoding) {
-        Some(Encoding::Xor) => Ok(ChunkSamples::Float(XorIter::new(data)?.collect::<FormatResult<_>>()?)),
+        Some(Encoding::Xor) => Ok(ChunkSamples::Float(super::xor::decode(data)?)),
         Some(Encoding::Histogram) => Ok(ChunkSamples::Histogram(HistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
         Some(Encoding::FloatHistogram) => Ok(ChunkSamples::FloatHistogram(FloatHistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
         Some(Encoding::Aggr) => Err(FormatError::new("chunk", 0, "aggregate chunk: choose an aggregate (count, sum, min, max, counter) to read it")),
