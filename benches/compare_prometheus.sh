@@ -3,7 +3,7 @@
 # same input blocks, once for adjacent blocks and once for overlapping ones (two
 # replicas with the same series labels, scrapes one second apart).
 #
-#   bash benches/compare_prometheus.sh [SERIES] [HOURS]     (defaults: 20000 series, 12h)
+#   bash benches/compare_prometheus.sh [SERIES] [HOURS]     (defaults: 20000 series, 26h)
 #
 # Prometheus is started on a copy of the directory with a long retention and no scrape
 # targets, listening on loopback only; its first compaction cycle starts about a minute
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${1:-20000}
-HOURS=${2:-12}
+HOURS=${2:-26}
 WORK=$(mktemp -d /tmp/strata-bench.XXXXXX)
 trap 'pkill -f "storage.tsdb.path=$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -23,27 +23,21 @@ cargo build --release --quiet
 STRATA=target/release/strata
 command -v prometheus >/dev/null || bash scripts/install-test-deps.sh >/dev/null
 
-peak_rss_kb() { # runs a command, prints its peak RSS in kB on fd 3
-  python3 - "$@" 3>&1 <<'PY'
-import resource, subprocess, sys
-rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-sys.exit(rc)
-PY
-}
-
-run_prometheus() { # dir -> prints "seconds peak_kb idle_kb compactions"
+run_prometheus() { # dir -> prints "seconds peak_rss_kb peak_anon_kb idle_anon_kb compactions"
   local dir=$1 port log
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   log=$WORK/prom-$(basename "$dir").log
   printf 'global:\n  scrape_interval: 1h\n' > "$WORK/prom.yml"
   prometheus --config.file="$WORK/prom.yml" --storage.tsdb.path="$dir" --storage.tsdb.retention.time=100y \
     --web.listen-address=127.0.0.1:"$port" --log.level=info >"$log" 2>&1 &
-  local pid=$! idle=0 last=0 quiet=0
-  sleep 5
-  idle=$(awk '/VmRSS/{print $2}' /proc/$pid/status)
+  local pid=$! last=0 quiet=0 stop=$WORK/stop-$(basename "$dir")
+  rm -f "$stop"
+  sleep 3
+  local idle; idle=$(awk '/RssAnon/{print $2}' /proc/$pid/status)
+  python3 benches/peakmem.py --pid $pid --until "$stop" > "$WORK/mem-$(basename "$dir")" &
+  local poller=$!
   # Wait for the first compaction, then until none has been logged for 10 s.
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 900); do
     sleep 1
     local n; n=$(grep -c 'msg="compact blocks"' "$log" || true)
     if [ "$n" -gt 0 ]; then
@@ -52,31 +46,33 @@ run_prometheus() { # dir -> prints "seconds peak_kb idle_kb compactions"
       [ "$quiet" -ge 10 ] && break
     fi
   done
-  local peak; peak=$(awk '/VmHWM/{print $2}' /proc/$pid/status)
+  touch "$stop"; wait $poller
   kill $pid; wait $pid 2>/dev/null || true
   local secs
   secs=$(grep 'msg="compact blocks"' "$log" | sed -E 's/.*duration=([0-9.]+)(ms|s|m).*/\1 \2/' | awk '{ if ($2=="ms") t+=$1/1000; else if ($2=="m") t+=$1*60; else t+=$1 } END { printf "%.3f", t }')
-  echo "$secs $peak $idle $last"
+  read -r _ prss panon < "$WORK/mem-$(basename "$dir")"
+  echo "$secs $prss $panon $idle $last"
 }
 
-run_strata() { # dir -> prints "seconds peak_kb"
-  local dir=$1 start end peak
-  start=$(date +%s.%N)
-  peak=$(peak_rss_kb $STRATA compact --quiet --block-ranges 2h,6h,18h,54h,162h,486h "$dir" 2>/dev/null)
-  end=$(date +%s.%N)
-  echo "$(echo "$end - $start" | bc -l) $peak"
+run_strata() { # dir -> prints "seconds peak_rss_kb peak_anon_kb"
+  python3 benches/peakmem.py $STRATA compact --quiet --block-ranges 2h,6h,18h,54h,162h,486h "$1"
 }
+
+samples() { python3 -c 'import json,sys,glob; print(sum(json.load(open(f))["stats"].get("numSamples",0) for f in glob.glob(sys.argv[1]+"/*/meta.json")))' "$1"; }
 
 bench() { # name, hours, gen args...
   local name=$1 hours=$2; shift 2
   rm -rf "$WORK/in"
   $STRATA gen --output "$WORK/in" --series "$SERIES" --duration "${hours}h" "$@" 2>/dev/null
-  local samples; samples=$($STRATA inspect "$WORK/in" | awk 'NR>1{s+=$9} END{print s}')
+  local n; n=$(samples "$WORK/in")
   rm -rf "$WORK/p" "$WORK/s"; cp -r "$WORK/in" "$WORK/p"; cp -r "$WORK/in" "$WORK/s"
-  read -r ps pk pidle pn < <(run_prometheus "$WORK/p")
-  read -r ss sk < <(run_strata "$WORK/s")
-  printf '%-12s samples=%s prometheus: %ss in %s compactions, peak %s MiB (idle %s MiB) | strata: %.3fs, peak %s MiB | speed-up %.1fx, memory ratio %.2f\n' \
-    "$name" "$samples" "$ps" "$pn" "$((pk/1024))" "$((pidle/1024))" "$ss" "$((sk/1024))" "$(echo "$ps / $ss" | bc -l)" "$(echo "$sk / $pk" | bc -l)"
+  read -r ps prss panon pidle pn < <(run_prometheus "$WORK/p")
+  read -r ss srss sanon < <(run_strata "$WORK/s")
+  local pb sb; pb=$(ls "$WORK/p" | grep -c '^01'); sb=$(ls "$WORK/s" | grep -c '^01')
+  printf '%-12s input %s samples in %s blocks\n' "$name" "$n" "$(ls "$WORK/in" | grep -c '^01')"
+  printf '  prometheus 2.42: %6.2fs in %s compactions -> %s blocks; peak RSS %s MiB, peak anon %s MiB (idle server %s MiB)\n' "$ps" "$pn" "$pb" "$((prss/1024))" "$((panon/1024))" "$((pidle/1024))"
+  printf '  strata:          %6.2fs (whole process)  -> %s blocks; peak RSS %s MiB, peak anon %s MiB\n' "$ss" "$sb" "$((srss/1024))" "$((sanon/1024))"
+  printf '  ratio: %.1fx faster; peak RSS %.2f, peak anon %.2f of Prometheus'"'"'s\n' "$(echo "$ps / $ss" | bc -l)" "$(echo "$srss / $prss" | bc -l)" "$(echo "$sanon / $panon" | bc -l)"
 }
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem/{print $2}') GiB"

@@ -457,7 +457,8 @@ impl<'a> IndexReader<'a> {
                 let end = section(self.data, w[0], "index postings list").map(|b| w[0] + 8 + b.len() as u64);
                 if let Ok(end) = end {
                     let gap = w[1].checked_sub(end);
-                    if gap.is_none_or(|g| g >= 4 || self.data[end as usize..w[1] as usize].iter().any(|&b| b != 0)) {
+                    let padding = self.data.get(end as usize..w[1] as usize);
+                    if gap.is_none_or(|g| g >= 4) || padding.is_none_or(|p| p.iter().any(|&b| b != 0)) {
                         report(FormatError::new("index postings list", w[1], format!("postings lists are not contiguous: the list before ends at {end}, the next starts at {}", w[1])));
                         break;
                     }

@@ -339,3 +339,42 @@ fn sigkill_at_any_point_loses_nothing_and_a_rerun_finishes() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[test]
+fn tombstoned_samples_are_dropped_by_compaction() {
+    use strata::format::tombstones::{Interval, Tombstones};
+    let dir = scratch_copy(&testdata("varied"));
+    add_later_block(dir.path(), |_| {});
+    // Delete a range of every third series of the second block, and one whole series.
+    let blocks = list_blocks(dir.path()).unwrap();
+    let target = Block::open(&blocks[1].path).unwrap();
+    let index = target.index().unwrap();
+    let ids: Vec<u32> = index.all_postings().unwrap().collect();
+    let (lo, hi) = (target.meta.min_time, target.meta.max_time);
+    let mut t = Tombstones::default();
+    for (k, id) in ids.iter().enumerate() {
+        if k % 3 == 0 {
+            t.add(*id as u64, Interval { min: lo + (hi - lo) / 4, max: lo + (hi - lo) / 2 });
+        }
+    }
+    t.add(ids[1] as u64, Interval { min: i64::MIN, max: i64::MAX });
+    let path = blocks[1].path.clone();
+    drop(index);
+    drop(target);
+    std::fs::write(path.join("tombstones"), t.write()).unwrap();
+    let mut meta = Block::open(&path).unwrap().meta;
+    meta.stats.num_tombstones = t.num_intervals();
+    std::fs::write(path.join("meta.json"), meta.to_json()).unwrap();
+
+    let before = dump_dir(dir.path());
+    assert!(parse_dump(&before).values().map(Vec::len).sum::<usize>() < parse_dump(&std::fs::read_to_string(testdata("varied.dump.txt")).unwrap()).values().map(Vec::len).sum::<usize>(), "promtool honours the tombstones");
+    let out = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same_samples(&dump_dir(dir.path()), &before, "tombstones");
+    // The deleted samples are gone from the data itself, not hidden by tombstones.
+    for b in list_blocks(dir.path()).unwrap() {
+        let blk = Block::open(&b.path).unwrap();
+        assert!(blk.tombstones.is_empty(), "compacted blocks carry no tombstones");
+    }
+    check_outputs(dir.path());
+}

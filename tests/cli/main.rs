@@ -3,6 +3,7 @@
 //! it is missing, because the test command always installs it).
 
 mod compact;
+mod fuzz;
 mod format;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Runs a command and polls /proc/PID/status every 10 ms; prints
+"<seconds> <peak VmRSS kB> <peak RssAnon kB>" to stderr-safe fd 3 (or stdout with --stdout).
+RssAnon excludes file-backed pages (memory-mapped block files), i.e. the heap.
+
+  peakmem.py CMD...            measure a command until it exits
+  peakmem.py --pid PID --until FILE   measure a running process until FILE exists
+"""
+import os
+import subprocess
+import sys
+import time
+
+
+def read(pid):
+    rss = anon = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return rss, anon
+
+
+def main():
+    args = sys.argv[1:]
+    peak_rss = peak_anon = 0
+    start = time.monotonic()
+    if args[:1] == ["--pid"]:
+        pid, until = int(args[1]), args[3]
+        while not os.path.exists(until):
+            r, a = read(pid)
+            peak_rss, peak_anon = max(peak_rss, r), max(peak_anon, a)
+            time.sleep(0.01)
+        rc = 0
+    else:
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while p.poll() is None:
+            r, a = read(p.pid)
+            peak_rss, peak_anon = max(peak_rss, r), max(peak_anon, a)
+            time.sleep(0.01)
+        rc = p.returncode
+    print(f"{time.monotonic() - start:.3f} {peak_rss} {peak_anon}", flush=True)
+    sys.exit(rc)
+
+
+main()

@@ -1,0 +1,142 @@
+//! XOR chunk decode and encode, the inner loop of every compaction and downsampling.
+//!
+//! Data: seeded synthetic chunks of 120 samples (30 minutes at a 15 s scrape, the size
+//! Prometheus cuts at), in three shapes that bracket real data: a counter with a few
+//! milliseconds of scrape jitter, a gauge of random floats (worst case for the value
+//! XOR), and a constant series (best case). Nothing touches disk.
+//!
+//! Run: `cargo bench --bench xor`; `-- --warm-up-time 1 --measurement-time 5` for a
+//! quick pass. Throughput is in samples.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use strata::format::xor::{self, XorIter};
+
+/// Samples per chunk, as Prometheus cuts them at a 15 s scrape interval.
+const SAMPLES: usize = 120;
+/// Distinct chunks per shape, so branch predictors see varied input.
+const CHUNKS: usize = 64;
+const SCRAPE_MS: i64 = 15_000;
+const T0: i64 = 1_700_000_000_000;
+
+/// splitmix64: a tiny seeded generator, so the data is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[lo, hi)`.
+    fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo) as u64) as i64
+    }
+    /// Uniform in `[0, 1)`, all 53 mantissa bits random.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Scrape timestamps at 15 s with up to ±`jitter_ms` of jitter.
+fn timestamps(rng: &mut Rng, jitter_ms: i64) -> Vec<i64> {
+    (0..SAMPLES as i64).map(|i| T0 + i * SCRAPE_MS + if jitter_ms > 0 { rng.range(-jitter_ms, jitter_ms + 1) } else { 0 }).collect()
+}
+
+/// A monotonically increasing counter (integer increments, as request counters are).
+fn counter(rng: &mut Rng) -> Vec<(i64, f64)> {
+    let mut v = rng.range(0, 1_000_000) as f64;
+    timestamps(rng, 5)
+        .into_iter()
+        .map(|t| {
+            v += rng.range(0, 500) as f64;
+            (t, v)
+        })
+        .collect()
+}
+
+/// A gauge of random floats, e.g. a ratio or temperature with full precision.
+fn gauge(rng: &mut Rng) -> Vec<(i64, f64)> {
+    timestamps(rng, 5).into_iter().map(|t| (t, rng.unit() * 1000.0)).collect()
+}
+
+/// A constant series scraped exactly on time (`up`, build info, ...).
+fn constant(rng: &mut Rng) -> Vec<(i64, f64)> {
+    timestamps(rng, 0).into_iter().map(|t| (t, 1.0)).collect()
+}
+
+type Shape = (&'static str, fn(&mut Rng) -> Vec<(i64, f64)>);
+
+const SHAPES: [Shape; 3] = [("counter", counter), ("gauge", gauge), ("constant", constant)];
+
+/// `xor::decode_into`, the word-at-a-time decoder `sample::decode` uses, into a reused
+/// buffer.
+fn bench_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("xor/decode");
+    g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
+    for (name, shape) in SHAPES {
+        let mut rng = Rng(0x5EED);
+        let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
+            let mut out = Vec::with_capacity(SAMPLES);
+            b.iter(|| {
+                let mut acc = 0u64;
+                for c in chunks {
+                    out.clear();
+                    xor::decode_into(c, &mut out).expect("valid chunk");
+                    acc = acc.wrapping_add(out.len() as u64);
+                }
+                black_box((acc, &out));
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `XorIter`, the sample-at-a-time iterator.
+fn bench_iter(c: &mut Criterion) {
+    let mut g = c.benchmark_group("xor/iter");
+    g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
+    for (name, shape) in SHAPES {
+        let mut rng = Rng(0x5EED);
+        let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
+            b.iter(|| {
+                let mut acc = 0u64;
+                for c in chunks {
+                    for s in XorIter::new(c).expect("valid chunk") {
+                        let (t, v) = s.expect("valid chunk");
+                        acc = acc.wrapping_add(t as u64 ^ v.to_bits());
+                    }
+                }
+                black_box(acc)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("xor/encode");
+    g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
+    for (name, shape) in SHAPES {
+        let mut rng = Rng(0x5EED);
+        let series: Vec<Vec<(i64, f64)>> = (0..CHUNKS).map(|_| shape(&mut rng)).collect();
+        g.bench_with_input(BenchmarkId::from_parameter(name), &series, |b, series| {
+            b.iter(|| {
+                let mut bytes = 0usize;
+                for s in series {
+                    bytes += xor::encode(black_box(s)).expect("120 samples fit").len();
+                }
+                black_box(bytes)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_iter, bench_encode);
+criterion_main!(benches);
