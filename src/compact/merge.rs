@@ -166,10 +166,12 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
             Ok(written)
         });
 
-        let mut send_err = false;
-        let mut produce = || -> Result<()> {
+        // Gathering series (heap, index decoding) runs on its own thread, a batch ahead
+        // of the workers, so it overlaps the parallel merge.
+        let (gtx, grx) = sync_channel::<Vec<Vec<Pending<'_>>>>(2);
+        let srcs_ref = &srcs;
+        let gatherer = scope.spawn(move || -> Result<()> {
             loop {
-                // Gather a batch of merged series (all sources' entries of one label set).
                 let mut group: Vec<Vec<Pending<'_>>> = Vec::with_capacity(batch);
                 while group.len() < batch {
                     let Some(Reverse(first)) = heap.pop() else { break };
@@ -178,31 +180,39 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                         parts.push(heap.pop().expect("peeked").0);
                     }
                     for p in &parts {
-                        if let Some(next) = next_pending(&srcs, &mut postings, &mut refs, p.src)? {
+                        if let Some(next) = next_pending(srcs_ref, &mut postings, &mut refs, p.src)? {
                             if next.labels.cmp_pairs(&p.labels).is_le() {
-                                return Err(Error::BadSeries { path: srcs[p.src].block.index_path(), series: next.labels.to_label_string(), problem: format!("series out of order (after {})", p.labels.to_label_string()) });
+                                return Err(Error::BadSeries { path: srcs_ref[p.src].block.index_path(), series: next.labels.to_label_string(), problem: format!("series out of order (after {})", p.labels.to_label_string()) });
                             }
                             heap.push(Reverse(next));
                         }
                     }
                     group.push(parts);
                 }
-                if group.is_empty() {
-                    return Ok(());
-                }
-                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map_init(Scratch::default, |scratch, parts| merge_series(&srcs, parts, dedup, scratch)).collect::<Result<Vec<_>>>()?;
-                if tx.send(outs).is_err() {
-                    send_err = true;
+                if group.is_empty() || gtx.send(group).is_err() {
                     return Ok(());
                 }
             }
+        });
+        let mut process = || -> Result<()> {
+            for group in grx.iter() {
+                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map_init(Scratch::default, |scratch, parts| merge_series(&srcs, parts, dedup, scratch)).collect::<Result<Vec<_>>>()?;
+                if tx.send(outs).is_err() {
+                    return Ok(()); // the writer stopped; its error is reported below
+                }
+            }
+            Ok(())
         };
-        let produced = produce();
+        let processed = process();
+        drop(grx);
         drop(tx);
+        let gathered = gatherer.join().expect("gathering thread panicked");
         let written = handle.join().expect("writer thread panicked");
-        produced?;
+        // The first failure in pipeline order: reading, merging, writing.
+        gathered?;
+        processed?;
         let written = written?;
-        Ok((written, send_err))
+        Ok((written, false))
     });
     let (written, _) = result?;
     if written == 0 {

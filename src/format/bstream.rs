@@ -56,7 +56,15 @@ impl BitWriter {
     /// operation-by-operation model in the tests).
     #[inline]
     pub fn write_bits(&mut self, u: u64, nbits: u32) {
-        debug_assert!(nbits <= 64);
+        self.write_bits_as(u, nbits, nbits)
+    }
+
+    /// Writes `nbits` bits that Prometheus writes as several operations, the last of
+    /// which wrote `last_op_bits` bits: same bits, and the same trailing-byte state as
+    /// that sequence leaves (see [`write_bits`](Self::write_bits)).
+    #[inline]
+    pub fn write_bits_as(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
+        debug_assert!(nbits <= 64 && last_op_bits <= nbits);
         if nbits == 0 {
             return;
         }
@@ -72,7 +80,7 @@ impl BitWriter {
             self.acc = if room == 64 { 0 } else { v << room };
             self.nacc = nbits - room;
         }
-        self.byte_end = nbits % 8 == 0;
+        self.byte_end = last_op_bits % 8 == 0 && last_op_bits > 0;
     }
 
     /// Bytes the pending bits occupy, including Prometheus's trailing byte.

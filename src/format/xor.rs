@@ -27,7 +27,8 @@ impl Default for XorState {
 }
 
 impl XorState {
-    /// Writes `new` as the XOR against `prev`.
+    /// Writes `new` as the XOR against `prev`. Control bits and payload go out in as few
+    /// writes as fit in 64 bits, with Prometheus's byte layout.
     #[inline]
     pub fn write(&mut self, w: &mut BitWriter, new: u64, prev: u64) {
         let delta = new ^ prev;
@@ -35,21 +36,32 @@ impl XorState {
             w.write_bit(false);
             return;
         }
-        w.write_bit(true);
         let lead = (delta.leading_zeros() as u8).min(31);
         let trail = delta.trailing_zeros() as u8;
         if self.leading != 0xff && lead >= self.leading && trail >= self.trailing {
-            w.write_bit(false);
-            w.write_bits(delta >> self.trailing, 64 - self.leading as u32 - self.trailing as u32);
+            // '10' then the bits inside the current window.
+            let sig = 64 - self.leading as u32 - self.trailing as u32;
+            let payload = delta >> self.trailing;
+            if sig <= 62 {
+                w.write_bits_as(0b10 << sig | payload, 2 + sig, sig);
+            } else {
+                w.write_bits(0b10, 2);
+                w.write_bits(payload, sig);
+            }
             return;
         }
         self.leading = lead;
         self.trailing = trail;
-        w.write_bit(true);
-        w.write_bits(lead as u64, 5);
         let sig = 64 - lead as u32 - trail as u32;
-        w.write_bits(sig as u64, 6); // 64 wraps to 0 in six bits
-        w.write_bits(delta >> trail, sig);
+        // '11', 5 bits of leading zeros, 6 bits of significant bits (64 written as 0).
+        let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
+        let payload = delta >> trail;
+        if sig <= 51 {
+            w.write_bits_as(head << sig | payload, 13 + sig, sig);
+        } else {
+            w.write_bits_as(head, 13, 6);
+            w.write_bits(payload, sig);
+        }
     }
 
     /// Reads the next value given the previous one's bits.
@@ -97,7 +109,7 @@ impl Default for XorEncoder {
 
 impl XorEncoder {
     pub fn new() -> Self {
-        XorEncoder { w: BitWriter::with_prefix(&[0, 0], 128), num: 0, t: 0, t_delta: 0, v: 0, state: XorState::default() }
+        XorEncoder { w: BitWriter::with_prefix(&[0, 0], 256), num: 0, t: 0, t_delta: 0, v: 0, state: XorState::default() }
     }
 
     pub fn num_samples(&self) -> usize {
@@ -175,17 +187,16 @@ pub(crate) fn bit_range(x: i64, n: u32) -> bool {
 
 #[inline]
 fn write_dod(w: &mut BitWriter, dod: i64) {
+    // Prefix and payload in one write. What the trailing-byte state is after the
+    // timestamp does not matter: a value write always follows.
     if dod == 0 {
         w.write_bit(false);
     } else if bit_range(dod, 14) {
-        w.write_byte(0b10 << 6 | ((dod >> 8) as u8 & 0x3f));
-        w.write_byte(dod as u8);
+        w.write_bits(0b10 << 14 | (dod as u64 & 0x3fff), 16);
     } else if bit_range(dod, 17) {
-        w.write_bits(0b110, 3);
-        w.write_bits(dod as u64, 17);
+        w.write_bits(0b110 << 17 | (dod as u64 & 0x1ffff), 20);
     } else if bit_range(dod, 20) {
-        w.write_bits(0b1110, 4);
-        w.write_bits(dod as u64, 20);
+        w.write_bits(0b1110 << 20 | (dod as u64 & 0xfffff), 24);
     } else {
         w.write_bits(0b1111, 4);
         w.write_bits(dod as u64, 64);
@@ -308,19 +319,30 @@ pub fn decode(data: &[u8]) -> FormatResult<Vec<(i64, f64)>> {
     Ok(out)
 }
 
-/// Bits of a byte slice read as 64-bit big-endian words at any bit position; bytes past
-/// the end read as zero, so reads need no bounds checks. Whoever uses it checks the
-/// position against the length afterwards.
+/// Bits of a byte slice read through a 64-bit register refilled from big-endian words at
+/// any bit position; bytes past the end read as zero, so reads need no bounds checks.
+/// Whoever uses it checks the position against the length afterwards.
 struct Words<'a> {
     data: &'a [u8],
+    /// Bit position of the register's first bit.
     pos: usize,
+    /// Register: upcoming bits, left-aligned.
+    reg: u64,
+    /// Valid bits in `reg`.
+    avail: u32,
 }
 
-impl Words<'_> {
+impl<'a> Words<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        let mut w = Words { data, pos: 0, reg: 0, avail: 0 };
+        w.refill();
+        w
+    }
+
     #[inline]
-    fn word(&self) -> u64 {
+    fn refill(&mut self) {
         let at = self.pos / 8;
-        let w = match self.data.get(at..at + 8) {
+        let word = match self.data.get(at..at + 8) {
             Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
             None => {
                 let mut b = [0u8; 8];
@@ -331,15 +353,34 @@ impl Words<'_> {
                 u64::from_be_bytes(b)
             }
         };
-        w << (self.pos % 8)
+        let shift = (self.pos % 8) as u32;
+        self.reg = word << shift;
+        self.avail = 64 - shift;
+    }
+
+    /// The next bits without consuming them; at least 57 are valid after this.
+    #[inline]
+    fn peek(&mut self) -> u64 {
+        if self.avail < 57 {
+            self.refill();
+        }
+        self.reg
+    }
+
+    #[inline]
+    fn skip(&mut self, n: u32) {
+        debug_assert!(n <= self.avail);
+        self.reg = if n == 64 { 0 } else { self.reg << n };
+        self.avail -= n;
+        self.pos += n as usize;
     }
 
     /// Up to 57 bits.
     #[inline]
     fn take(&mut self, n: u32) -> u64 {
         debug_assert!((1..=57).contains(&n));
-        let v = self.word() >> (64 - n);
-        self.pos += n as usize;
+        let v = self.peek() >> (64 - n);
+        self.skip(n);
         v
     }
 
@@ -375,7 +416,7 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
     let total = num_samples(data)?;
     let body = &data[2..];
     let limit = body.len() * 8;
-    let mut w = Words { data: body, pos: 0 };
+    let mut w = Words::new(body);
     let past_end = |what: &str, pos: usize| FormatError::new("XOR chunk", 2 + (pos / 8) as u64, format!("bit stream ends while reading {what}"));
     out.reserve(total);
     let (mut t, mut t_delta, mut v) = (0i64, 0u64, 0u64);
@@ -393,9 +434,9 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
             }
             _ => {
                 // Delta-of-delta: up to four prefix bits, stopping at the first zero.
-                let head = w.word();
+                let head = w.peek();
                 let ones = (!head).leading_zeros().min(4);
-                w.pos += (ones + u32::from(ones < 4)) as usize;
+                w.skip(ones + u32::from(ones < 4));
                 let dod = match ones {
                     0 => 0,
                     1 | 2 | 3 => {
@@ -430,11 +471,12 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
                     return Err(FormatError::new("XOR value", 2 + (w.pos / 8) as u64, "value reuses a window before any was set"));
                 }
                 let sig = 64 - leading as u32 - trailing as u32;
-                let bits = if sig > 57 { w.take64() >> (64 - sig) } else { w.take(sig) };
-                // take64 above consumed 64 bits; give back the ones not used.
-                if sig > 57 {
-                    w.pos -= (64 - sig) as usize;
-                }
+                let bits = if sig > 57 {
+                    let hi = w.take(sig - 32);
+                    hi << 32 | w.take(32)
+                } else {
+                    w.take(sig)
+                };
                 v ^= bits << trailing;
             }
         }
@@ -511,7 +553,79 @@ mod tests {
         })
     }
 
+    /// Prometheus's XOR appender, one bit-stream operation per Go call (writeBit,
+    /// writeBits, writeByte), to check the combined writes against.
+    fn reference_encode(samples: &[(i64, f64)]) -> Vec<u8> {
+        let mut w = BitWriter::with_prefix(&[0, 0], 64);
+        let (mut t, mut td, mut v) = (0i64, 0u64, 0u64);
+        let (mut lead, mut trail) = (0xffu8, 0u8);
+        for (n, &(ts, val)) in samples.iter().enumerate() {
+            let vb = val.to_bits();
+            let mut tmp = Vec::new();
+            if n == 0 {
+                put_varint(&mut tmp, ts);
+                tmp.iter().for_each(|&b| w.write_byte(b));
+                w.write_bits(vb, 64);
+            } else {
+                if n == 1 {
+                    td = ts.wrapping_sub(t) as u64;
+                    put_uvarint(&mut tmp, td);
+                    tmp.iter().for_each(|&b| w.write_byte(b));
+                } else {
+                    let d = ts.wrapping_sub(t) as u64;
+                    let dod = d.wrapping_sub(td) as i64;
+                    td = d;
+                    if dod == 0 {
+                        w.write_bit(false);
+                    } else if bit_range(dod, 14) {
+                        w.write_bits(0b10, 2);
+                        w.write_bits(dod as u64, 14);
+                    } else if bit_range(dod, 17) {
+                        w.write_bits(0b110, 3);
+                        w.write_bits(dod as u64, 17);
+                    } else if bit_range(dod, 20) {
+                        w.write_bits(0b1110, 4);
+                        w.write_bits(dod as u64, 20);
+                    } else {
+                        w.write_bits(0b1111, 4);
+                        w.write_bits(dod as u64, 64);
+                    }
+                }
+                let delta = vb ^ v;
+                if delta == 0 {
+                    w.write_bit(false);
+                } else {
+                    w.write_bit(true);
+                    let l = (delta.leading_zeros() as u8).min(31);
+                    let tr = delta.trailing_zeros() as u8;
+                    if lead != 0xff && l >= lead && tr >= trail {
+                        w.write_bit(false);
+                        w.write_bits(delta >> trail, 64 - lead as u32 - trail as u32);
+                    } else {
+                        lead = l;
+                        trail = tr;
+                        w.write_bit(true);
+                        w.write_bits(l as u64, 5);
+                        let sig = 64 - l as u32 - tr as u32;
+                        w.write_bits(sig as u64, 6);
+                        w.write_bits(delta >> tr, sig);
+                    }
+                }
+            }
+            t = ts;
+            v = vb;
+        }
+        let mut out = w.into_bytes();
+        out[..2].copy_from_slice(&(samples.len() as u16).to_be_bytes());
+        out
+    }
+
     proptest! {
+        #[test]
+        fn encoder_matches_prometheus_operation_by_operation(s in samples()) {
+            prop_assert_eq!(encode(&s).unwrap(), reference_encode(&s));
+        }
+
         #[test]
         fn encode_decode_round_trips(s in samples()) {
             let c = encode(&s).unwrap();
