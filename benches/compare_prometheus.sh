@@ -80,3 +80,13 @@ bench adjacent "$HOURS"
 # Overlapping: two replicas of every block, same series labels, no external labels
 # (Prometheus ignores them anyway), scrapes one second apart.
 bench overlapping 2 --replicas 2 --replica-offset 1s
+
+# Peak memory as samples per series double (same series and time range, scrape interval
+# halved): strata's heap should stay flat.
+for interval in 30s 15s 7500ms; do
+  rm -rf "$WORK/m"
+  $STRATA gen --output "$WORK/m" --series "$SERIES" --duration "${HOURS}h" --scrape-interval "$interval" 2>/dev/null
+  n=$(samples "$WORK/m")
+  read -r ms mrss manon < <(run_strata "$WORK/m")
+  printf 'memory       scrape %-7s %11s samples: strata %6.2fs, peak RSS %s MiB, peak anon %s MiB\n' "$interval" "$n" "$ms" "$((mrss/1024))" "$((manon/1024))"
+done

@@ -92,9 +92,6 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 const METRICS: [&str; 12] = [
@@ -146,12 +143,17 @@ fn samples(opts: &GenOptions, id: usize, from: i64, to: i64, offset: i64) -> Vec
         let v = if hist {
             Value::Histogram(Box::new(histogram_at(step, &mut r)))
         } else if counter {
-            // A counter that grows by a per-series rate with noise and resets every ~2000 scrapes.
-            let epoch = step % 2000;
-            Value::Float((epoch as f64) * (1.0 + (id % 10) as f64) + (r.below(5) as f64))
+            // A counter growing at a per-series rate, read at the exact scrape time (so
+            // replicas scraping a second apart see different values), with integer
+            // increments and a reset every ~8 hours.
+            let secs = (t - opts.start_ms).rem_euclid(8 * 3_600_000) / 1000;
+            let rate = 1 + (id % 10) as i64;
+            Value::Float((secs * rate + secs / 7 * (id as i64 % 3)) as f64)
         } else {
+            // A gauge: a slow wave plus noise drawn per scrape time.
+            let mut n = Rng::new(opts.seed ^ (id as u64).rotate_left(17) ^ t as u64);
             let base = (id % 100) as f64 * 10.0;
-            Value::Float(base + (step as f64 * 0.01).sin() * 50.0 + r.unit())
+            Value::Float(base + ((t / 1000) as f64 * 0.001).sin() * 50.0 + (n.below(1000) as f64) / 100.0)
         };
         out.push((t, v));
         t += opts.scrape_ms;

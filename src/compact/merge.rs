@@ -39,6 +39,9 @@ pub struct MergeOptions {
     pub dedup: DedupFunc,
     /// Series per batch handed to the worker threads.
     pub batch_series: usize,
+    /// Chunks per batch (a batch ends at whichever limit comes first), so memory does not
+    /// grow with the number of samples per series.
+    pub batch_chunks: usize,
     pub segment_size: u64,
     /// Write an (empty) tombstones file, as Prometheus does. Thanos output has none.
     pub write_tombstones: bool,
@@ -46,7 +49,7 @@ pub struct MergeOptions {
 
 impl Default for MergeOptions {
     fn default() -> Self {
-        MergeOptions { dedup: DedupFunc::OneToOne, batch_series: 2048, segment_size: DEFAULT_SEGMENT_SIZE, write_tombstones: true }
+        MergeOptions { dedup: DedupFunc::OneToOne, batch_series: 2048, batch_chunks: 16_384, segment_size: DEFAULT_SEGMENT_SIZE, write_tombstones: true }
     }
 }
 
@@ -67,9 +70,28 @@ pub struct OutChunk<'a> {
     pub max_time: i64,
 }
 
+/// Where an output chunk's bytes are.
+enum Bytes<'a> {
+    /// Copied from a source block's segment file.
+    Source(&'a [u8]),
+    /// Re-encoded, in the series' `arena`.
+    Arena(usize, usize),
+    Owned(Vec<u8>),
+}
+
+struct OutRef<'a> {
+    encoding: u8,
+    data: Bytes<'a>,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// One merged series: its labels, its chunks, and one buffer holding every chunk it
+/// re-encoded (a single allocation per series rather than one per chunk).
 struct SeriesOut<'a> {
     labels: Vec<(&'a [u8], &'a [u8])>,
-    chunks: Vec<OutChunk<'a>>,
+    chunks: Vec<OutRef<'a>>,
+    arena: Vec<u8>,
 }
 
 /// A source's next series: labels borrowed from its index, chunk metas.
@@ -144,16 +166,28 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     }
 
     let batch = opts.batch_series.max(1);
+    let batch_chunks = opts.batch_chunks.max(1);
     let dedup = opts.dedup;
     let result: Result<(u64, bool)> = std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Vec<SeriesOut<'_>>>(2);
+        let (tx, rx) = sync_channel::<Vec<SeriesOut<'_>>>(1);
         let writer_ref = &mut writer;
         let handle = scope.spawn(move || -> Result<u64> {
             let mut done = MergeProgress::default();
             let mut written = 0u64;
             for outs in rx {
                 for s in outs {
-                    let chunks: Vec<ChunkToWrite<'_>> = s.chunks.iter().map(|c| ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time }).collect();
+                    let chunks: Vec<ChunkToWrite<'_>> = s
+                        .chunks
+                        .iter()
+                        .map(|c| {
+                            let data: &[u8] = match &c.data {
+                                Bytes::Source(b) => b,
+                                Bytes::Arena(a, b) => &s.arena[*a..*b],
+                                Bytes::Owned(v) => v,
+                            };
+                            ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time }
+                        })
+                        .collect();
                     if writer_ref.add_series(&s.labels, &chunks)?.is_some() {
                         written += 1;
                         done.chunks += chunks.len() as u64;
@@ -168,12 +202,13 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
 
         // Gathering series (heap, index decoding) runs on its own thread, a batch ahead
         // of the workers, so it overlaps the parallel merge.
-        let (gtx, grx) = sync_channel::<Vec<Vec<Pending<'_>>>>(2);
+        let (gtx, grx) = sync_channel::<Vec<Vec<Pending<'_>>>>(1);
         let srcs_ref = &srcs;
         let gatherer = scope.spawn(move || -> Result<()> {
             loop {
                 let mut group: Vec<Vec<Pending<'_>>> = Vec::with_capacity(batch);
-                while group.len() < batch {
+                let mut chunks = 0usize;
+                while group.len() < batch && chunks < batch_chunks {
                     let Some(Reverse(first)) = heap.pop() else { break };
                     let mut parts = vec![first];
                     while heap.peek().is_some_and(|Reverse(p)| p.labels == parts[0].labels) {
@@ -187,6 +222,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                             heap.push(Reverse(next));
                         }
                     }
+                    chunks += parts.iter().map(|p| p.chunks.len()).sum::<usize>();
                     group.push(parts);
                 }
                 if group.is_empty() || gtx.send(group).is_err() {
@@ -194,7 +230,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                 }
             }
         });
-        let mut process = || -> Result<()> {
+        let process = || -> Result<()> {
             for group in grx.iter() {
                 let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map_init(Scratch::default, |scratch, parts| merge_series(&srcs, parts, dedup, scratch)).collect::<Result<Vec<_>>>()?;
                 if tx.send(outs).is_err() {
@@ -243,6 +279,7 @@ struct Scratch {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
+    encoder: XorEncoder,
 }
 
 /// Merges one series' chunks from every source that has it.
@@ -281,7 +318,8 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
     }
     items.sort_by_key(|c| (c.min_time, c.max_time));
 
-    let mut out: Vec<OutChunk<'a>> = Vec::with_capacity(items.len());
+    let mut out: Vec<OutRef<'a>> = Vec::with_capacity(items.len());
+    let mut arena: Vec<u8> = Vec::new();
     while !items.is_empty() {
         // The overlap group at the front.
         let mut j = 1;
@@ -303,7 +341,11 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
         }
         if group.len() == 1 {
             let c = group.pop().expect("one");
-            out.push(OutChunk { encoding: c.encoding, data: c.data, min_time: c.min_time, max_time: c.max_time });
+            let data = match c.data {
+                Cow::Borrowed(b) => Bytes::Source(b),
+                Cow::Owned(v) => Bytes::Owned(v),
+            };
+            out.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
         } else if group.iter().all(|c| c.encoding == Encoding::Xor as u8) {
             // Floats only (the common case): no boxing, straight XOR in and out, buffers
             // reused from series to series.
@@ -332,11 +374,13 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
             let refs: Vec<&[(i64, f64)]> = scratch.streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
             merge_into(dedup, &refs, &mut scratch.merged);
             for piece in scratch.merged.chunks(SAMPLES_PER_CHUNK) {
-                let mut e = XorEncoder::new();
+                let e = &mut scratch.encoder;
                 for &(t, v) in piece {
                     e.append(t, v).expect("at most 120 samples");
                 }
-                out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(e.finish()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                let start = arena.len();
+                e.finish_into(&mut arena);
+                out.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena(start, arena.len()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {
             // One stream per source (a source's chunks never overlap each other).
@@ -354,11 +398,11 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
             }
             let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
             for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[group[0].source].block.dir.clone(), series: labels.to_label_string(), problem: p })? {
-                out.push(c);
+                out.push(OutRef { encoding: c.encoding, data: Bytes::Owned(c.data.into_owned()), min_time: c.min_time, max_time: c.max_time });
             }
         }
     }
-    Ok(SeriesOut { labels, chunks: out })
+    Ok(SeriesOut { labels, chunks: out, arena })
 }
 
 fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {

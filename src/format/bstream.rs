@@ -34,6 +34,23 @@ impl BitWriter {
         BitWriter { stream, acc: 0, nacc: 0, byte_end: false }
     }
 
+    /// Starts over with `prefix`, keeping the allocation.
+    pub fn reset(&mut self, prefix: &[u8]) {
+        self.stream.clear();
+        self.stream.extend_from_slice(prefix);
+        self.acc = 0;
+        self.nacc = 0;
+        self.byte_end = false;
+    }
+
+    /// Appends the whole stream to `out` (as [`into_bytes`](Self::into_bytes) would
+    /// give it).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        let n = self.pending_len();
+        out.extend_from_slice(&self.stream);
+        out.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
+    }
+
     #[inline]
     pub fn write_bit(&mut self, bit: bool) {
         self.write_bits(bit as u64, 1)

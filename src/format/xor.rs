@@ -171,6 +171,18 @@ impl XorEncoder {
     pub fn finish(self) -> Vec<u8> {
         self.w.into_bytes()
     }
+
+    /// Appends the finished chunk to `out` and starts a new, empty chunk, keeping the
+    /// encoder's allocation.
+    pub fn finish_into(&mut self, out: &mut Vec<u8>) {
+        self.w.append_to(out);
+        self.w.reset(&[0, 0]);
+        self.num = 0;
+        self.t = 0;
+        self.t_delta = 0;
+        self.v = 0;
+        self.state = XorState::default();
+    }
 }
 
 /// The chunk already holds the most samples its header can count.
@@ -624,6 +636,20 @@ mod tests {
         #[test]
         fn encoder_matches_prometheus_operation_by_operation(s in samples()) {
             prop_assert_eq!(encode(&s).unwrap(), reference_encode(&s));
+        }
+
+        #[test]
+        fn reused_encoder_matches_a_fresh_one(a in samples(), b in samples()) {
+            let mut e = XorEncoder::new();
+            let mut out = Vec::new();
+            for &(t, v) in &a { e.append(t, v).unwrap(); }
+            e.finish_into(&mut out);
+            let split = out.len();
+            for &(t, v) in &b { e.append(t, v).unwrap(); }
+            e.finish_into(&mut out);
+            let (ea, eb) = (encode(&a).unwrap(), encode(&b).unwrap());
+            prop_assert_eq!(&out[..split], ea.as_slice());
+            prop_assert_eq!(&out[split..], eb.as_slice());
         }
 
         #[test]
