@@ -58,6 +58,8 @@ struct SegmentWriter {
     dir: PathBuf,
     limit: u64,
     file: Option<(BufWriter<File>, PathBuf)>,
+    /// Finished segment files, fsynced together when the block is finished.
+    closed: Vec<(File, PathBuf)>,
     seq: u32,
     size: u64,
     buf: Vec<u8>,
@@ -82,7 +84,7 @@ impl SegmentWriter {
     fn close_current(&mut self) -> Result<()> {
         if let Some((w, path)) = self.file.take() {
             let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-            f.sync_all().at(&path)?;
+            self.closed.push((f, path));
         }
         Ok(())
     }
@@ -179,7 +181,7 @@ impl BlockWriter {
             parent: parent.to_path_buf(),
             ulid,
             tmp,
-            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, seq: 0, size: 0, buf: Vec::new(), names: Vec::new() },
+            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, closed: Vec::new(), seq: 0, size: 0, buf: Vec::new(), names: Vec::new() },
             index: Some(index),
             stats: WriteStats::default(),
             metas: Vec::new(),
@@ -231,11 +233,12 @@ impl BlockWriter {
         self.segments.close_current()?;
         let index_path = self.tmp.join(INDEX_FILE);
         let w = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e))?;
-        let f = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
-        f.sync_all().at(&index_path)?;
+        let index_file = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
+        let mut files: Vec<(File, PathBuf)> = std::mem::take(&mut self.segments.closed);
+        files.push((index_file, index_path));
         if let Some(t) = tombstones {
             let p = self.tmp.join(TOMBSTONES_FILE);
-            write_synced(&p, &t.write())?;
+            files.push((write_unsynced(&p, &t.write())?, p));
         }
         self.stats.segment_files = self.segments.names.clone();
         meta.ulid = self.ulid;
@@ -250,15 +253,39 @@ impl BlockWriter {
             t.index_stats.series_max_size = self.stats.series_max_size;
             t.index_stats.chunk_max_size = self.stats.chunk_max_size;
         }
-        write_synced(&self.tmp.join(META_FILE), &meta.to_json())?;
-        sync_dir(&self.tmp.join(CHUNKS_DIR))?;
-        sync_dir(&self.tmp)?;
+        let meta_path = self.tmp.join(META_FILE);
+        files.push((write_unsynced(&meta_path, &meta.to_json())?, meta_path));
+        // Every file, then both directories, made durable before the rename; the
+        // fsyncs of independent files run at the same time.
+        sync_all_concurrently(files.iter().map(|(f, p)| (f, p.as_path())))?;
+        let dirs = [self.tmp.join(CHUNKS_DIR), self.tmp.clone()];
+        let handles = dirs.iter().map(|d| File::open(d).at(d).map(|f| (f, d.as_path()))).collect::<Result<Vec<_>>>()?;
+        sync_all_concurrently(handles.iter().map(|(f, p)| (f, *p)))?;
         let fin = self.parent.join(self.ulid.to_string());
         fs::rename(&self.tmp, &fin).at(&fin)?;
         sync_dir(&self.parent)?;
         self.done = true;
         Ok((fin, meta))
     }
+}
+
+/// Writes a file without fsyncing it; returns the open handle for a later fsync.
+fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<File> {
+    let mut f = File::create(path).at(path)?;
+    f.write_all(bytes).at(path)?;
+    Ok(f)
+}
+
+/// Fsyncs files (or directories) at the same time, one thread each; the first error wins.
+pub fn sync_all_concurrently<'a>(files: impl Iterator<Item = (&'a File, &'a Path)>) -> Result<()> {
+    let files: Vec<(&File, &Path)> = files.collect();
+    if files.len() <= 1 {
+        return files.into_iter().try_for_each(|(f, p)| f.sync_all().at(p));
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files.iter().map(|&(f, p)| s.spawn(move || f.sync_all().at(p))).collect();
+        handles.into_iter().map(|h| h.join().expect("fsync thread panicked")).collect::<Result<Vec<()>>>().map(|_| ())
+    })
 }
 
 impl Drop for BlockWriter {

@@ -134,12 +134,14 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
         for (p, r) in results {
             match r {
                 Ok(out) => {
+                    let mut gone = Vec::new();
                     for u in &p.blocks {
                         let e = set.remove(u).expect("planned block in set");
                         if e.removable {
-                            remove_block(&e.path)?;
+                            gone.push(e.path);
                         }
                     }
+                    remove_blocks(&gone)?;
                     match out {
                         Some(w) => {
                             set.insert(w.meta.ulid, Entry { path: w.path.clone(), meta: w.meta.clone(), no_compact: false, removable: true });
@@ -224,12 +226,30 @@ pub fn compacted_meta(sources: &[&BlockMeta], group: &GroupKey, ulid: Ulid) -> B
 
 /// Removes a block directory crash-safely: rename out of sight first.
 pub fn remove_block(path: &Path) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let parent = path.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(format!("{name}.tmp-for-deletion"));
-    std::fs::rename(path, &tmp).at(path)?;
-    sync_dir(parent)?;
-    std::fs::remove_dir_all(&tmp).at(&tmp)
+    remove_blocks(&[path.to_path_buf()])
+}
+
+/// Removes block directories crash-safely: each is renamed out of sight
+/// (`*.tmp-for-deletion`, which no reader loads), the renames are made durable with one
+/// directory sync per parent, and only then is anything deleted.
+pub fn remove_blocks(paths: &[PathBuf]) -> Result<()> {
+    let mut tmps = Vec::with_capacity(paths.len());
+    let mut parents: BTreeSet<PathBuf> = BTreeSet::new();
+    for path in paths {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let tmp = parent.join(format!("{name}.tmp-for-deletion"));
+        std::fs::rename(path, &tmp).at(path)?;
+        parents.insert(parent);
+        tmps.push(tmp);
+    }
+    for p in &parents {
+        sync_dir(p)?;
+    }
+    for tmp in tmps {
+        std::fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    Ok(())
 }
 
 /// Finishes what an interrupted run left behind: half-written outputs
