@@ -15,6 +15,7 @@ pub mod gen;
 pub mod gofmt;
 pub mod labels;
 pub mod mmap;
+pub mod retention;
 
 pub mod verify;
 

@@ -133,6 +133,15 @@ struct CompactArgs {
     /// Segment file size in bytes (tests use small ones).
     #[arg(long = "segment-size", hide = true)]
     segment_size: Option<u64>,
+    /// Remove raw blocks whose data is older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-raw", default_value = "0d")]
+    retention_raw: String,
+    /// Remove 5m downsampled blocks older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-5m", default_value = "0d")]
+    retention_5m: String,
+    /// Remove 1h downsampled blocks older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-1h", default_value = "0d")]
+    retention_1h: String,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -369,6 +378,11 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     opts.merge.batch_series = a.series_batch.max(1);
+    opts.retention = strata::retention::Retention {
+        raw_ms: parse_duration_ms(&a.retention_raw).context("--retention.resolution-raw")?,
+        five_minutes_ms: parse_duration_ms(&a.retention_5m).context("--retention.resolution-5m")?,
+        one_hour_ms: parse_duration_ms(&a.retention_1h).context("--retention.resolution-1h")?,
+    };
     if let Some(s) = a.segment_size {
         opts.merge.segment_size = s;
     }
@@ -388,6 +402,10 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     for r in &report.refused {
         let ids: Vec<String> = r.blocks.iter().map(|u| u.to_string()).collect();
         eprintln!("group {}: not compacted: {} ({})", r.group, r.reason, ids.join(","));
+    }
+    if !report.expired.is_empty() {
+        let ids: Vec<String> = report.expired.iter().map(|u| u.to_string()).collect();
+        eprintln!("retention: removed {} expired blocks ({})", ids.len(), ids.join(","));
     }
     eprintln!(
         "strata compact: {} blocks written in {} iterations, {} groups failed",

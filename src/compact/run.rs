@@ -22,6 +22,7 @@ use crate::block::writer::sync_dir;
 use crate::block::{list_blocks, Block};
 use crate::error::{AtPath, Error, Result};
 use crate::format::meta::{BlockDesc, BlockMeta, Compaction, Downsample, ThanosMeta, NO_COMPACT_MARK};
+use crate::retention::Retention;
 
 /// Everything `strata compact` can be told.
 #[derive(Clone, Debug)]
@@ -32,11 +33,15 @@ pub struct CompactOptions {
     /// Write outputs here and leave the input directory untouched.
     pub output: Option<PathBuf>,
     pub merge: MergeOptions,
+    /// Blocks older than this (per resolution) are removed, before compacting and after.
+    pub retention: Retention,
+    /// The clock for retention, in ms since the epoch.
+    pub now_ms: i64,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { policy: Policy::default(), replica_labels: Vec::new(), dedup: DedupFunc::OneToOne, output: None, merge: MergeOptions::default() }
+        CompactOptions { policy: Policy::default(), replica_labels: Vec::new(), dedup: DedupFunc::OneToOne, output: None, merge: MergeOptions::default(), retention: Retention::default(), now_ms: now_ms() }
     }
 }
 
@@ -66,6 +71,8 @@ pub struct Report {
     pub refused: Vec<Refusal>,
     /// Blocks removed because every series in them was deleted.
     pub emptied: Vec<Ulid>,
+    /// Blocks removed (or, with `--output`, left out) because retention expired them.
+    pub expired: Vec<Ulid>,
     pub iterations: usize,
 }
 
@@ -102,6 +109,7 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
     }
 
     let mut report = Report::default();
+    apply_retention(&mut set, opts, &mut report)?;
     let mut failed_groups: BTreeSet<GroupKey> = BTreeSet::new();
     let mut refused_seen: BTreeSet<Vec<Ulid>> = BTreeSet::new();
     loop {
@@ -117,6 +125,7 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
             }
         }
         if outcome.plans.is_empty() {
+            apply_retention(&mut set, opts, &mut report)?;
             break;
         }
         report.iterations += 1;
@@ -160,6 +169,28 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
         }
     }
     Ok(report)
+}
+
+/// Removes expired blocks from the working set; deletes those strata may delete.
+fn apply_retention(set: &mut BTreeMap<Ulid, Entry>, opts: &CompactOptions, report: &mut Report) -> Result<()> {
+    if opts.retention.is_unlimited() {
+        return Ok(());
+    }
+    let gone = crate::retention::expired(set.values().map(|e| &e.meta), &opts.retention, opts.now_ms);
+    let mut paths = Vec::new();
+    for u in gone {
+        let e = set.remove(&u).expect("expired block in set");
+        if e.removable {
+            paths.push(e.path);
+        }
+        report.expired.push(u);
+    }
+    remove_blocks(&paths)
+}
+
+/// Now, in ms since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn load(set: &mut BTreeMap<Ulid, Entry>, dir: &Path, removable: bool) -> Result<()> {

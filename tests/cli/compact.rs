@@ -378,3 +378,36 @@ fn tombstoned_samples_are_dropped_by_compaction() {
     }
     check_outputs(dir.path());
 }
+
+#[test]
+fn retention_removes_expired_blocks_per_resolution() {
+    let dir = scratch_copy(&testdata("varied"));
+    let old: Vec<_> = list_blocks(dir.path()).unwrap().into_iter().map(|b| b.path).collect();
+    // Recent blocks: one day ago, 2h-aligned.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let start = (now - 86_400_000) / 7_200_000 * 7_200_000;
+    let g = strata(&["gen", "--output", dir.path().to_str().unwrap(), "--series", "50", "--duration", "8h", "--start", &start.to_string()]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let recent = list_blocks(dir.path()).unwrap().len() - old.len();
+
+    // A retention longer than the data's age keeps everything.
+    let before = parse_dump(&dump_dir(dir.path()));
+    let out = compact(&[dir.path().to_str().unwrap(), "--retention.resolution-raw", "36500d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("retention: removed"));
+    assert_eq!(parse_dump(&dump_dir(dir.path())), before);
+
+    // 30 days: every block holding 2023 data goes, the recent ones stay.
+    let out = compact(&[dir.path().to_str().unwrap(), "--retention.resolution-raw", "30d", "--retention.resolution-5m", "0d"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("retention: removed"), "{err}");
+    assert!(list_blocks(dir.path()).unwrap().iter().all(|b| Block::open(&b.path).unwrap().meta.min_time >= start));
+    let after = parse_dump(&dump_dir(dir.path()));
+    let recent_series: Vec<_> = before.iter().filter(|(l, _)| l.contains("series_id=")).collect();
+    assert_eq!(after.len(), recent_series.len(), "only the recent series are left");
+    for (l, s) in recent_series {
+        assert_eq!(&after[l], s);
+    }
+    assert!(recent >= 4);
+}
