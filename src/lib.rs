@@ -13,6 +13,7 @@ pub mod error;
 pub mod format;
 pub mod gen;
 pub mod gofmt;
+pub mod job;
 pub mod labels;
 pub mod mmap;
 pub mod retention;
