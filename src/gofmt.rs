@@ -26,8 +26,15 @@ pub fn push_g(out: &mut String, v: f64) {
         out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits, like Go's 'g' with -1.
-    let e = format!("{v:e}");
+    // Rust's `{:e}` gives the shortest round-trip digits, like Go's 'g' with -1. When the
+    // exact value lies halfway between two such digit strings Rust rounds the last digit
+    // up where Go rounds it to even (2^-25 is 2.9802322387695312e-08 in Go); rounding the
+    // exact value to the same number of digits, half to even, gives Go's choice whenever
+    // that still reads back as `v`.
+    let shortest = format!("{v:e}");
+    let ndigits = shortest.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count();
+    let even = format!("{:.*e}", ndigits.saturating_sub(1), v);
+    let e = if even.parse::<f64>() == Ok(v) { even } else { shortest };
     let (mant, exp) = e.split_once('e').expect("exponent");
     let exp: i32 = exp.parse().expect("exponent digits");
     let (neg, mant) = match mant.strip_prefix('-') {
@@ -146,6 +153,7 @@ mod tests {
             (5e-324, "5e-324"),
             (100.0, "100"),
             (12.5, "12.5"),
+            (2f64.powi(-25), "2.9802322387695312e-08"),
         ] {
             assert_eq!(format_g(v), want, "{v:e}");
         }

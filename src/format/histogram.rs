@@ -1623,63 +1623,9 @@ const EXPONENTIAL_BOUNDS: [f64; 256] = [
     0.9892280131939752, 0.9919100824251095, 0.9945994234836328, 0.9972960560854698,
 ];
 
-/// Formats like Go's `fmt.Sprintf("%g", v)`: the shortest digits that read back as `v`,
-/// in exponent form when the decimal exponent is below -4 or at least 6 (Go's `%g`
-/// decides with precision 6 when the precision is "shortest"), with at least two
-/// exponent digits; `NaN`, `+Inf`, `-Inf`, `-0` spelled as Go spells them.
+/// Go's `%g`; see [`crate::gofmt::format_g`].
 pub fn format_go_g(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    // Rust's `{:e}` prints the shortest round-trip digits as `d.ddddde<exp>`. When the
-    // exact value lies halfway between two such digit strings, Rust rounds the last digit
-    // up where Go rounds it to even (2^-25 is 2.9802322387695312e-08 in Go). Rounding the
-    // exact value to the same number of digits, half to even, gives Go's choice whenever
-    // that still reads back as `v`.
-    let abs = v.abs();
-    let shortest = format!("{abs:e}");
-    let ndigits = shortest.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count();
-    let even = format!("{:.*e}", ndigits.saturating_sub(1), abs);
-    let sci = if even.parse::<f64>() == Ok(abs) { even } else { shortest };
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let mut out = String::with_capacity(digits.len() + 8);
-    if v < 0.0 {
-        out.push('-');
-    }
-    if !(-4..6).contains(&exp) {
-        let (first, rest) = digits.split_at(digits.len().min(1));
-        out.push_str(first);
-        if !rest.is_empty() {
-            out.push('.');
-            out.push_str(rest);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        out.push_str(&format!("{:02}", exp.unsigned_abs()));
-    } else if exp < 0 {
-        out.push_str("0.");
-        out.extend(std::iter::repeat('0').take((-exp - 1) as usize));
-        out.push_str(&digits);
-    } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            out.extend(std::iter::repeat('0').take(int_len - digits.len()));
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    }
-    out
+    crate::gofmt::format_g(v)
 }
 
 #[cfg(test)]
