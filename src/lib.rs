@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod block;
+pub mod bucket;
 pub mod compact;
 pub mod dump;
 pub mod error;

@@ -15,6 +15,8 @@ use strata::gofmt::{go_duration_ms, rfc3339_ms};
 use strata::labels::Selector;
 use strata::verify::verify_block;
 
+mod bucket;
+
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Compacts, deduplicates, downsamples and applies retention to Prometheus TSDB blocks")]
 struct Cli {
@@ -60,6 +62,9 @@ enum Command {
         #[arg(default_value = "strata-demo")]
         dir: PathBuf,
     },
+    /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
+    /// download), configured by Thanos's objstore YAML.
+    Bucket(bucket::BucketArgs),
 }
 
 #[derive(clap::Args)]
@@ -187,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact(args) => compact(args),
         Command::Gen(args) => gen(args),
         Command::Demo { dir } => demo(&dir),
+        Command::Bucket(args) => bucket::run(args),
     }
 }
 
