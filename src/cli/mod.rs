@@ -16,6 +16,7 @@ use strata::labels::Selector;
 use strata::verify::verify_block;
 
 mod bucket;
+mod run;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Compacts, deduplicates, downsamples and applies retention to Prometheus TSDB blocks")]
@@ -62,6 +63,9 @@ enum Command {
         #[arg(default_value = "strata-demo")]
         dir: PathBuf,
     },
+    /// The compactor job against a bucket, a drop-in for `thanos compact` (same objstore
+    /// YAML, flags, layout and markers).
+    Run(run::RunArgs),
     /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
     /// download), configured by Thanos's objstore YAML.
     Bucket(bucket::BucketArgs),
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(args) => gen(args),
         Command::Demo { dir } => demo(&dir),
         Command::Bucket(args) => bucket::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
 

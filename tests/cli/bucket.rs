@@ -20,7 +20,7 @@ const SECRET: &str = "SECRETVALUE-never-printed-1234";
 const PREFIX: &str = "tenant-a";
 
 /// moto_server on 127.0.0.1, stopped (with its watchdog script) when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -108,7 +108,7 @@ impl Drop for Moto {
 
 /// The strata binary, never through an HTTP proxy (moto is on loopback; reqwest, unlike
 /// Go, would send loopback requests to a proxy named in the environment).
-fn strata_cmd() -> Command {
+pub(crate) fn strata_cmd() -> Command {
     let mut c = Command::new(STRATA);
     c.env("NO_PROXY", "127.0.0.1,localhost").env("no_proxy", "127.0.0.1,localhost");
     c
@@ -127,21 +127,21 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-enum Backend {
+pub(crate) enum Backend {
     Filesystem { root: PathBuf },
     S3 { moto: Moto, bucket: String },
 }
 
 /// A bucket under test: its config file, and raw access to its objects that does not
 /// go through strata (to check what strata wrote and to plant broken objects).
-struct Fixture {
-    backend: Backend,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) backend: Backend,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
 }
 
 impl Fixture {
-    fn filesystem() -> Fixture {
+    pub(crate) fn filesystem() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("bucket");
         let config = dir.path().join("bucket.yaml");
@@ -149,7 +149,7 @@ impl Fixture {
         Fixture { backend: Backend::Filesystem { root }, dir, config }
     }
 
-    fn s3() -> Fixture {
+    pub(crate) fn s3() -> Fixture {
         let moto = Moto::start(&[]);
         let bucket = "strata-conformance".to_string();
         moto.create_bucket(&bucket);
@@ -166,7 +166,7 @@ impl Fixture {
         Fixture { backend: Backend::S3 { moto, bucket }, dir, config }
     }
 
-    fn strata(&self, args: &[&str]) -> Output {
+    pub(crate) fn strata(&self, args: &[&str]) -> Output {
         let out = strata_cmd().arg("bucket").args(args).arg("--objstore.config-file").arg(&self.config).output().unwrap();
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!all.contains(SECRET), "strata bucket {args:?} printed the secret key:\n{all}");

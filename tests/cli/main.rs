@@ -5,6 +5,7 @@
 mod bucket;
 mod compact;
 mod fuzz;
+mod run;
 mod format;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,149 @@
+//! `strata run` against a real bucket (a FILESYSTEM bucket and S3 on moto_server): the
+//! same test body for both, as the bucket conformance tests.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::bucket::{strata_cmd, Fixture};
+use crate::*;
+use strata::block::{list_blocks, Block};
+
+/// Copies the `small` block to `dir` under a new ULID (a second replica's upload).
+fn replica_copy(dir: &Path) {
+    let src = list_blocks(&testdata("small")).unwrap()[0].path.clone();
+    let mut meta = Block::open(&src).unwrap().meta;
+    let ulid = ulid::Ulid::new();
+    let dst = dir.join(ulid.to_string());
+    copy_dir(&src, &dst);
+    meta.ulid = ulid;
+    meta.compaction.sources = vec![ulid];
+    std::fs::write(dst.join("meta.json"), meta.to_json()).unwrap();
+}
+
+fn upload_replicas(f: &Fixture) {
+    for r in ["A", "B"] {
+        let tmp = tempfile::tempdir().unwrap();
+        replica_copy(tmp.path());
+        let label = format!("replica={r}");
+        let out = f.strata(&["upload", tmp.path().to_str().unwrap(), "--label", "cluster=eu1", "--label", &label]);
+        assert!(out.status.success(), "upload: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn run_args<'a>(f: &'a Fixture, data: &'a Path) -> Vec<String> {
+    ["run", "--objstore.config-file", f.config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--consistency-delay", "0s", "--delete-delay", "0s", "--deduplication.replica-label", "replica", "--http-address", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect()
+}
+
+fn ls(f: &Fixture) -> Vec<String> {
+    let out = f.strata(&["ls"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| l.len() == 26).collect()
+}
+
+fn one_iteration_deduplicates_replicas(f: &Fixture) {
+    upload_replicas(f);
+    assert_eq!(ls(f).len(), 2);
+    let data = tempfile::tempdir().unwrap();
+    let out = strata_cmd().args(run_args(f, data.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "strata run: {err}");
+    assert!(err.contains("msg=\"iteration done\" compactions=1"), "{err}");
+    // The sources are gone (delete delay 0s); one block is left.
+    let blocks = ls(f);
+    assert_eq!(blocks.len(), 1, "{blocks:?}\n{err}");
+    // Its samples are exactly one replica's, and its labels lost the replica label.
+    let local = tempfile::tempdir().unwrap();
+    let d = f.strata(&["download", local.path().to_str().unwrap(), "--min-time", "0", "--max-time", "9999999999999"]);
+    assert!(d.status.success(), "download: {}", String::from_utf8_lossy(&d.stderr));
+    let meta = Block::open(&list_blocks(local.path()).unwrap()[0].path).unwrap().meta;
+    let t = meta.thanos.clone().unwrap();
+    assert_eq!(t.labels, [("cluster".to_string(), "eu1".to_string())].into());
+    assert_eq!(t.source, "compactor");
+    assert_eq!(meta.compaction.level, 2);
+    std::fs::create_dir_all(local.path().join("wal")).unwrap();
+    assert_same_samples(&promtool_dump(local.path(), &[]), &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(), "bucket job");
+    // Local scratch space is cleaned as soon as a job ends.
+    let left: Vec<_> = walk(data.path());
+    assert!(left.iter().all(|p| p.is_dir()), "files left in --data-dir: {left:?}");
+    // A second run has nothing to do.
+    let out = strata_cmd().args(run_args(f, data.path())).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("compactions=0"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            out.push(e.path());
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn run_deduplicates_replicas_in_a_filesystem_bucket() {
+    one_iteration_deduplicates_replicas(&Fixture::filesystem());
+}
+
+#[test]
+fn run_deduplicates_replicas_in_s3() {
+    one_iteration_deduplicates_replicas(&Fixture::s3());
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).ok()?;
+    Some(r)
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines().filter(|l| l.starts_with(name)).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+}
+
+#[test]
+fn metrics_move_while_the_job_waits_and_sigterm_stops_it() {
+    let f = Fixture::filesystem();
+    upload_replicas(&f);
+    let data = tempfile::tempdir().unwrap();
+    let mut args = run_args(&f, data.path());
+    args.extend(["--wait".to_string(), "--wait-interval".to_string(), "1s".to_string()]);
+    let mut child = strata_cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().expect("strata run exited early").unwrap();
+        if let Some(a) = l.split("address=").nth(1) {
+            break a.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let start = Instant::now();
+    let body = loop {
+        let b = http_get(&addr, "/metrics").unwrap_or_default();
+        if metric(&b, "thanos_compact_iterations_total") >= 2.0 {
+            break b;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "iterations did not move:\n{b}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metric(&body, "thanos_compact_group_compactions_total") >= 1.0, "{body}");
+    assert!(metric(&body, "thanos_compact_blocks_cleaned_total") >= 2.0, "{body}");
+    assert!(http_get(&addr, "/-/ready").unwrap().starts_with("HTTP/1.1 200"));
+    assert!(http_get(&addr, "/-/healthy").unwrap().starts_with("HTTP/1.1 200"));
+    // SIGTERM: the job finishes cleanly.
+    std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "strata run ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
