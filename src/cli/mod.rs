@@ -16,6 +16,7 @@ use strata::labels::Selector;
 use strata::verify::verify_block;
 
 mod bucket;
+mod demo;
 mod run;
 
 #[derive(Parser)]
@@ -56,9 +57,9 @@ enum Command {
     Compact(CompactArgs),
     /// Writes synthetic blocks (for benchmarks at scale).
     Gen(GenArgs),
-    /// Tries strata out: creates sample blocks (two HA replicas, 26 hours of 2h blocks)
-    /// in DIR if it holds none, then compacts and deduplicates them, verifies and lists
-    /// the result.
+    /// Tries strata out: a FILESYSTEM bucket in DIR gets sample blocks from two HA
+    /// replicas (26 hours of 2h blocks) if it is empty, then one iteration of the
+    /// compactor job (`strata run`) compacts and deduplicates them.
     Demo {
         #[arg(default_value = "strata-demo")]
         dir: PathBuf,
@@ -195,47 +196,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify { dir } => verify(&dir),
         Command::Compact(args) => compact(args),
         Command::Gen(args) => gen(args),
-        Command::Demo { dir } => demo(&dir),
+        Command::Demo { dir } => demo::run(&dir),
         Command::Bucket(args) => bucket::run(args),
         Command::Run(args) => run::run(args),
     }
 }
 
-fn demo(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    use strata::gen::{generate, GenOptions};
-    if !dir.exists() || list_blocks(dir)?.is_empty() {
-        let opts = GenOptions {
-            series: 2000,
-            duration_ms: 26 * 3_600_000,
-            replicas: 2,
-            replica_label: Some("replica".into()),
-            labels: [("cluster".to_string(), "demo".to_string())].into(),
-            histogram_every: 40,
-            ..Default::default()
-        };
-        let paths = generate(dir, &opts)?;
-        eprintln!("demo: wrote {} sample blocks (2 replicas, 26h, 2000 series) to {}", paths.len(), dir.display());
-    }
-    println!("== before");
-    inspect(dir)?;
-    let args = CompactArgs::parse_from_args(dir);
-    compact(args)?;
-    println!("== after `strata compact {} --deduplication.replica-label replica`", dir.display());
-    inspect(dir)?;
-    verify(dir)
-}
-
-impl CompactArgs {
-    /// The demo's compaction: Thanos's ranges, replica label `replica`.
-    fn parse_from_args(dir: &std::path::Path) -> CompactArgs {
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            a: CompactArgs,
-        }
-        Wrap::parse_from(["strata", dir.to_str().unwrap_or("."), "--deduplication.replica-label", "replica"]).a
-    }
-}
 
 fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     use strata::gen::{generate, GenOptions, Shape};
@@ -273,6 +239,7 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     eprintln!("strata gen: {} blocks written to {} in {:.2?}", paths.len(), a.output.display(), start.elapsed());
     Ok(ExitCode::SUCCESS)
 }
+
 
 /// Parses a Prometheus-style duration: `90s`, `30m`, `2h`, `1h30m`, `2d`, `1w`, `1y`, `500ms`.
 pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
