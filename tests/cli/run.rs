@@ -147,3 +147,36 @@ fn metrics_move_while_the_job_waits_and_sigterm_stops_it() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_corrupt_source_is_marked_no_compact_and_other_groups_compact() {
+    let f = Fixture::filesystem();
+    // Group "good": two replicas. Group "bad": two replicas, one with a flipped chunk byte.
+    for (cluster, corrupt) in [("good", false), ("bad", true)] {
+        for r in ["A", "B"] {
+            let tmp = tempfile::tempdir().unwrap();
+            replica_copy(tmp.path());
+            if corrupt && r == "B" {
+                let b = list_blocks(tmp.path()).unwrap()[0].path.join("chunks/000001");
+                let mut bytes = std::fs::read(&b).unwrap();
+                bytes[20] ^= 0x40;
+                std::fs::write(&b, bytes).unwrap();
+            }
+            let (c, l) = (format!("cluster={cluster}"), format!("replica={r}"));
+            let out = f.strata(&["upload", tmp.path().to_str().unwrap(), "--label", &c, "--label", &l]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let out = strata_cmd().args(run_args(&f, data.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("compactions=1") && err.contains("no_compact_marked=1"), "{err}");
+    assert!(err.contains("bad block marked no-compact") && err.contains("chunks/000001") && err.contains("checksum mismatch"), "{err}");
+    // The bad group's blocks are all still there, one with a no-compact mark naming the problem.
+    let wide = f.strata(&["ls", "-o", "wide"]);
+    let text = String::from_utf8_lossy(&wide.stdout);
+    assert_eq!(ls(&f).len(), 3, "good group compacted into one, bad group untouched:\n{text}");
+    let marked: Vec<&str> = text.lines().filter(|l| l.contains("no-compact")).collect();
+    assert_eq!(marked.len(), 1, "{text}");
+}
