@@ -79,7 +79,9 @@ fn merge_samples(mut lists: Vec<Vec<(i64, Value)>>) -> Vec<(i64, Value)> {
                 all.extend(l.into_iter().map(|(t, v)| (i, t, v)));
             }
             all.sort_by_key(|&(i, t, _)| (t, i));
-            all.dedup_by_key(|s| s.1);
+            // One sample per timestamp across blocks; a block's own repeated timestamp
+            // (the counter aggregate's trailing raw value) is kept.
+            all.dedup_by(|later, kept| later.1 == kept.1 && later.0 != kept.0);
             all.into_iter().map(|(_, t, v)| (t, v)).collect()
         }
     }
@@ -109,6 +111,15 @@ pub fn dump(dir: &Path, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
     let blocks = open_blocks(dir)?;
     if opts.aggr.is_none() && blocks.iter().any(|b| b.meta.resolution() != RES_RAW) && blocks.iter().all(|b| b.meta.resolution() != RES_RAW) {
         return Err(Error::Invalid(format!("{}: only downsampled blocks here; choose an aggregate with --aggr count|sum|min|max|counter", dir.display())));
+    }
+    if opts.aggr.is_some() {
+        // Aggregates of different resolutions do not merge into one series.
+        let mut res: Vec<i64> = blocks.iter().map(|b| b.meta.resolution()).filter(|&r| r != RES_RAW).collect();
+        res.sort_unstable();
+        res.dedup();
+        if res.len() > 1 {
+            return Err(Error::Invalid(format!("{}: downsampled blocks of several resolutions ({} ms); dump one block, or a directory of one resolution", dir.display(), res.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))));
+        }
     }
     let indexes = blocks.iter().map(|b| b.index()).collect::<Result<Vec<_>>>()?;
     let mut iters = Vec::with_capacity(blocks.len());

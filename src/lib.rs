@@ -9,6 +9,7 @@
 pub mod block;
 pub mod bucket;
 pub mod compact;
+pub mod downsample;
 pub mod dump;
 pub mod error;
 pub mod format;

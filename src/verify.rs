@@ -184,9 +184,20 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                     if !downsampled {
                         r.add(&file, format!("series {labels}: chunk {}: aggregate chunk in a raw block", c.chunk_ref));
                     }
-                    check_aggr(raw.data).map(|(n, ts)| (n, ts))
+                    check_aggr(raw.data, c.min_time, c.max_time).map(|(n, ts, problems)| {
+                        for p in problems {
+                            r.add(&file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
+                        }
+                        (n, ts)
+                    })
                 }
-                _ => decode(raw.encoding, raw.data).map(|s| (s.len() as u64, s.timestamps())),
+                _ => {
+                    if downsampled {
+                        // Thanos's store gateway reads only aggregate chunks from such blocks.
+                        r.add(&file, format!("series {labels}: chunk {}: chunk of encoding {} in a downsampled block (readers expect aggregate chunks)", c.chunk_ref, raw.encoding));
+                    }
+                    decode(raw.encoding, raw.data).map(|s| (s.len() as u64, s.timestamps()))
+                }
             };
             match decoded {
                 Ok((n, ts)) => {
@@ -232,21 +243,83 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
     Ok((r.problems, counts))
 }
 
-/// Checks the slots of an aggregate chunk; returns the count slot's samples and its
-/// timestamps.
-fn check_aggr(data: &[u8]) -> std::result::Result<(u64, Vec<i64>), FormatError> {
+/// Checks the slots of an aggregate chunk; returns the count slot's samples, its
+/// timestamps, and the problems that do not stop decoding:
+/// - every slot decodes, and the count slot is set (it is the chunk's sample count);
+/// - count timestamps strictly increase, lie within the index's `[mint, maxt]`, and count
+///   values are whole numbers ≥ 0;
+/// - sum, min and max, when set, share the count's timestamps (Thanos's querier averages
+///   sum / count sample by sample and fails on misaligned slots);
+/// - float aggregates have all five slots (Thanos's reader fails on a trailing unset
+///   counter slot), and their counter slot starts with the first raw sample (at or before
+///   `mint`) and ends with the last raw value repeated at the last timestamp;
+/// - histogram aggregates (counter slot a float histogram chunk) have a float histogram
+///   sum and no min or max.
+fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Vec<i64>, Vec<String>), FormatError> {
+    use crate::format::sample::ChunkSamples;
     let slots = aggr::parse(data)?;
-    let mut count = None;
+    let mut decoded: Vec<Option<ChunkSamples>> = Vec::with_capacity(5);
     for t in AggrType::ALL {
-        if let Some(sub) = slots[t as usize] {
-            let s = decode(sub.encoding, sub.data).map_err(|mut e| {
+        match slots[t as usize] {
+            Some(sub) => decoded.push(Some(decode(sub.encoding, sub.data).map_err(|mut e| {
                 e.problem = format!("{} slot: {}", t.name(), e.problem);
                 e
-            })?;
-            if t == AggrType::Count {
-                count = Some((s.len() as u64, s.timestamps()));
+            })?)),
+            None => decoded.push(None),
+        }
+    }
+    let Some(ChunkSamples::Float(count)) = &decoded[AggrType::Count as usize] else {
+        return Err(FormatError::new("aggregate chunk", 0, "count slot is not set or not an XOR chunk"));
+    };
+    let ts: Vec<i64> = count.iter().map(|s| s.0).collect();
+    let mut problems = Vec::new();
+    if ts.windows(2).any(|w| w[0] >= w[1]) {
+        problems.push("count slot timestamps do not strictly increase".to_string());
+    }
+    if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
+        if first < mint || last > maxt {
+            problems.push(format!("count slot spans [{first}, {last}] outside the index's [{mint}, {maxt}]"));
+        }
+    }
+    if let Some(&(t, v)) = count.iter().find(|s| !(s.1 >= 0.0 && s.1.fract() == 0.0)) {
+        problems.push(format!("count slot holds {v} at {t}, not a whole number of samples"));
+    }
+    let hist = slots[AggrType::Counter as usize].is_some_and(|c| c.encoding == Encoding::FloatHistogram as u8 || c.encoding == Encoding::Histogram as u8);
+    for t in [AggrType::Sum, AggrType::Min, AggrType::Max] {
+        if let Some(s) = &decoded[t as usize] {
+            if s.timestamps() != ts {
+                problems.push(format!("{} slot timestamps differ from the count slot's", t.name()));
             }
         }
     }
-    count.ok_or_else(|| FormatError::new("aggregate chunk", 0, "count slot is not set"))
+    if hist {
+        for t in [AggrType::Min, AggrType::Max] {
+            if slots[t as usize].is_some() {
+                problems.push(format!("histogram aggregate has a {} slot", t.name()));
+            }
+        }
+        if !matches!(decoded[AggrType::Sum as usize], None | Some(ChunkSamples::FloatHistogram(_))) {
+            problems.push("histogram aggregate's sum slot is not a float histogram chunk".to_string());
+        }
+    } else {
+        if let Some(t) = AggrType::ALL.iter().find(|t| slots[**t as usize].is_none()) {
+            problems.push(format!("float aggregate without a {} slot", t.name()));
+        }
+        match &decoded[AggrType::Counter as usize] {
+            Some(ChunkSamples::Float(c)) => {
+                let cts: Vec<i64> = c.iter().map(|s| s.0).collect();
+                if cts.windows(2).any(|w| w[0] > w[1]) {
+                    problems.push("counter slot timestamps go back in time".to_string());
+                }
+                if cts.len() < 2 || cts[cts.len() - 1] != cts[cts.len() - 2] {
+                    problems.push("counter slot does not end with the last raw value at a repeated timestamp".to_string());
+                } else if cts[0] > mint {
+                    problems.push(format!("counter slot starts at {}, after the chunk's mint {mint} (no first raw value)", cts[0]));
+                }
+            }
+            Some(_) => problems.push("counter slot is not an XOR chunk".to_string()),
+            None => {}
+        }
+    }
+    Ok((count.len() as u64, ts, problems))
 }

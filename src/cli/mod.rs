@@ -18,6 +18,7 @@ use strata::verify::verify_block;
 mod bucket;
 mod demo;
 mod run;
+mod downsample;
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "Compacts, deduplicates, downsamples and applies retention to Prometheus TSDB blocks")]
@@ -70,6 +71,9 @@ enum Command {
     /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
     /// download), configured by Thanos's objstore YAML.
     Bucket(bucket::BucketArgs),
+    /// Downsamples a directory of blocks as Thanos does: raw blocks of 40h or more to 5m,
+    /// 5m blocks of 10 days or more to 1h, only those not yet downsampled.
+    Downsample(downsample::DownsampleArgs),
 }
 
 #[derive(clap::Args)]
@@ -199,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo::run(&dir),
         Command::Bucket(args) => bucket::run(args),
         Command::Run(args) => run::run(args),
+        Command::Downsample(args) => downsample::run(args),
     }
 }
 

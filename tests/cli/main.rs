@@ -4,6 +4,7 @@
 
 mod bucket;
 mod compact;
+mod downsample;
 mod fuzz;
 mod run;
 mod format;
