@@ -147,6 +147,9 @@ struct CompactArgs {
     /// Segment file size in bytes (tests use small ones).
     #[arg(long = "segment-size", hide = true)]
     segment_size: Option<u64>,
+    /// Do not write 5m and 1h downsampled blocks after compacting.
+    #[arg(long = "downsampling.disable")]
+    downsampling_disable: bool,
     /// Remove raw blocks whose data is older than this (0d: keep forever).
     #[arg(long = "retention.resolution-raw", default_value = "0d")]
     retention_raw: String,
@@ -329,6 +332,22 @@ impl strata::compact::run::Observer for CompactObserver {
     }
 }
 
+/// One summary line per downsampled block written by `strata compact`.
+struct DownsampledLines {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl strata::downsample::dir::Observer for DownsampledLines {
+    fn written(&self, w: &strata::downsample::dir::Written) {
+        let m = &w.meta;
+        let line = format!("downsampled {} to {} resolution={} mint={} maxt={} series={} samples={} took={:.2?}", w.source, m.ulid, go_duration_ms(m.resolution()), m.min_time, m.max_time, m.stats.num_series, m.stats.num_samples, w.took);
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
 fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     use strata::compact::dedup::DedupFunc;
     use strata::compact::plan::Policy;
@@ -378,7 +397,30 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     };
     let obs = CompactObserver { bar };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
-    let report = pool.install(|| compact_dir(&a.dir, &opts, &obs))?;
+    let mut report = pool.install(|| compact_dir(&a.dir, &opts, &obs))?;
+    // Downsampling after compaction, as Thanos does; new 5m/1h blocks are compacted among
+    // themselves, until a pass downsamples nothing.
+    if !a.downsampling_disable {
+        let out_dir = a.output.clone().unwrap_or_else(|| a.dir.clone());
+        let ds_opts = strata::downsample::dir::DirOptions { output: a.output.clone(), block: Default::default() };
+        loop {
+            let d = pool.install(|| strata::downsample::dir::downsample_dir(&a.dir, &ds_opts, &DownsampledLines { bar: obs.bar.clone() }))?;
+            for f in &d.failures {
+                eprintln!("downsampling {} failed, left as it was: {}", f.block.display(), f.error);
+            }
+            if d.written.is_empty() {
+                break;
+            }
+            // Compact the downsampled blocks (in the output directory when there is one).
+            let mut again = opts.clone();
+            again.output = None;
+            let r = pool.install(|| compact_dir(&out_dir, &again, &obs))?;
+            report.iterations += r.iterations;
+            report.written.extend(r.written);
+            report.failures.extend(r.failures);
+            report.expired.extend(r.expired);
+        }
+    }
     if let Some(b) = &obs.bar {
         b.finish_and_clear();
     }

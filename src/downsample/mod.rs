@@ -37,7 +37,7 @@
 
 mod batch;
 mod block;
-mod dir;
+pub mod dir;
 mod float;
 mod histagg;
 mod histmath;

@@ -411,3 +411,46 @@ fn retention_removes_expired_blocks_per_resolution() {
     }
     assert!(recent >= 4);
 }
+
+#[test]
+fn compact_downsamples_like_thanos_and_a_rerun_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let g = strata(&["gen", "--output", d, "--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"]); // 14-day aligned
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let raw_before = parse_dump(&ok_stdout(strata(&["dump", d]), "dump raw"));
+    let out = compact(&[d]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let metas: Vec<_> = list_blocks(dir.path()).unwrap().iter().map(|b| Block::open(&b.path).unwrap().meta).collect();
+    let by_res = |r: i64| metas.iter().filter(|m| m.resolution() == r).collect::<Vec<_>>();
+    let (raw, m5, h1) = (by_res(0), by_res(300_000), by_res(3_600_000));
+    assert!(!m5.is_empty() && !h1.is_empty(), "want 5m and 1h blocks:\n{err}");
+    // The 14-day raw window became one block; its 5m and 1h blocks cover the same range.
+    let big = raw.iter().find(|m| m.max_time - m.min_time == 14 * 86_400_000).expect("a 14-day raw block");
+    assert!(m5.iter().any(|m| (m.min_time, m.max_time) == (big.min_time, big.max_time)));
+    assert!(h1.iter().any(|m| (m.min_time, m.max_time) == (big.min_time, big.max_time)));
+    let v = strata(&["verify", d]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // Raw data is unchanged, and the 5m count aggregate adds up to the raw samples.
+    let raw_dir = tempfile::tempdir().unwrap();
+    for b in list_blocks(dir.path()).unwrap() {
+        if Block::open(&b.path).unwrap().meta.resolution() == 0 {
+            copy_dir(&b.path, &raw_dir.path().join(b.path.file_name().unwrap()));
+        }
+    }
+    assert_eq!(parse_dump(&ok_stdout(strata(&["dump", raw_dir.path().to_str().unwrap()]), "dump raw after")), raw_before);
+    let five = tempfile::tempdir().unwrap();
+    for b in list_blocks(dir.path()).unwrap() {
+        if Block::open(&b.path).unwrap().meta.resolution() == 300_000 {
+            copy_dir(&b.path, &five.path().join(b.path.file_name().unwrap()));
+        }
+    }
+    let counts: f64 = ok_stdout(strata(&["dump", "--aggr", "count", five.path().to_str().unwrap()]), "dump count").lines().map(|l| l.rsplit(' ').nth(1).unwrap().parse::<f64>().unwrap()).sum();
+    let raw_in_range: usize = raw_before.values().flatten().filter(|s| s.0 >= big.min_time && s.0 < big.max_time).count();
+    assert_eq!(counts as usize, raw_in_range);
+    // Nothing new on a rerun.
+    let again = compact(&[d]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("0 blocks written") && !err.contains("downsampled "), "{err}");
+}
