@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Stop at the first bad block (Thanos's behaviour) instead of marking it no-compact.
     #[arg(long = "halt-on-error")]
     halt_on_error: bool,
+    /// Do not write 5m and 1h downsampled blocks.
+    #[arg(long = "downsampling.disable")]
+    downsampling_disable: bool,
     /// Where /metrics, /-/healthy and /-/ready are served.
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
@@ -136,6 +139,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         cleanup: CleanupOptions { delete_delay_ms, consistency_delay_ms },
         halt_on_error: a.halt_on_error,
+        downsampling: !a.downsampling_disable,
     };
     let wait = if a.wait { Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64)) } else { None };
 
@@ -173,6 +177,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     "iteration done",
                     &[
                         ("compactions", rep.compactions.to_string()),
+                        ("downsampled", rep.downsampled.len().to_string()),
                         ("garbage_collected", rep.garbage_collected.len().to_string()),
                         ("no_compact_marked", rep.no_compact_marked.len().to_string()),
                         ("retention_marked", rep.expired.len().to_string()),

@@ -54,12 +54,16 @@ pub struct JobOptions {
     pub cleanup: CleanupOptions,
     /// Stop at the first bad block instead of marking it no-compact.
     pub halt_on_error: bool,
+    /// Write 5m and 1h blocks after compaction (`--downsampling.disable` turns it off).
+    pub downsampling: bool,
 }
 
 /// What an iteration did.
 #[derive(Debug, Default)]
 pub struct IterationReport {
     pub compactions: usize,
+    /// Downsampled blocks uploaded: (source, new block, resolution).
+    pub downsampled: Vec<(Ulid, Ulid, i64)>,
     pub garbage_collected: Vec<Ulid>,
     pub no_compact_marked: Vec<(Ulid, String)>,
     pub expired: Vec<Ulid>,
@@ -138,6 +142,10 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
         m.set("thanos_compact_todo_compactions", &[], outcome.plans.len() as f64);
         m.set("thanos_compact_todo_compaction_blocks", &[], outcome.plans.iter().map(|p| p.blocks.len()).sum::<usize>() as f64);
         if outcome.plans.is_empty() {
+            if opts.downsampling && downsample_pass(bucket, opts, status, &synced, &mut report).await? > 0 {
+                // New 5m/1h blocks: compact them among themselves, then look again.
+                continue;
+            }
             retention_and_cleanup(bucket, opts, status, &synced, &mut report).await?;
             return Ok(report);
         }
@@ -262,6 +270,58 @@ async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptio
         bucket.mark_for_deletion(*id, &why).await?;
     }
     Ok(outcome)
+}
+
+/// Downsamples every block that qualifies and is not yet covered (Thanos's rule, with
+/// no-downsample marks honoured), uploading each result; sources are kept. Returns how
+/// many blocks were written.
+async fn downsample_pass(bucket: &Bucket, opts: &JobOptions, status: &Status, synced: &Synced, report: &mut IterationReport) -> JobResult<usize> {
+    let m = &status.metrics;
+    let live: Vec<(crate::format::meta::BlockMeta, bool)> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).map(|b| (b.meta.clone(), b.no_downsample_mark.is_some())).collect();
+    let todo = crate::downsample::plan_downsampling(&live);
+    m.set("thanos_compact_todo_downsample_blocks", &[], todo.len() as f64);
+    let mut written = 0;
+    for (id, resolution) in todo {
+        let group = crate::compact::plan::GroupKey::new(resolution, live.iter().find(|(mm, _)| mm.ulid == id).map(|(mm, _)| mm.external_labels()).unwrap_or_default(), &[]).to_string();
+        let g = [("group", group.as_str())];
+        m.inc("thanos_compact_downsample_total", &g);
+        let work = opts.data_dir.join(format!("downsample-{}", Ulid::new()));
+        let r = async {
+            std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
+            let dir = bucket.download_block(id, &work, &DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false }).await?;
+            let out_parent = work.join("out");
+            std::fs::create_dir_all(&out_parent).map_err(|e| Error::io(&out_parent, e))?;
+            let (path, meta) = tokio::task::spawn_blocking(move || {
+                let src = Block::open(&dir)?;
+                crate::downsample::downsample_block(&src, &out_parent, &Default::default())
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("downsampling task failed: {e}")))??;
+            bucket.upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None }).await?;
+            JobResult::Ok(meta.ulid)
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&work).await;
+        match r {
+            Ok(new) => {
+                report.downsampled.push((id, new, resolution));
+                written += 1;
+            }
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                m.inc("thanos_compact_downsample_failures_total", &g);
+                if opts.halt_on_error {
+                    m.set("thanos_compact_halted", &[], 1.0);
+                    return Err(JobError::Halt(format!("downsampling {id}: {e}")));
+                }
+                if bucket.mark_no_downsample(id, "manual", &e.to_string()).await? {
+                    m.inc("thanos_compact_blocks_marked_total", &[("marker", "no-downsample-mark.json"), ("reason", "manual")]);
+                }
+                report.warnings.push(format!("downsampling {id} failed, marked no-downsample: {e}"));
+            }
+        }
+    }
+    Ok(written)
 }
 
 async fn retention_and_cleanup(bucket: &Bucket, opts: &JobOptions, status: &Status, synced: &Synced, report: &mut IterationReport) -> JobResult<()> {

@@ -268,3 +268,31 @@ fn sigkill_during_the_job_never_loses_or_doubles_samples() {
         assert_eq!(visible_dump(&f), want);
     }
 }
+
+#[test]
+fn the_job_downsamples_after_compacting() {
+    let f = Fixture::filesystem();
+    let src = tempfile::tempdir().unwrap();
+    let g = strata(&["gen", "--output", src.path().to_str().unwrap(), "--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"]);
+    assert!(g.status.success());
+    let out = f.strata(&["upload", src.path().to_str().unwrap(), "--label", "cluster=eu1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = tempfile::tempdir().unwrap();
+    let out = strata_cmd().args(run_args(&f, data.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let vis = visible(&f.config);
+    let res: std::collections::BTreeSet<i64> = vis.iter().map(|m| m.resolution()).collect();
+    assert_eq!(res, [0, 300_000, 3_600_000].into(), "{err}");
+    // Downsampled blocks keep the raw block's time range and sources.
+    let raw14 = vis.iter().find(|m| m.resolution() == 0 && m.max_time - m.min_time == 14 * 86_400_000).expect("14-day raw block");
+    for r in [300_000, 3_600_000] {
+        let d = vis.iter().find(|m| m.resolution() == r).unwrap();
+        assert_eq!((d.min_time, d.max_time, &d.compaction.sources), (raw14.min_time, raw14.max_time, &raw14.compaction.sources));
+        assert_eq!(d.thanos.as_ref().unwrap().labels["cluster"], "eu1");
+    }
+    // The next run has nothing to do.
+    let out = strata_cmd().args(run_args(&f, data.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("compactions=0 downsampled=0"), "{err}");
+}
