@@ -1556,7 +1556,7 @@ fn ldexp(frac: f64, exp: i64) -> f64 {
 /// digit for digit from `model/histogram/generic.go` (v2.42.0). The tables of the lower
 /// schemas are every `2^(8-schema)`th entry of this one.
 #[rustfmt::skip]
-const EXPONENTIAL_BOUNDS: [f64; 256] = [
+pub(crate) const EXPONENTIAL_BOUNDS: [f64; 256] = [
     0.5, 0.5013556375251013, 0.5027149505564014, 0.5040779490592088,
     0.5054446430258502, 0.5068150424757447, 0.5081891574554764, 0.509566998038869,
     0.5109485743270583, 0.5123338964485679, 0.5137229745593818, 0.5151158188430205,
