@@ -55,7 +55,7 @@ run_prometheus() { # dir -> prints "seconds peak_rss_kb peak_anon_kb idle_anon_k
 }
 
 run_strata() { # dir -> prints "seconds peak_rss_kb peak_anon_kb"
-  python3 benches/peakmem.py $STRATA compact --quiet --block-ranges 2h,6h,18h,54h,162h,486h "$1"
+  python3 benches/peakmem.py $STRATA compact --quiet --downsampling.disable --block-ranges 2h,6h,18h,54h,162h,486h "$1"
 }
 
 samples() { python3 -c 'import json,sys,glob; print(sum(json.load(open(f))["stats"].get("numSamples",0) for f in glob.glob(sys.argv[1]+"/*/meta.json")))' "$1"; }
