@@ -569,7 +569,7 @@ fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 /// `--min-time`/`--max-time`: ms since the epoch, RFC 3339, or a duration relative to
 /// now (`-3d`, `-12h`, as Thanos accepts).
-fn parse_time_arg(s: &str, now: i64) -> anyhow::Result<i64> {
+pub(crate) fn parse_time_arg(s: &str, now: i64) -> anyhow::Result<i64> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
     }

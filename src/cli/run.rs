@@ -16,6 +16,7 @@ use strata::compact::merge::MergeOptions;
 use strata::compact::plan::Policy;
 use strata::job::http::{serve, Status};
 use strata::job::run::{run_job, IterationReport, JobOptions};
+use strata::job::selector::Selector;
 use strata::retention::Retention;
 
 #[derive(clap::Args)]
@@ -72,6 +73,17 @@ pub struct RunArgs {
     /// logfmt or json.
     #[arg(long = "log.format", default_value = "logfmt")]
     log_format: String,
+    /// Prometheus relabel rules (YAML list) over each block's external labels and
+    /// `__block_id`; blocks they drop belong to another instance.
+    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
+    relabel_file: Option<PathBuf>,
+    #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
+    relabel: Option<String>,
+    /// Only blocks that overlap [--min-time, --max-time]: ms, RFC 3339, or a duration before now (-3d).
+    #[arg(long = "min-time", allow_hyphen_values = true)]
+    min_time: Option<String>,
+    #[arg(long = "max-time", allow_hyphen_values = true)]
+    max_time: Option<String>,
 }
 
 /// One structured log line (logfmt or JSON) on stderr.
@@ -140,7 +152,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         cleanup: CleanupOptions { delete_delay_ms, consistency_delay_ms },
         halt_on_error: a.halt_on_error,
         downsampling: !a.downsampling_disable,
+        selector: Selector::default(),
     };
+    let rules = match (&a.relabel_file, &a.relabel) {
+        (Some(_), Some(_)) => bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one"),
+        (Some(f), None) => {
+            let text = std::fs::read_to_string(f).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
+            Selector::parse_relabel(&text).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?
+        }
+        (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
+        (None, None) => Vec::new(),
+    };
+    let now = strata::compact::run::now_ms();
+    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> { v.as_deref().map(|s| super::bucket::parse_time_arg(s, now).with_context(|| flag.to_string())).transpose() };
+    let mut opts = opts;
+    opts.selector = Selector::new(rules, time(&a.min_time, "--min-time")?, time(&a.max_time, "--max-time")?);
     let wait = if a.wait { Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64)) } else { None };
 
     let status = Arc::new(Status::default());

@@ -35,6 +35,7 @@ use crate::compact::run::compacted_meta;
 use crate::error::Error;
 use crate::retention::Retention;
 use crate::verify::verify_block;
+use super::selector::Selector;
 
 /// Everything one iteration needs.
 #[derive(Clone, Debug)]
@@ -56,6 +57,8 @@ pub struct JobOptions {
     pub halt_on_error: bool,
     /// Write 5m and 1h blocks after compaction (`--downsampling.disable` turns it off).
     pub downsampling: bool,
+    /// The blocks this instance owns (relabel rules, time range); others are left alone.
+    pub selector: Selector,
 }
 
 /// What an iteration did.
@@ -111,7 +114,7 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
     let mut failed_groups = BTreeSet::new();
 
     loop {
-        let synced = sync(bucket, &opts.sync).await?;
+        let synced = sync_owned(bucket, &opts.sync, &opts.selector).await?;
         status.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         report.warnings.extend(synced.warnings.iter().cloned());
 
@@ -194,6 +197,16 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
             }
         }
     }
+}
+
+/// Syncs and keeps only the blocks this instance owns (Thanos applies its label-shard and
+/// time-partition filters to every fetched meta, so planning, retention and cleanup all
+/// see the same subset).
+async fn sync_owned(bucket: &Bucket, opts: &SyncOptions, selector: &Selector) -> JobResult<Synced> {
+    let mut s = sync(bucket, opts).await?;
+    s.blocks.retain(|b| selector.selects(&b.meta));
+    s.excluded.retain(|(b, _)| selector.selects(&b.meta));
+    Ok(s)
 }
 
 /// The block directory a local error points into, if it is one of `sources`.
@@ -336,7 +349,7 @@ async fn retention_and_cleanup(bucket: &Bucket, opts: &JobOptions, status: &Stat
         }
     }
     // Cleanup sees the marks written in this iteration too.
-    let fresh = sync(bucket, &SyncOptions { delete_delay_ms: i64::MAX, ..opts.sync.clone() }).await?;
+    let fresh = sync_owned(bucket, &SyncOptions { delete_delay_ms: i64::MAX, ..opts.sync.clone() }, &opts.selector).await?;
     let marked = fresh.blocks.iter().chain(fresh.excluded.iter().map(|(b, _)| b)).filter(|b| b.deletion_mark.is_some()).count();
     m.set("thanos_compact_todo_deletion_blocks", &[], marked as f64);
     let c = cleanup(bucket, &fresh, &opts.cleanup).await;

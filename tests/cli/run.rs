@@ -296,3 +296,42 @@ fn the_job_downsamples_after_compacting() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("compactions=0 downsampled=0"), "{err}");
 }
+
+#[test]
+fn instances_share_a_bucket_through_relabel_selectors() {
+    let f = Fixture::filesystem();
+    for cluster in ["a", "b"] {
+        for r in ["A", "B"] {
+            let tmp = tempfile::tempdir().unwrap();
+            replica_copy(tmp.path());
+            let (c, l) = (format!("cluster={cluster}"), format!("replica={r}"));
+            let out = f.strata(&["upload", tmp.path().to_str().unwrap(), "--label", &c, "--label", &l]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let run_with = |extra: &[&str]| {
+        let mut args = run_args(&f, data.path());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = strata_cmd().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let clusters = || -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = visible(&f.config).iter().map(|m| (m.thanos.as_ref().unwrap().labels["cluster"].clone(), m.compaction.level)).collect();
+        v.sort();
+        v
+    };
+    // A time range that ends before the data: nothing is touched.
+    let err = run_with(&["--max-time", "1000"]);
+    assert!(err.contains("compactions=0"), "{err}");
+    // Instance 1 owns cluster a only.
+    let err = run_with(&["--selector.relabel-config", "- action: keep\n  source_labels: [cluster]\n  regex: a\n"]);
+    assert!(err.contains("compactions=1"), "{err}");
+    assert_eq!(clusters(), vec![("a".into(), 2), ("b".into(), 1), ("b".into(), 1)]);
+    // Instance 2 owns everything but a.
+    let err = run_with(&["--selector.relabel-config", "- action: drop\n  source_labels: [cluster]\n  regex: a\n"]);
+    assert!(err.contains("compactions=1"), "{err}");
+    assert_eq!(clusters(), vec![("a".into(), 2), ("b".into(), 2)]);
+}
