@@ -214,7 +214,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             Err(e) if e.is_transient() => log.line("warn", "transient bucket error, retrying", &[("err", e.to_string())]),
             Err(e) => log.line("error", "iteration failed", &[("err", e.to_string())]),
         };
-        run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from)
+        let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
+        let st = bucket.stats();
+        log.line(
+            "info",
+            "bucket requests",
+            &[("http_requests", st.http_requests.to_string()), ("retried_failures", st.transient_failures.to_string()), ("server_errors", st.server_errors.to_string()), ("throttled", st.throttled.to_string()), ("timeouts", st.timeouts.to_string()), ("network_errors", st.network_errors.to_string())],
+        );
+        r
     });
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -22,7 +22,7 @@ const PREFIX: &str = "tenant-a";
 /// moto_server on 127.0.0.1, stopped (with its watchdog script) when dropped.
 pub(crate) struct Moto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }

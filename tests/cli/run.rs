@@ -335,3 +335,69 @@ fn instances_share_a_bucket_through_relabel_selectors() {
     assert!(err.contains("compactions=1"), "{err}");
     assert_eq!(clusters(), vec![("a".into(), 2), ("b".into(), 2)]);
 }
+
+/// A loopback TCP proxy in front of `target` that answers every `fail_every`-th new
+/// connection with `503 Slow Down` (after reading the request head) and passes the
+/// others through untouched. Stops when the test process ends.
+fn faulty_proxy(target: u16, fail_every: usize) -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut client) = conn else { continue };
+            std::thread::spawn(move || {
+                if n % fail_every == fail_every - 1 {
+                    // Read the request head, then refuse it the way S3 throttles.
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).map(|n| n == 1).unwrap_or(false) {
+                        head.push(b[0]);
+                    }
+                    let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let _ = write!(client, "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut server, &mut client);
+                let _ = client.shutdown(std::net::Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn transient_s3_errors_are_retried_and_the_iteration_completes() {
+    let f = Fixture::s3();
+    upload_replicas(&f);
+    let crate::bucket::Backend::S3 { moto, .. } = &f.backend else { unreachable!() };
+    // The same bucket through a proxy that throttles every third new connection.
+    let port = faulty_proxy(moto.port, 3);
+    let cfg = std::fs::read_to_string(&f.config).unwrap().replace(&format!("127.0.0.1:{}", moto.port), &format!("127.0.0.1:{port}"));
+    let faulty = f.dir.path().join("faulty.yaml");
+    std::fs::write(&faulty, cfg).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut args = run_args(&f, data.path());
+    let i = args.iter().position(|a| a == "--objstore.config-file").unwrap();
+    args[i + 1] = faulty.to_str().unwrap().to_string();
+    let out = strata_cmd().args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("compactions=1"), "{err}");
+    let retried: u64 = err.split("retried_failures=").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    assert!(retried > 0, "no request failed through the proxy:\n{err}");
+    // The outcome is the same as without faults.
+    assert_eq!(ls(&f).len(), 1);
+    let local = tempfile::tempdir().unwrap();
+    let d = f.strata(&["download", local.path().to_str().unwrap(), "--min-time", "0", "--max-time", "9999999999999"]);
+    assert!(d.status.success());
+    std::fs::create_dir_all(local.path().join("wal")).unwrap();
+    assert_same_samples(&promtool_dump(local.path(), &[]), &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(), "through a faulty proxy");
+}
