@@ -189,6 +189,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let report = |r: &Result<IterationReport, strata::job::run::JobError>| match r {
             Ok(rep) => {
+                for (group, sources, output) in &rep.compacted {
+                    let ids: Vec<String> = sources.iter().map(|u| u.to_string()).collect();
+                    let out = output.map(|u| u.to_string()).unwrap_or_else(|| "none (every series deleted)".into());
+                    log.line("info", "compacted, sources marked for deletion", &[("phase", "compact".into()), ("group", group.clone()), ("sources", ids.join(",")), ("output", out)]);
+                }
+                for (src, new, res) in &rep.downsampled {
+                    log.line("info", "downsampled", &[("phase", "downsample".into()), ("source", src.to_string()), ("output", new.to_string()), ("resolution", strata::gofmt::go_duration_ms(*res))]);
+                }
                 for w in &rep.warnings {
                     log.line("warn", w, &[]);
                 }

@@ -65,6 +65,8 @@ pub struct JobOptions {
 #[derive(Debug, Default)]
 pub struct IterationReport {
     pub compactions: usize,
+    /// Each compaction: group, sources, the block uploaded (None when nothing was left).
+    pub compacted: Vec<(String, Vec<Ulid>, Option<Ulid>)>,
     /// Downsampled blocks uploaded: (source, new block, resolution).
     pub downsampled: Vec<(Ulid, Ulid, i64)>,
     pub garbage_collected: Vec<Ulid>,
@@ -165,7 +167,12 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
             let g = [("group", group.as_str())];
             m.inc("thanos_compact_group_compaction_runs_started_total", &g);
             match r {
-                Ok(PlanOutcome::Done { .. }) | Ok(PlanOutcome::Empty) => {
+                Ok(done @ (PlanOutcome::Done { .. } | PlanOutcome::Empty)) => {
+                    let output = match done {
+                        PlanOutcome::Done { output } => Some(output),
+                        _ => None,
+                    };
+                    report.compacted.push((group.clone(), p.blocks.clone(), output));
                     m.inc("thanos_compact_group_compaction_runs_completed_total", &g);
                     m.inc("thanos_compact_group_compactions_total", &g);
                     if p.kind == PlanKind::Vertical {

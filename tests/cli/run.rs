@@ -50,6 +50,7 @@ fn one_iteration_deduplicates_replicas(f: &Fixture) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "strata run: {err}");
     assert!(err.contains("msg=\"iteration done\" compactions=1"), "{err}");
+    assert!(err.contains("phase=compact group=") && err.contains("sources="), "{err}");
     // The sources are gone (delete delay 0s); one block is left.
     let blocks = ls(f);
     assert_eq!(blocks.len(), 1, "{blocks:?}\n{err}");
@@ -400,4 +401,37 @@ fn transient_s3_errors_are_retried_and_the_iteration_completes() {
     assert!(d.status.success());
     std::fs::create_dir_all(local.path().join("wal")).unwrap();
     assert_same_samples(&promtool_dump(local.path(), &[]), &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(), "through a faulty proxy");
+}
+
+#[test]
+fn halt_on_error_stops_at_a_bad_block_as_thanos_does() {
+    let f = Fixture::filesystem();
+    for r in ["A", "B"] {
+        let tmp = tempfile::tempdir().unwrap();
+        replica_copy(tmp.path());
+        if r == "B" {
+            let b = list_blocks(tmp.path()).unwrap()[0].path.join("chunks/000001");
+            let mut bytes = std::fs::read(&b).unwrap();
+            bytes[20] ^= 0x40;
+            std::fs::write(&b, bytes).unwrap();
+        }
+        let l = format!("replica={r}");
+        assert!(f.strata(&["upload", tmp.path().to_str().unwrap(), "--label", "cluster=eu1", "--label", &l]).status.success());
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut args = run_args(&f, data.path());
+    args.extend(["--halt-on-error".to_string(), "--log.format".to_string(), "json".to_string()]);
+    let out = strata_cmd().args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("halting") && err.contains("checksum mismatch"), "{err}");
+    // JSON logs, one object per line.
+    for line in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        assert!(v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(), "{line}");
+    }
+    // Nothing was marked or deleted.
+    let wide = String::from_utf8_lossy(&f.strata(&["ls", "-o", "wide"]).stdout).to_string();
+    assert_eq!(ls(&f).len(), 2);
+    assert!(!wide.contains("no-compact") && !wide.contains("deletion"), "{wide}");
 }
