@@ -24,20 +24,7 @@ const SERIES: usize = 64;
 const SAMPLES: usize = 48 * 240;
 const T0: i64 = 1_700_000_000_000;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use strata::gen::Rng;
 
 /// One series' raw chunks: (mint, maxt, XOR bytes).
 type Series = Vec<(i64, i64, Vec<u8>)>;
@@ -72,7 +59,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("downsample");
     let mut five_min: Vec<Series> = Vec::new();
     for (name, counter) in [("raw_to_5m/counter", true), ("raw_to_5m/gauge", false)] {
-        let mut rng = Rng(0x5EED);
+        let mut rng = Rng::new(0x5EED);
         let data: Vec<Series> = (0..SERIES).map(|_| series(&mut rng, counter)).collect();
         let bytes: usize = data.iter().flatten().map(|c| c.2.len()).sum();
         eprintln!("{name}: {} samples in {bytes} bytes of chunk data ({:.2} bytes per sample)", SERIES * SAMPLES, bytes as f64 / (SERIES * SAMPLES) as f64);

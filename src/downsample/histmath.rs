@@ -32,27 +32,7 @@ fn is_exponential(schema: i32) -> bool {
 // schema `s` uses every `2^(8-s)`-th entry. One table, kept in format::histogram.
 use crate::format::histogram::EXPONENTIAL_BOUNDS as BOUNDS;
 
-/// `frac * 2^exp` with a single rounding, as Go's `math.Ldexp` (for normal `frac`).
-fn ldexp(frac: f64, exp: i64) -> f64 {
-    if frac == 0.0 || !frac.is_finite() {
-        return frac;
-    }
-    let bits = frac.to_bits();
-    let mut e = exp.saturating_add(((bits >> 52) & 0x7ff) as i64 - 1023);
-    if e < -1075 {
-        return 0f64.copysign(frac);
-    }
-    if e > 1023 {
-        return f64::INFINITY.copysign(frac);
-    }
-    let mut m = 1.0;
-    if e < -1022 {
-        e += 53;
-        m = 1.0 / (1u64 << 53) as f64;
-    }
-    let x = (bits & !(0x7ffu64 << 52)) | (((e + 1023) as u64) << 52);
-    m * f64::from_bits(x)
-}
+use crate::format::histogram::ldexp;
 
 /// The upper bound of exponential bucket `idx` (`getBoundExponential`).
 pub(crate) fn bound_exponential(idx: i32, schema: i32) -> f64 {

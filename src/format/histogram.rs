@@ -1531,7 +1531,7 @@ fn bucket_bound(idx: i32, schema: i32, custom_values: &[f64]) -> f64 {
 }
 
 /// `frac * 2^exp`, rounded once as Go's `math.Ldexp` does; `frac` is a normal number.
-fn ldexp(frac: f64, exp: i64) -> f64 {
+pub(crate) fn ldexp(frac: f64, exp: i64) -> f64 {
     if frac == 0.0 || !frac.is_finite() {
         return frac;
     }

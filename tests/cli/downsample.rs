@@ -201,24 +201,7 @@ mod reference {
     }
 }
 
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use strata::gen::Rng;
 
 fn om_value(v: f64) -> String {
     if v.is_nan() {
@@ -237,7 +220,7 @@ fn om_value(v: f64) -> String {
 /// walk with NaN and ±Inf samples, windows holding only -Inf or only NaN, a counter that
 /// reaches +Inf, a sparse series and a single sample.
 fn openmetrics(span: i64, scrape: i64, seed: u64) -> String {
-    let mut r = Rng(seed);
+    let mut r = Rng::new(seed);
     let mut om = String::new();
     let end = START + span;
     let gap = (START + span * 3 / 10, START + span * 3 / 10 + 3 * HOUR);
