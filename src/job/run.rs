@@ -156,7 +156,7 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
         }
         let synced_ref = &synced;
         let results: Vec<(Plan, JobResult<PlanOutcome>)> = futures::stream::iter(outcome.plans.into_iter().map(|p| async move {
-            let r = run_plan(bucket, &p, synced_ref, opts, status).await;
+            let r = run_plan(bucket, &p, synced_ref, opts).await;
             (p, r)
         }))
         .buffer_unordered(opts.compact_concurrency.max(1))
@@ -225,14 +225,14 @@ fn blamed_block(err: &Error, sources: &[Ulid]) -> Option<Ulid> {
     path.components().filter_map(|c| Ulid::from_string(&c.as_os_str().to_string_lossy()).ok()).find(|u| sources.contains(u))
 }
 
-async fn run_plan(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions, status: &Status) -> JobResult<PlanOutcome> {
+async fn run_plan(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions) -> JobResult<PlanOutcome> {
     let work = opts.data_dir.join(format!("compact-{}", Ulid::new()));
-    let r = run_plan_in(bucket, p, synced, opts, status, &work).await;
+    let r = run_plan_in(bucket, p, synced, opts, &work).await;
     let _ = tokio::fs::remove_dir_all(&work).await;
     r
 }
 
-async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions, _status: &Status, work: &Path) -> JobResult<PlanOutcome> {
+async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions, work: &Path) -> JobResult<PlanOutcome> {
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let dl = DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false };
     let mut dirs = Vec::with_capacity(p.blocks.len());
@@ -369,40 +369,46 @@ async fn retention_and_cleanup(bucket: &Bucket, opts: &JobOptions, status: &Stat
     Ok(())
 }
 
+/// Attempts of one iteration in one-shot mode before a transient bucket error is given
+/// up on (with `--wait` the job keeps retrying, as a service should).
+pub const ONE_SHOT_ATTEMPTS: u32 = 3;
+
 /// Runs iterations: once, or every `wait_interval` until `stop` is set. Transient
-/// bucket errors are retried with backoff and counted.
+/// bucket errors are retried with backoff and counted; in one-shot mode at most
+/// [`ONE_SHOT_ATTEMPTS`] times, then the error is returned.
 pub async fn run_job(bucket: &Bucket, opts: &JobOptions, status: Arc<Status>, wait_interval: Option<std::time::Duration>, stop: Arc<std::sync::atomic::AtomicBool>, mut on_iteration: impl FnMut(&JobResult<IterationReport>)) -> JobResult<()> {
-    let mut backoff = std::time::Duration::from_secs(1);
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let mut backoff = Duration::from_secs(1);
+    let mut attempts = 0u32;
     loop {
         let r = run_iteration(bucket, opts, &status).await;
         on_iteration(&r);
-        match &r {
+        match r {
             Ok(_) => {
                 status.metrics.inc("thanos_compact_iterations_total", &[]);
-                backoff = std::time::Duration::from_secs(1);
+                backoff = Duration::from_secs(1);
+                attempts = 0;
             }
             Err(e) if e.is_transient() => {
+                attempts += 1;
+                if stop.load(Ordering::Relaxed) || (wait_interval.is_none() && attempts >= ONE_SHOT_ATTEMPTS) {
+                    return Err(e);
+                }
                 status.metrics.inc("thanos_compact_retries_total", &[]);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
-                if !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    continue;
-                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+                continue;
             }
-            Err(_) => {}
+            Err(e) => return Err(e),
         }
-        match (r, wait_interval) {
-            (Err(e), _) if !e.is_transient() => return Err(e),
-            (_, None) => return Ok(()),
-            (_, Some(d)) => {
-                let until = tokio::time::Instant::now() + d;
-                while tokio::time::Instant::now() < until {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Ok(());
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+        let Some(d) = wait_interval else { return Ok(()) };
+        let until = tokio::time::Instant::now() + d;
+        while tokio::time::Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

@@ -435,3 +435,19 @@ fn halt_on_error_stops_at_a_bad_block_as_thanos_does() {
     assert_eq!(ls(&f).len(), 2);
     assert!(!wide.contains("no-compact") && !wide.contains("deletion"), "{wide}");
 }
+
+#[test]
+fn an_unreachable_bucket_fails_a_one_shot_run_instead_of_hanging() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bucket.yaml");
+    std::fs::write(&cfg, format!("type: S3\nconfig:\n  bucket: b\n  endpoint: 127.0.0.1:{port}\n  insecure: true\n  access_key: k\n  secret_key: very-secret\n  max_retries: 1\n")).unwrap();
+    let start = Instant::now();
+    let out = strata_cmd().args(["run", "--objstore.config-file", cfg.to_str().unwrap(), "--data-dir", dir.path().join("d").to_str().unwrap(), "--http-address", "127.0.0.1:0"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("compactor stopped") && err.contains("unreachable"), "{err}");
+    assert!(!err.contains("very-secret"));
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+}
