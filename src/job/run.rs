@@ -122,7 +122,20 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
 
         // Garbage collection: blocks whose every source another block holds.
         let live: Vec<_> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).cloned().collect();
-        for (dup, by) in duplicates(&live) {
+        // As Thanos's compactor, with the replica labels removed first, so the sources
+        // of a deduplicated block fall in the same group as the block itself.
+        let grouped: Vec<_> = live
+            .iter()
+            .cloned()
+            .map(|mut b| {
+                let key = crate::compact::plan::GroupKey::new(b.meta.resolution(), b.meta.external_labels(), &opts.replica_labels);
+                if let Some(t) = b.meta.thanos.as_mut() {
+                    t.labels = key.labels;
+                }
+                b
+            })
+            .collect();
+        for (dup, by) in duplicates(&grouped) {
             if bucket.mark_for_deletion(dup, &format!("sources are all in block {by}")).await? {
                 m.inc("thanos_compact_garbage_collected_blocks_total", &[]);
                 m.inc("thanos_compact_blocks_marked_total", &[("marker", "deletion-mark.json"), ("reason", "")]);

@@ -182,8 +182,9 @@ fn a_corrupt_source_is_marked_no_compact_and_other_groups_compact() {
     assert_eq!(marked.len(), 1, "{text}");
 }
 
-/// What a Thanos reader sees: blocks without a deletion mark, minus those whose sources
-/// another block holds (Thanos's deduplicate filter). Returns their metas.
+/// What a Thanos reader deduplicating by `replica` sees: blocks without a deletion mark,
+/// minus those whose sources another block holds (Thanos's deduplicate filter, applied
+/// with the replica label removed, as the querier merges replicas). Returns their metas.
 fn visible(config: &Path) -> Vec<strata::format::meta::BlockMeta> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -192,7 +193,17 @@ fn visible(config: &Path) -> Vec<strata::format::meta::BlockMeta> {
         let opts = strata::bucket::sync::SyncOptions { concurrency: 8, consistency_delay_ms: 0, delete_delay_ms: 0, deduplicate: false, now_ms: None };
         let synced = strata::bucket::sync::sync(&bucket, &opts).await.unwrap();
         let live: Vec<_> = synced.blocks.into_iter().filter(|b| b.deletion_mark.is_none()).collect();
-        let dups = strata::bucket::sync::duplicates(&live);
+        let grouped: Vec<_> = live
+            .iter()
+            .cloned()
+            .map(|mut b| {
+                if let Some(t) = b.meta.thanos.as_mut() {
+                    t.labels = strata::compact::plan::GroupKey::new(0, t.labels.clone(), &["replica".to_string()]).labels;
+                }
+                b
+            })
+            .collect();
+        let dups = strata::bucket::sync::duplicates(&grouped);
         live.into_iter().filter(|b| !dups.contains_key(&b.id())).map(|b| b.meta).collect()
     })
 }
@@ -450,4 +461,27 @@ fn an_unreachable_bucket_fails_a_one_shot_run_instead_of_hanging() {
     assert!(err.contains("compactor stopped") && err.contains("unreachable"), "{err}");
     assert!(!err.contains("very-secret"));
     assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn sources_left_unmarked_by_a_crash_are_garbage_collected_not_compacted_again() {
+    let f = Fixture::filesystem();
+    upload_replicas(&f);
+    let sources = ls(&f);
+    let data = tempfile::tempdir().unwrap();
+    // Keep marked blocks around (48h delete delay), then take the marks away again: the
+    // state a crash between uploading the output and marking its sources leaves.
+    let mut args = run_args(&f, data.path());
+    let i = args.iter().position(|a| a == "--delete-delay").unwrap();
+    args[i + 1] = "48h".into();
+    let out = strata_cmd().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for id in &sources {
+        let o = f.strata(&["mark", "--id", id, "--marker", "deletion-mark.json", "--remove"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let out = strata_cmd().args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("compactions=0") && err.contains("garbage_collected=2"), "{err}");
 }
