@@ -129,12 +129,8 @@ struct CompactArgs {
     /// Ranges blocks are compacted into, ascending.
     #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',')]
     block_ranges: Vec<String>,
-    /// External label(s) that differ only between HA replicas; repeatable or comma-separated.
-    #[arg(long = "deduplication.replica-label", value_delimiter = ',')]
-    replica_labels: Vec<String>,
-    /// How overlapping samples merge: "" (one sample per timestamp) or "penalty".
-    #[arg(long = "deduplication.func", default_value = "")]
-    dedup_func: String,
+    #[command(flatten)]
+    dedup: DedupFlags,
     /// Merge overlapping blocks (on by default for local directories).
     #[arg(long = "compact.enable-vertical-compaction", default_value_t = true, action = clap::ArgAction::Set)]
     vertical: bool,
@@ -150,15 +146,8 @@ struct CompactArgs {
     /// Do not write 5m and 1h downsampled blocks after compacting.
     #[arg(long = "downsampling.disable")]
     downsampling_disable: bool,
-    /// Remove raw blocks whose data is older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-raw", default_value = "0d")]
-    retention_raw: String,
-    /// Remove 5m downsampled blocks older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-5m", default_value = "0d")]
-    retention_5m: String,
-    /// Remove 1h downsampled blocks older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-1h", default_value = "0d")]
-    retention_1h: String,
+    #[command(flatten)]
+    retention: RetentionFlags,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -248,6 +237,54 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+
+/// `--deduplication.*` flags, shared by `compact` and `run`.
+#[derive(clap::Args)]
+pub struct DedupFlags {
+    /// External label(s) that differ only between HA replicas; repeatable or comma-separated.
+    #[arg(long = "deduplication.replica-label", value_delimiter = ',')]
+    replica_labels: Vec<String>,
+    /// How overlapping samples merge: "" (one sample per timestamp) or "penalty".
+    #[arg(long = "deduplication.func", default_value = "")]
+    dedup_func: String,
+}
+
+impl DedupFlags {
+    /// The replica labels (trimmed, empties dropped) and the merge function.
+    pub fn parse(&self) -> anyhow::Result<(Vec<String>, strata::compact::dedup::DedupFunc)> {
+        use strata::compact::dedup::DedupFunc;
+        let dedup = DedupFunc::parse(&self.dedup_func).with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", self.dedup_func))?;
+        let labels: Vec<String> = self.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        if dedup == DedupFunc::Penalty && labels.is_empty() {
+            bail!("--deduplication.func=penalty needs at least one --deduplication.replica-label");
+        }
+        Ok((labels, dedup))
+    }
+}
+
+/// `--retention.resolution-*` flags, shared by `compact` and `run`.
+#[derive(clap::Args)]
+pub struct RetentionFlags {
+    /// Remove raw blocks whose data is older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-raw", default_value = "0d")]
+    retention_raw: String,
+    /// Remove 5m downsampled blocks older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-5m", default_value = "0d")]
+    retention_5m: String,
+    /// Remove 1h downsampled blocks older than this (0d: keep forever).
+    #[arg(long = "retention.resolution-1h", default_value = "0d")]
+    retention_1h: String,
+}
+
+impl RetentionFlags {
+    pub fn parse(&self) -> anyhow::Result<strata::retention::Retention> {
+        Ok(strata::retention::Retention {
+            raw_ms: parse_duration_ms(&self.retention_raw).context("--retention.resolution-raw")?,
+            five_minutes_ms: parse_duration_ms(&self.retention_5m).context("--retention.resolution-5m")?,
+            one_hour_ms: parse_duration_ms(&self.retention_1h).context("--retention.resolution-1h")?,
+        })
+    }
+}
 
 /// Parses a Prometheus-style duration: `90s`, `30m`, `2h`, `1h30m`, `2d`, `1w`, `1y`, `500ms`.
 pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
@@ -349,7 +386,6 @@ impl strata::downsample::dir::Observer for DownsampledLines {
 }
 
 fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
-    use strata::compact::dedup::DedupFunc;
     use strata::compact::plan::Policy;
     use strata::compact::run::{compact_dir, CompactOptions};
 
@@ -364,11 +400,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     if ranges.windows(2).any(|w| w[0] >= w[1]) {
         bail!("--block-ranges must be strictly increasing");
     }
-    let dedup = DedupFunc::parse(&a.dedup_func).with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", a.dedup_func))?;
-    let replica_labels: Vec<String> = a.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    if dedup == DedupFunc::Penalty && replica_labels.is_empty() {
-        bail!("--deduplication.func=penalty needs at least one --deduplication.replica-label");
-    }
+    let (replica_labels, dedup) = a.dedup.parse()?;
     if !a.dir.is_dir() {
         bail!("{}: not a directory", a.dir.display());
     }
@@ -380,11 +412,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     opts.merge.batch_series = a.series_batch.max(1);
-    opts.retention = strata::retention::Retention {
-        raw_ms: parse_duration_ms(&a.retention_raw).context("--retention.resolution-raw")?,
-        five_minutes_ms: parse_duration_ms(&a.retention_5m).context("--retention.resolution-5m")?,
-        one_hour_ms: parse_duration_ms(&a.retention_1h).context("--retention.resolution-1h")?,
-    };
+    opts.retention = a.retention.parse()?;
     if let Some(s) = a.segment_size {
         opts.merge.segment_size = s;
     }

@@ -11,13 +11,11 @@ use anyhow::{bail, Context};
 use super::bucket::ObjstoreFlags;
 use super::parse_duration_ms;
 use strata::bucket::sync::{CleanupOptions, SyncOptions};
-use strata::compact::dedup::DedupFunc;
 use strata::compact::merge::MergeOptions;
 use strata::compact::plan::Policy;
 use strata::job::http::{serve, Status};
 use strata::job::run::{run_job, IterationReport, JobOptions};
 use strata::job::selector::Selector;
-use strata::retention::Retention;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -41,21 +39,13 @@ pub struct RunArgs {
     compact_concurrency: usize,
     #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',', hide = true)]
     block_ranges: Vec<String>,
-    /// External label(s) that differ only between HA replicas; repeatable or comma-separated.
-    #[arg(long = "deduplication.replica-label", value_delimiter = ',')]
-    replica_labels: Vec<String>,
-    /// "" (one sample per timestamp) or "penalty".
-    #[arg(long = "deduplication.func", default_value = "")]
-    dedup_func: String,
+    #[command(flatten)]
+    dedup: super::DedupFlags,
     /// Merge overlapping blocks even without replica labels.
     #[arg(long = "compact.enable-vertical-compaction", default_value_t = false, action = clap::ArgAction::Set)]
     vertical: bool,
-    #[arg(long = "retention.resolution-raw", default_value = "0d")]
-    retention_raw: String,
-    #[arg(long = "retention.resolution-5m", default_value = "0d")]
-    retention_5m: String,
-    #[arg(long = "retention.resolution-1h", default_value = "0d")]
-    retention_1h: String,
+    #[command(flatten)]
+    retention: super::RetentionFlags,
     /// Keep running, one iteration every --wait-interval.
     #[arg(long)]
     wait: bool,
@@ -128,11 +118,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     for r in &a.block_ranges {
         ranges.push(dur(r, "--block-ranges")?);
     }
-    let dedup = DedupFunc::parse(&a.dedup_func).with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", a.dedup_func))?;
-    let replica_labels: Vec<String> = a.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    if dedup == DedupFunc::Penalty && replica_labels.is_empty() {
-        bail!("--deduplication.func=penalty needs at least one --deduplication.replica-label");
-    }
+    let (replica_labels, dedup) = a.dedup.parse()?;
     let consistency_delay_ms = dur(&a.consistency_delay, "--consistency-delay")?;
     let delete_delay_ms = dur(&a.delete_delay, "--delete-delay")?;
     let opts = JobOptions {
@@ -144,11 +130,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         merge: MergeOptions::default(),
         compact_concurrency: a.compact_concurrency.max(1),
         fetch_concurrency: a.blocks_fetch_concurrency.max(1),
-        retention: Retention {
-            raw_ms: dur(&a.retention_raw, "--retention.resolution-raw")?,
-            five_minutes_ms: dur(&a.retention_5m, "--retention.resolution-5m")?,
-            one_hour_ms: dur(&a.retention_1h, "--retention.resolution-1h")?,
-        },
+        retention: a.retention.parse()?,
         cleanup: CleanupOptions { delete_delay_ms, consistency_delay_ms },
         halt_on_error: a.halt_on_error,
         downsampling: !a.downsampling_disable,
