@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::block::{list_blocks, Block, SeriesEntry};
-use crate::error::{AtPath, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::aggr::AggrType;
 use crate::format::chunks::Encoding;
 use crate::format::meta::RES_RAW;
@@ -45,7 +45,6 @@ pub fn series_samples(block: &Block, entry: &SeriesEntry, opts: &DumpOptions) ->
             continue;
         }
         let raw = block.chunk(meta.chunk_ref)?;
-        let seg_path = block.segments().get(meta.chunk_ref.segment() as usize).map(|s| s.path.clone()).unwrap_or_default();
         let samples = if raw.encoding == Encoding::Aggr as u8 {
             let which = opts.aggr.ok_or_else(|| Error::Invalid(format!("{}: block is downsampled; choose an aggregate with --aggr count|sum|min|max|counter", block.dir.display())))?;
             decode_aggr(raw.data, which)
@@ -56,7 +55,7 @@ pub fn series_samples(block: &Block, entry: &SeriesEntry, opts: &DumpOptions) ->
             e.problem = format!("series {}: chunk at {}: {}", entry.labels, meta.chunk_ref, e.problem);
             e
         })
-        .at(&seg_path)?;
+        .map_err(|e| Error::corrupt(block.segments().get(meta.chunk_ref.segment() as usize).map(|s| s.path.as_path()).unwrap_or(&block.dir), e))?;
         for (t, v) in samples.into_values() {
             if t < opts.min_time || t > opts.max_time || deleted.iter().any(|iv| iv.contains(t)) {
                 continue;
