@@ -11,7 +11,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use strata::format::xor::{self, XorIter};
+use strata::format::xor::{self, XorEncoder, XorIter};
 
 /// Samples per chunk, as Prometheus cuts them at a 15 s scrape interval.
 const SAMPLES: usize = 120;
@@ -125,13 +125,30 @@ fn bench_encode(c: &mut Criterion) {
     for (name, shape) in SHAPES {
         let mut rng = Rng(0x5EED);
         let series: Vec<Vec<(i64, f64)>> = (0..CHUNKS).map(|_| shape(&mut rng)).collect();
-        g.bench_with_input(BenchmarkId::from_parameter(name), &series, |b, series| {
+        // `xor::encode_into`, the whole-chunk encoder the merge uses, into a reused buffer.
+        g.bench_with_input(BenchmarkId::new("encode_into", name), &series, |b, series| {
+            let mut out = Vec::with_capacity(CHUNKS * SAMPLES * 20);
             b.iter(|| {
-                let mut bytes = 0usize;
+                out.clear();
                 for s in series {
-                    bytes += xor::encode(black_box(s)).expect("120 samples fit").len();
+                    xor::encode_into(black_box(s), &mut out).expect("120 samples fit");
                 }
-                black_box(bytes)
+                black_box(out.len())
+            })
+        });
+        // `XorEncoder::append`, sample by sample (downsampling's and the histogram codecs' path).
+        g.bench_with_input(BenchmarkId::new("append", name), &series, |b, series| {
+            let mut e = XorEncoder::new();
+            let mut out = Vec::with_capacity(CHUNKS * SAMPLES * 20);
+            b.iter(|| {
+                out.clear();
+                for s in series {
+                    for &(t, v) in black_box(s) {
+                        e.append(t, v).expect("120 samples fit");
+                    }
+                    e.finish_into(&mut out);
+                }
+                black_box(out.len())
             })
         });
     }

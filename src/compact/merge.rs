@@ -27,7 +27,6 @@ use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
 use crate::format::sample::{decode, Value};
 use crate::format::tombstones::Tombstones;
-use crate::format::xor::XorEncoder;
 use crate::labels::LabelPairs;
 
 /// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
@@ -279,7 +278,6 @@ struct Scratch {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
-    encoder: XorEncoder,
 }
 
 /// Merges one series' chunks from every source that has it.
@@ -374,12 +372,8 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
             let refs: Vec<&[(i64, f64)]> = scratch.streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
             merge_into(dedup, &refs, &mut scratch.merged);
             for piece in scratch.merged.chunks(SAMPLES_PER_CHUNK) {
-                let e = &mut scratch.encoder;
-                for &(t, v) in piece {
-                    e.append(t, v).expect("at most 120 samples");
-                }
                 let start = arena.len();
-                e.finish_into(&mut arena);
+                crate::format::xor::encode_into(piece, &mut arena).expect("at most 120 samples");
                 out.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena(start, arena.len()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {
@@ -424,13 +418,10 @@ pub fn encode_values(samples: &[(i64, Value)], per_chunk: usize) -> std::result:
         for piece in run.chunks(per_chunk.clamp(1, crate::format::xor::MAX_SAMPLES)) {
             match &piece[0].1 {
                 Value::Float(_) => {
-                    let mut e = XorEncoder::new();
-                    for (t, v) in piece {
-                        if let Value::Float(x) = v {
-                            e.append(*t, *x).map_err(|e| e.to_string())?;
-                        }
-                    }
-                    out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(e.finish()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                    let floats: Vec<(i64, f64)> = piece.iter().filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None }).collect();
+                    let mut data = Vec::new();
+                    crate::format::xor::encode_into(&floats, &mut data).map_err(|e| e.to_string())?;
+                    out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(data), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
                 }
                 Value::Histogram(_) => {
                     let hs: Vec<(i64, Histogram)> = piece.iter().filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None }).collect();

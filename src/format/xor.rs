@@ -1,9 +1,11 @@
 //! XOR float chunks (chunk encoding 1): Gorilla-style delta-of-delta timestamps and
 //! XOR-compressed values, bit for bit as Prometheus writes them.
 //!
-//! Owns: [`XorEncoder`] (samples → chunk bytes, byte-identical to Prometheus's appender)
-//! and [`XorIter`] (chunk bytes → samples, never panicking on bad bytes), plus the value
-//! XOR scheme ([`XorState`]) that histogram chunks reuse.
+//! Owns: [`XorEncoder`] (samples → chunk bytes, one at a time, byte-identical to
+//! Prometheus's appender) and [`encode_into`] (a whole chunk at once, same bytes, the
+//! merge's hot path); [`XorIter`] and [`decode_into`] (chunk bytes → samples, streaming
+//! or whole, never panicking on bad bytes); the value XOR scheme ([`XorState`]) that
+//! histogram chunks reuse.
 //! Must not: know about segment files or CRCs. See `docs/format/chunks.md` ("XOR").
 
 use super::bstream::{BitReader, BitWriter};
@@ -217,11 +219,138 @@ fn write_dod(w: &mut BitWriter, dod: i64) {
 
 /// Encodes samples into one chunk.
 pub fn encode(samples: &[(i64, f64)]) -> Result<Vec<u8>, ChunkFull> {
-    let mut e = XorEncoder::new();
-    for &(t, v) in samples {
-        e.append(t, v)?;
+    let mut out = Vec::new();
+    encode_into(samples, &mut out)?;
+    Ok(out)
+}
+
+/// Bits on their way into a byte vector: a 64-bit register flushed 8 bytes at a time,
+/// with [`BitWriter`]'s trailing-byte rule. Lives in locals for the length of one
+/// [`encode_into`] call, so the register stays in a CPU register.
+struct FastBits<'o> {
+    out: &'o mut Vec<u8>,
+    acc: u64,
+    nacc: u32,
+    byte_end: bool,
+}
+
+impl FastBits<'_> {
+    /// `nbits` (1..=64) low bits of `u`, of which Prometheus's last operation wrote
+    /// `last_op_bits` (see [`BitWriter::write_bits_as`]).
+    #[inline(always)]
+    fn put(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
+        let v = u << (64 - nbits);
+        if self.nacc + nbits < 64 {
+            self.acc |= v >> self.nacc;
+            self.nacc += nbits;
+        } else {
+            let room = 64 - self.nacc;
+            self.acc |= v >> self.nacc;
+            self.out.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = if room == 64 { 0 } else { v << room };
+            self.nacc = nbits - room;
+        }
+        self.byte_end = last_op_bits % 8 == 0;
     }
-    Ok(e.finish())
+
+    #[inline(always)]
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.put(b as u64, 8, 8);
+        }
+    }
+
+    fn finish(self) {
+        let n = if self.byte_end { self.nacc as usize / 8 + 1 } else { (self.nacc as usize).div_ceil(8) };
+        self.out.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
+        if n > 8 {
+            self.out.push(0);
+        }
+    }
+}
+
+/// Encodes `samples` as one chunk appended to `out`: the same bytes as feeding them to
+/// an [`XorEncoder`], without its per-sample bookkeeping (the merge's hot path).
+/// Fails, writing nothing, when there are more than [`MAX_SAMPLES`].
+pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), ChunkFull> {
+    if samples.len() > MAX_SAMPLES {
+        return Err(ChunkFull);
+    }
+    // Worst case per sample: 68 bits of timestamp and 77 of value; header and varints.
+    out.reserve(2 + 20 + samples.len() * 19 + 16);
+    out.extend_from_slice(&(samples.len() as u16).to_be_bytes());
+    let Some((&(t0, v0), rest)) = samples.split_first() else { return Ok(()) };
+    let mut w = FastBits { out, acc: 0, nacc: 0, byte_end: false };
+    let mut tmp = Vec::with_capacity(10);
+    put_varint(&mut tmp, t0);
+    w.put_bytes(&tmp);
+    let v0 = v0.to_bits();
+    w.put(v0, 64, 64);
+    let Some((&(t1, v1), rest)) = rest.split_first() else {
+        w.finish();
+        return Ok(());
+    };
+    tmp.clear();
+    let mut t_delta = t1.wrapping_sub(t0) as u64;
+    put_uvarint(&mut tmp, t_delta);
+    w.put_bytes(&tmp);
+    let (mut leading, mut trailing) = (0xffu8, 0u8);
+    let mut v = v0;
+    let mut put_value = |w: &mut FastBits<'_>, vb: u64| {
+        let delta = vb ^ v;
+        v = vb;
+        if delta == 0 {
+            w.put(0, 1, 1);
+            return;
+        }
+        let lead = (delta.leading_zeros() as u8).min(31);
+        let trail = delta.trailing_zeros() as u8;
+        if leading != 0xff && lead >= leading && trail >= trailing {
+            let sig = 64 - leading as u32 - trailing as u32;
+            let payload = delta >> trailing;
+            if sig <= 62 {
+                w.put(0b10 << sig | payload, 2 + sig, sig);
+            } else {
+                w.put(0b10, 2, 2);
+                w.put(payload, sig, sig);
+            }
+            return;
+        }
+        leading = lead;
+        trailing = trail;
+        let sig = 64 - lead as u32 - trail as u32;
+        let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
+        let payload = delta >> trail;
+        if sig <= 51 {
+            w.put(head << sig | payload, 13 + sig, sig);
+        } else {
+            w.put(head, 13, 6);
+            w.put(payload, sig, sig);
+        }
+    };
+    put_value(&mut w, v1.to_bits());
+    let mut t = t1;
+    for &(ts, val) in rest {
+        let d = ts.wrapping_sub(t) as u64;
+        let dod = d.wrapping_sub(t_delta) as i64;
+        t = ts;
+        t_delta = d;
+        if dod == 0 {
+            w.put(0, 1, 1);
+        } else if bit_range(dod, 14) {
+            w.put(0b10 << 14 | (dod as u64 & 0x3fff), 16, 16);
+        } else if bit_range(dod, 17) {
+            w.put(0b110 << 17 | (dod as u64 & 0x1ffff), 20, 20);
+        } else if bit_range(dod, 20) {
+            w.put(0b1110 << 20 | (dod as u64 & 0xfffff), 24, 24);
+        } else {
+            w.put(0b1111, 4, 4);
+            w.put(dod as u64, 64, 64);
+        }
+        put_value(&mut w, val.to_bits());
+    }
+    w.finish();
+    Ok(())
 }
 
 /// Number of samples in the header, or an error when the header is missing.
@@ -331,168 +460,142 @@ pub fn decode(data: &[u8]) -> FormatResult<Vec<(i64, f64)>> {
     Ok(out)
 }
 
-/// Bits of a byte slice read through a 64-bit register refilled from big-endian words at
-/// any bit position; bytes past the end read as zero, so reads need no bounds checks.
-/// Whoever uses it checks the position against the length afterwards.
-struct Words<'a> {
-    data: &'a [u8],
-    /// Bit position of the register's first bit.
-    pos: usize,
-    /// Register: upcoming bits, left-aligned.
-    reg: u64,
-    /// Valid bits in `reg`.
-    avail: u32,
+/// 64 bits of `data` starting at bit `pos`, MSB first; bytes past the end read as zero.
+/// At least the first 57 bits are the stream's (a load is byte-aligned and shifted).
+#[inline(always)]
+fn bits_at(data: &[u8], pos: usize) -> u64 {
+    let at = pos >> 3;
+    let word = match data.get(at..at + 8) {
+        Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+        None => tail_word(data, at),
+    };
+    word << (pos & 7)
 }
 
-impl<'a> Words<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        let mut w = Words { data, pos: 0, reg: 0, avail: 0 };
-        w.refill();
-        w
+/// The word at byte `at` when fewer than 8 bytes are left, zero-padded.
+#[cold]
+fn tail_word(data: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if at < data.len() {
+        let n = data.len() - at;
+        b[..n].copy_from_slice(&data[at..]);
     }
+    u64::from_be_bytes(b)
+}
 
-    #[inline]
-    fn refill(&mut self) {
-        let at = self.pos / 8;
-        let word = match self.data.get(at..at + 8) {
-            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
-            None => {
-                let mut b = [0u8; 8];
-                if at < self.data.len() {
-                    let n = self.data.len() - at;
-                    b[..n].copy_from_slice(&self.data[at..]);
-                }
-                u64::from_be_bytes(b)
-            }
-        };
-        let shift = (self.pos % 8) as u32;
-        self.reg = word << shift;
-        self.avail = 64 - shift;
-    }
-
-    /// The next bits without consuming them; at least 57 are valid after this.
-    #[inline]
-    fn peek(&mut self) -> u64 {
-        if self.avail < 57 {
-            self.refill();
-        }
-        self.reg
-    }
-
-    #[inline]
-    fn skip(&mut self, n: u32) {
-        debug_assert!(n <= self.avail);
-        self.reg = if n == 64 { 0 } else { self.reg << n };
-        self.avail -= n;
-        self.pos += n as usize;
-    }
-
-    /// Up to 57 bits.
-    #[inline]
-    fn take(&mut self, n: u32) -> u64 {
-        debug_assert!((1..=57).contains(&n));
-        let v = self.peek() >> (64 - n);
-        self.skip(n);
-        v
-    }
-
-    #[inline]
-    fn bit(&mut self) -> bool {
-        self.take(1) == 1
-    }
-
-    fn take64(&mut self) -> u64 {
-        let hi = self.take(32);
-        hi << 32 | self.take(32)
-    }
-
-    fn uvarint(&mut self) -> Option<u64> {
-        let mut x = 0u64;
-        for i in 0..10 {
-            let b = self.take(8) as u8;
-            if b < 0x80 {
-                if i == 9 && b > 1 {
-                    return None;
-                }
-                return Some(x | (b as u64) << (7 * i));
-            }
-            x |= ((b & 0x7f) as u64) << (7 * i);
-        }
-        None
+/// `n` (1..=64) bits at bit `pos`.
+#[inline(always)]
+fn read_bits_at(data: &[u8], pos: usize, n: u32) -> u64 {
+    if n <= 57 {
+        bits_at(data, pos) >> (64 - n)
+    } else {
+        let hi = bits_at(data, pos) >> 32;
+        let lo = bits_at(data, pos + 32) >> (96 - n);
+        hi << (n - 32) | lo
     }
 }
 
-/// Decodes every sample of a chunk, appending to `out`; faster than [`XorIter`] (one
-/// word load per field, no per-read bounds checks). On error `out` may hold a prefix.
+/// A uvarint at byte-aligned or unaligned bit `pos`; `None` when longer than 10 bytes
+/// or overflowing.
+fn uvarint_at(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut x = 0u64;
+    for i in 0..10 {
+        let b = (bits_at(data, *pos) >> 56) as u8;
+        *pos += 8;
+        if b < 0x80 {
+            if i == 9 && b > 1 {
+                return None;
+            }
+            return Some(x | (b as u64) << (7 * i));
+        }
+        x |= ((b & 0x7f) as u64) << (7 * i);
+    }
+    None
+}
+
+/// Decodes every sample of a chunk, appending to `out`; faster than [`XorIter`]: each
+/// field is read with one word load at its bit position and no other state than that
+/// position. On error `out` may hold a prefix.
 pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
     let total = num_samples(data)?;
     let body = &data[2..];
     let limit = body.len() * 8;
-    let mut w = Words::new(body);
     let past_end = |what: &str, pos: usize| FormatError::new("XOR chunk", 2 + (pos / 8) as u64, format!("bit stream ends while reading {what}"));
+    if total == 0 {
+        return Ok(());
+    }
     out.reserve(total);
-    let (mut t, mut t_delta, mut v) = (0i64, 0u64, 0u64);
-    let (mut leading, mut trailing) = (0xffu8, 0u8);
-    for n in 0..total {
-        match n {
-            0 => {
-                let u = w.uvarint().ok_or_else(|| past_end("first timestamp", w.pos))?;
-                t = super::encoding::unzigzag(u);
-                v = w.take64();
-            }
-            1 => {
-                t_delta = w.uvarint().ok_or_else(|| past_end("second timestamp delta", w.pos))?;
-                t = t.wrapping_add(t_delta as i64);
-            }
-            _ => {
-                // Delta-of-delta: up to four prefix bits, stopping at the first zero.
-                let head = w.peek();
-                let ones = (!head).leading_zeros().min(4);
-                w.skip(ones + u32::from(ones < 4));
-                let dod = match ones {
-                    0 => 0,
-                    1 | 2 | 3 => {
-                        let sz = [0, 14, 17, 20][ones as usize];
-                        let mut u = w.take(sz) as i64;
-                        if u > 1 << (sz - 1) {
-                            u -= 1 << sz;
-                        }
-                        u
+    let mut pos = 0usize;
+    let u = uvarint_at(body, &mut pos).ok_or_else(|| past_end("first timestamp", pos))?;
+    let mut t = super::encoding::unzigzag(u);
+    let mut v = read_bits_at(body, pos, 64);
+    pos += 64;
+    if pos > limit {
+        return Err(past_end("a sample", limit));
+    }
+    out.push((t, f64::from_bits(v)));
+    if total == 1 {
+        return Ok(());
+    }
+    let mut t_delta = uvarint_at(body, &mut pos).ok_or_else(|| past_end("second timestamp delta", pos))?;
+    t = t.wrapping_add(t_delta as i64);
+    let (mut leading, mut trailing, mut sig) = (0xffu32, 0u32, 0u32);
+    for n in 1..total {
+        if n > 1 {
+            // Delta-of-delta: '0', or up to four prefix bits and a 14/17/20/64-bit payload.
+            let r = bits_at(body, pos);
+            if (r as i64) >= 0 {
+                pos += 1;
+            } else {
+                let ones = (!r).leading_zeros();
+                let dod = if ones < 4 {
+                    let sz = 11 + 3 * ones; // 14, 17, 20
+                    let prefix = ones + 1;
+                    let mut u = ((r << prefix) >> (64 - sz)) as i64;
+                    if u > 1 << (sz - 1) {
+                        u -= 1 << sz;
                     }
-                    _ => w.take64() as i64,
+                    pos += (prefix + sz) as usize;
+                    u
+                } else {
+                    let u = read_bits_at(body, pos + 4, 64) as i64;
+                    pos += 68;
+                    u
                 };
                 t_delta = t_delta.wrapping_add(dod as u64);
-                t = t.wrapping_add(t_delta as i64);
             }
+            t = t.wrapping_add(t_delta as i64);
         }
-        if n > 0 {
-            // Value: 0 = same; 10 = reuse window; 11 = new window.
-            if w.bit() {
-                if w.bit() {
-                    let lead = w.take(5) as u8;
-                    let mut sig = w.take(6) as u8;
-                    if sig == 0 {
-                        sig = 64;
-                    }
-                    if lead as u32 + sig as u32 > 64 {
-                        return Err(FormatError::new("XOR value", 2 + (w.pos / 8) as u64, format!("leading zeros {lead} plus significant bits {sig} exceed 64")));
-                    }
-                    leading = lead;
-                    trailing = 64 - lead - sig;
-                } else if leading == 0xff {
-                    return Err(FormatError::new("XOR value", 2 + (w.pos / 8) as u64, "value reuses a window before any was set"));
+        // Value: '0' same; '10' reuse the window; '11' new window (5 + 6 bits).
+        let r = bits_at(body, pos);
+        if (r as i64) < 0 {
+            let bits;
+            if r & 1 << 62 == 0 {
+                if leading == 0xff {
+                    return Err(FormatError::new("XOR value", 2 + ((pos + 2) / 8) as u64, "value reuses a window before any was set"));
                 }
-                let sig = 64 - leading as u32 - trailing as u32;
-                let bits = if sig > 57 {
-                    let hi = w.take(sig - 32);
-                    hi << 32 | w.take(32)
-                } else {
-                    w.take(sig)
-                };
-                v ^= bits << trailing;
+                bits = if sig <= 55 { (r << 2) >> (64 - sig) } else { read_bits_at(body, pos + 2, sig) };
+                pos += 2 + sig as usize;
+            } else {
+                let lead = (r >> 57) as u32 & 31;
+                let mut s = (r >> 51) as u32 & 63;
+                if s == 0 {
+                    s = 64;
+                }
+                if lead + s > 64 {
+                    return Err(FormatError::new("XOR value", 2 + ((pos + 13) / 8) as u64, format!("leading zeros {lead} plus significant bits {s} exceed 64")));
+                }
+                leading = lead;
+                sig = s;
+                trailing = 64 - lead - s;
+                bits = if s <= 44 { (r << 13) >> (64 - s) } else { read_bits_at(body, pos + 13, s) };
+                pos += 13 + s as usize;
             }
+            v ^= bits << trailing;
+        } else {
+            pos += 1;
         }
-        if w.pos > limit {
+        if pos > limit {
             return Err(past_end("a sample", limit));
         }
         out.push((t, f64::from_bits(v)));
@@ -639,6 +742,8 @@ mod tests {
         }
 
         #[test]
+        /// `XorEncoder` (sample by sample, reused) and `encode_into` (whole chunks) write
+        /// the same bytes.
         fn reused_encoder_matches_a_fresh_one(a in samples(), b in samples()) {
             let mut e = XorEncoder::new();
             let mut out = Vec::new();
