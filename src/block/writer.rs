@@ -13,7 +13,8 @@ use ulid::Ulid;
 
 use super::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{budget_len, segment_header, write_chunk, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN};
+use crate::format::chunks::{budget_len, segment_header, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN};
+use crate::format::encoding::put_uvarint;
 use crate::format::index::{IndexWriter, WriteError};
 use crate::format::meta::BlockMeta;
 use crate::format::tombstones::Tombstones;
@@ -54,6 +55,62 @@ pub struct WriteStats {
     pub segment_files: Vec<String>,
 }
 
+/// Chunk bytes written between two early writebacks (see [`Writeback`]).
+const WRITEBACK_BYTES: u64 = 16 << 20;
+
+/// Starts the disk writing segment data while the block is still being built: every
+/// [`WRITEBACK_BYTES`], a second handle of the open segment file is fsynced on a
+/// background thread, so the final fsync before the rename finds little left to write
+/// and the disk works while the merge computes. A kick is skipped while the previous
+/// one is still syncing (the writer never waits for it). Durability still rests on the
+/// final fsync of every file; a failed early sync is reported by [`finish`](Self::finish).
+#[derive(Default)]
+struct Writeback {
+    tx: Option<std::sync::mpsc::SyncSender<(File, PathBuf)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+    since: u64,
+}
+
+impl Writeback {
+    /// Counts `bytes` written to `file`; hands it to the syncing thread once enough are.
+    fn wrote(&mut self, bytes: u64, file: &File, path: &Path) {
+        self.since += bytes;
+        if self.since < WRITEBACK_BYTES {
+            return;
+        }
+        self.kick(file, path);
+    }
+
+    fn kick(&mut self, file: &File, path: &Path) {
+        self.since = 0;
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(File, PathBuf)>(1);
+            let spawned = std::thread::Builder::new().name("strata-writeback".into()).spawn(move || -> Result<()> {
+                for (f, p) in rx {
+                    f.sync_data().at(&p)?;
+                }
+                Ok(())
+            });
+            // Without a thread, the final fsync does all the work, as it would anyway.
+            let Ok(thread) = spawned else { return };
+            self.tx = Some(tx);
+            self.thread = Some(thread);
+        }
+        if let (Some(tx), Ok(f)) = (&self.tx, file.try_clone()) {
+            let _ = tx.try_send((f, path.to_path_buf()));
+        }
+    }
+
+    /// Stops the thread; the first error of an early sync, if any.
+    fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.thread.take() {
+            Some(t) => t.join().expect("writeback thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
 struct SegmentWriter {
     dir: PathBuf,
     limit: u64,
@@ -64,6 +121,7 @@ struct SegmentWriter {
     size: u64,
     buf: Vec<u8>,
     names: Vec<String>,
+    writeback: Writeback,
 }
 
 impl SegmentWriter {
@@ -84,6 +142,7 @@ impl SegmentWriter {
     fn close_current(&mut self) -> Result<()> {
         if let Some((w, path)) = self.file.take() {
             let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            self.writeback.kick(&f, &path);
             self.closed.push((f, path));
         }
         Ok(())
@@ -126,12 +185,20 @@ impl SegmentWriter {
                 }
             }
             let offset = u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
+            // The record (see `chunks::write_chunk`) goes straight into the file's
+            // buffer: the payload is copied once.
             self.buf.clear();
-            write_chunk(&mut self.buf, c.encoding, c.data);
+            put_uvarint(&mut self.buf, c.data.len() as u64);
+            self.buf.push(c.encoding);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&[c.encoding]), c.data);
             let (w, path) = self.file.as_mut().expect("segment open");
             w.write_all(&self.buf).at(path)?;
-            self.size += self.buf.len() as u64;
-            *max_chunk = (*max_chunk).max(self.buf.len() as i64);
+            w.write_all(c.data).at(path)?;
+            w.write_all(&crc.to_be_bytes()).at(path)?;
+            let len = (self.buf.len() + c.data.len() + 4) as u64;
+            self.writeback.wrote(len, w.get_ref(), path);
+            self.size += len;
+            *max_chunk = (*max_chunk).max(len as i64);
             let segment = self.names.len() as u32 - 1;
             metas.push(ChunkMeta { min_time: c.min_time, max_time: c.max_time, chunk_ref: ChunkRef::new(segment, offset) });
         }
@@ -181,7 +248,7 @@ impl BlockWriter {
             parent: parent.to_path_buf(),
             ulid,
             tmp,
-            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, closed: Vec::new(), seq: 0, size: 0, buf: Vec::new(), names: Vec::new() },
+            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, closed: Vec::new(), seq: 0, size: 0, buf: Vec::new(), names: Vec::new(), writeback: Writeback::default() },
             index: Some(index),
             stats: WriteStats::default(),
             metas: Vec::new(),
@@ -231,6 +298,7 @@ impl BlockWriter {
     /// directory and the meta written.
     pub fn finish(mut self, mut meta: BlockMeta, tombstones: Option<&Tombstones>) -> Result<(PathBuf, BlockMeta)> {
         self.segments.close_current()?;
+        self.segments.writeback.finish()?;
         let index_path = self.tmp.join(INDEX_FILE);
         let w = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e))?;
         let index_file = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;

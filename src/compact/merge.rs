@@ -139,14 +139,15 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     let srcs: Vec<Source<'_>> = sources.iter().map(|b| Ok(Source { block: b, index: b.index()? })).collect::<Result<_>>()?;
 
     // The output's symbols: every source's symbols (a superset of what survives).
+    // Each table is sorted already, so they are merged rather than sorted together.
     let mut symbols: Vec<&[u8]> = Vec::new();
     for s in &srcs {
+        let mut table: Vec<&[u8]> = Vec::new();
         for sym in s.index.symbols() {
-            symbols.push(sym.at(&s.block.index_path())?);
+            table.push(sym.at(&s.block.index_path())?);
         }
+        symbols = merge_sorted_unique(symbols, table);
     }
-    symbols.sort_unstable();
-    symbols.dedup();
     let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
     drop(symbols);
 
@@ -259,6 +260,41 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     Ok(Some(out))
 }
 
+/// The union of two lists of byte strings, sorted and without duplicates. Lists that
+/// are sorted (symbol tables always are, unless damaged) are merged in one pass.
+fn merge_sorted_unique<'a>(a: Vec<&'a [u8]>, b: Vec<&'a [u8]>) -> Vec<&'a [u8]> {
+    if !a.is_sorted() || !b.is_sorted() {
+        let mut all = a;
+        all.extend(b);
+        all.sort_unstable();
+        all.dedup();
+        return all;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out.dedup();
+    out
+}
+
 /// A source chunk of one series, located and possibly trimmed.
 struct Item<'a> {
     source: usize,
@@ -318,6 +354,8 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
 
     let mut out: Vec<OutRef<'a>> = Vec::with_capacity(items.len());
     let mut arena: Vec<u8> = Vec::new();
+    // Re-encoded merges of interleaved replicas come out larger than either input.
+    let arena_hint = items.iter().map(|c| c.data.len()).sum::<usize>() * 3 / 2 + 64;
     while !items.is_empty() {
         // The overlap group at the front.
         let mut j = 1;
@@ -371,6 +409,9 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
             }
             let refs: Vec<&[(i64, f64)]> = scratch.streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
             merge_into(dedup, &refs, &mut scratch.merged);
+            if arena.capacity() == 0 {
+                arena.reserve(arena_hint);
+            }
             for piece in scratch.merged.chunks(SAMPLES_PER_CHUNK) {
                 let start = arena.len();
                 crate::format::xor::encode_into(piece, &mut arena).expect("at most 120 samples");
@@ -450,4 +491,30 @@ fn push_cut<T>(out: &mut Vec<OutChunk<'static>>, samples: &[(i64, T)], enc: Enco
         at += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn symbol_tables_merge_to_their_sorted_union(a in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..20), b in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..20), sort_a in any::<bool>()) {
+            let mut a = a;
+            let mut b = b;
+            // Symbol tables are sorted and unique; a damaged one need not be.
+            if sort_a {
+                a.sort();
+                a.dedup();
+            }
+            b.sort();
+            b.dedup();
+            let got = merge_sorted_unique(a.iter().map(|s| s.as_slice()).collect(), b.iter().map(|s| s.as_slice()).collect());
+            let mut want: Vec<&[u8]> = a.iter().chain(&b).map(|s| s.as_slice()).collect();
+            want.sort();
+            want.dedup();
+            prop_assert_eq!(got, want);
+        }
+    }
 }

@@ -253,11 +253,13 @@ impl FastBits<'_> {
         self.byte_end = last_op_bits % 8 == 0;
     }
 
-    #[inline(always)]
-    fn put_bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.put(b as u64, 8, 8);
+    /// A Go uvarint, one whole-byte write per byte as Prometheus writes it.
+    fn put_uvarint(&mut self, mut x: u64) {
+        while x >= 0x80 {
+            self.put((x as u8 | 0x80) as u64, 8, 8);
+            x >>= 7;
         }
+        self.put(x, 8, 8);
     }
 
     fn finish(self) {
@@ -265,6 +267,50 @@ impl FastBits<'_> {
         self.out.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
         if n > 8 {
             self.out.push(0);
+        }
+    }
+}
+
+/// The value half of [`encode_into`]: the previous value and the current window.
+struct FastValue {
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl FastValue {
+    /// [`XorState::write`] on [`FastBits`].
+    #[inline(always)]
+    fn put(&mut self, w: &mut FastBits<'_>, vb: u64) {
+        let delta = vb ^ self.v;
+        self.v = vb;
+        if delta == 0 {
+            w.put(0, 1, 1);
+            return;
+        }
+        let lead = (delta.leading_zeros() as u8).min(31);
+        let trail = delta.trailing_zeros() as u8;
+        if self.leading != 0xff && lead >= self.leading && trail >= self.trailing {
+            let sig = 64 - self.leading as u32 - self.trailing as u32;
+            let payload = delta >> self.trailing;
+            if sig <= 62 {
+                w.put(0b10 << sig | payload, 2 + sig, sig);
+            } else {
+                w.put(0b10, 2, 2);
+                w.put(payload, sig, sig);
+            }
+            return;
+        }
+        self.leading = lead;
+        self.trailing = trail;
+        let sig = 64 - lead as u32 - trail as u32;
+        let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
+        let payload = delta >> trail;
+        if sig <= 51 {
+            w.put(head << sig | payload, 13 + sig, sig);
+        } else {
+            w.put(head, 13, 6);
+            w.put(payload, sig, sig);
         }
     }
 }
@@ -281,56 +327,19 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
     out.extend_from_slice(&(samples.len() as u16).to_be_bytes());
     let Some((&(t0, v0), rest)) = samples.split_first() else { return Ok(()) };
     let mut w = FastBits { out, acc: 0, nacc: 0, byte_end: false };
-    let mut tmp = Vec::with_capacity(10);
-    put_varint(&mut tmp, t0);
-    w.put_bytes(&tmp);
+    w.put_uvarint(super::encoding::zigzag(t0));
     let v0 = v0.to_bits();
     w.put(v0, 64, 64);
     let Some((&(t1, v1), rest)) = rest.split_first() else {
         w.finish();
         return Ok(());
     };
-    tmp.clear();
     let mut t_delta = t1.wrapping_sub(t0) as u64;
-    put_uvarint(&mut tmp, t_delta);
-    w.put_bytes(&tmp);
-    let (mut leading, mut trailing) = (0xffu8, 0u8);
-    let mut v = v0;
-    let mut put_value = |w: &mut FastBits<'_>, vb: u64| {
-        let delta = vb ^ v;
-        v = vb;
-        if delta == 0 {
-            w.put(0, 1, 1);
-            return;
-        }
-        let lead = (delta.leading_zeros() as u8).min(31);
-        let trail = delta.trailing_zeros() as u8;
-        if leading != 0xff && lead >= leading && trail >= trailing {
-            let sig = 64 - leading as u32 - trailing as u32;
-            let payload = delta >> trailing;
-            if sig <= 62 {
-                w.put(0b10 << sig | payload, 2 + sig, sig);
-            } else {
-                w.put(0b10, 2, 2);
-                w.put(payload, sig, sig);
-            }
-            return;
-        }
-        leading = lead;
-        trailing = trail;
-        let sig = 64 - lead as u32 - trail as u32;
-        let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
-        let payload = delta >> trail;
-        if sig <= 51 {
-            w.put(head << sig | payload, 13 + sig, sig);
-        } else {
-            w.put(head, 13, 6);
-            w.put(payload, sig, sig);
-        }
-    };
-    put_value(&mut w, v1.to_bits());
+    w.put_uvarint(t_delta);
+    let mut val = FastValue { v: v0, leading: 0xff, trailing: 0 };
+    val.put(&mut w, v1.to_bits());
     let mut t = t1;
-    for &(ts, val) in rest {
+    for &(ts, val_f) in rest {
         let d = ts.wrapping_sub(t) as u64;
         let dod = d.wrapping_sub(t_delta) as i64;
         t = ts;
@@ -347,7 +356,7 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
             w.put(0b1111, 4, 4);
             w.put(dod as u64, 64, 64);
         }
-        put_value(&mut w, val.to_bits());
+        val.put(&mut w, val_f.to_bits());
     }
     w.finish();
     Ok(())
