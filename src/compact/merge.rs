@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
@@ -73,7 +74,7 @@ pub struct OutChunk<'a> {
 enum Bytes<'a> {
     /// Copied from a source block's segment file.
     Source(&'a [u8]),
-    /// Re-encoded, in the series' `arena`.
+    /// Re-encoded, in the sub-batch's `arena`.
     Arena(usize, usize),
     Owned(Vec<u8>),
 }
@@ -85,15 +86,20 @@ struct OutRef<'a> {
     max_time: i64,
 }
 
-/// One merged series: its labels, its chunks, and one buffer holding every chunk it
-/// re-encoded (a single allocation per series rather than one per chunk).
-struct SeriesOut<'a> {
-    labels: Vec<(&'a [u8], &'a [u8])>,
+/// A run of merged series, as one worker produced them: every series' chunk list in
+/// one vector and every re-encoded chunk in one buffer, so a series costs no allocation
+/// of its own.
+#[derive(Default)]
+struct SubOut<'a> {
+    /// Per series: its labels (a range of the batch's `labels`) and its chunks (a range
+    /// of `chunks`).
+    series: Vec<(Range<u32>, Range<u32>)>,
     chunks: Vec<OutRef<'a>>,
     arena: Vec<u8>,
 }
 
-/// A source's next series: labels borrowed from its index, chunk metas.
+/// A source's next series: labels borrowed from its index, chunk metas. The heap holds
+/// one per source; its buffers are reused from series to series.
 struct Pending<'a> {
     labels: Vec<(&'a [u8], &'a [u8])>,
     src: usize,
@@ -118,13 +124,38 @@ impl Ord for Pending<'_> {
     }
 }
 
-/// Reads source `i`'s next series, if any.
-fn next_pending<'a>(srcs: &[Source<'a>], postings: &mut [Postings<'a>], refs: &mut SeriesRefs, i: usize) -> Result<Option<Pending<'a>>> {
-    let Some(id) = postings[i].next() else { return Ok(None) };
-    let mut labels = Vec::with_capacity(refs.labels.len().max(8));
-    srcs[i].index.series_borrowed(id, refs, &mut labels).at(&srcs[i].block.index_path())?;
-    Ok(Some(Pending { labels, src: i, id, chunks: std::mem::take(&mut refs.chunks) }))
+/// Reads source `p.src`'s next series into `p`; `false` when the source has no more.
+fn read_next<'a>(srcs: &[Source<'a>], postings: &mut [Postings<'a>], refs: &mut SeriesRefs, p: &mut Pending<'a>) -> Result<bool> {
+    let Some(id) = postings[p.src].next() else { return Ok(false) };
+    let src = &srcs[p.src];
+    std::mem::swap(&mut refs.chunks, &mut p.chunks);
+    src.index.series_borrowed(id, refs, &mut p.labels).map_err(|e| Error::corrupt(src.block.index_path(), e))?;
+    std::mem::swap(&mut refs.chunks, &mut p.chunks);
+    p.id = id;
+    Ok(true)
 }
+
+/// One part of an output series: a source's series with that label set.
+struct Part {
+    src: usize,
+    id: u32,
+    /// Its chunk metas, a range of the batch's `metas`.
+    chunks: Range<u32>,
+}
+
+/// A batch of series as the gathering thread hands it over, in flat buffers (a few
+/// allocations per batch, none per series): each series' labels, every part's chunk
+/// metas, the parts, and per series its range of parts and of labels.
+#[derive(Default)]
+struct Gathered<'a> {
+    labels: Vec<(&'a [u8], &'a [u8])>,
+    metas: Vec<ChunkMeta>,
+    parts: Vec<Part>,
+    series: Vec<(Range<u32>, Range<u32>)>,
+}
+
+/// Series per unit of work handed to one worker within a batch.
+const SUB_BATCH: usize = 128;
 
 /// One source block prepared for merging.
 struct Source<'a> {
@@ -160,7 +191,8 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     let mut heap: BinaryHeap<Reverse<Pending<'_>>> = BinaryHeap::new();
     let mut refs = SeriesRefs::default();
     for i in 0..srcs.len() {
-        if let Some(p) = next_pending(&srcs, &mut postings, &mut refs, i)? {
+        let mut p = Pending { labels: Vec::new(), src: i, id: 0, chunks: Vec::new() };
+        if read_next(&srcs, &mut postings, &mut refs, &mut p)? {
             heap.push(Reverse(p));
         }
     }
@@ -168,32 +200,32 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     let batch = opts.batch_series.max(1);
     let batch_chunks = opts.batch_chunks.max(1);
     let dedup = opts.dedup;
-    let result: Result<(u64, bool)> = std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<Vec<SeriesOut<'_>>>(1);
+    let result: Result<u64> = std::thread::scope(|scope| {
+        let (tx, rx) = sync_channel::<(Gathered<'_>, Vec<SubOut<'_>>)>(1);
         let writer_ref = &mut writer;
         let handle = scope.spawn(move || -> Result<u64> {
             let mut done = MergeProgress::default();
             let mut written = 0u64;
-            for outs in rx {
-                for s in outs {
-                    let chunks: Vec<ChunkToWrite<'_>> = s
-                        .chunks
-                        .iter()
-                        .map(|c| {
+            for (gathered, outs) in rx {
+                for sub in &outs {
+                    let mut chunks: Vec<ChunkToWrite<'_>> = Vec::new();
+                    for (labels, range) in &sub.series {
+                        chunks.clear();
+                        chunks.extend(sub.chunks[range.start as usize..range.end as usize].iter().map(|c| {
                             let data: &[u8] = match &c.data {
                                 Bytes::Source(b) => b,
-                                Bytes::Arena(a, b) => &s.arena[*a..*b],
+                                Bytes::Arena(a, b) => &sub.arena[*a..*b],
                                 Bytes::Owned(v) => v,
                             };
                             ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time }
-                        })
-                        .collect();
-                    if writer_ref.add_series(&s.labels, &chunks)?.is_some() {
-                        written += 1;
-                        done.chunks += chunks.len() as u64;
-                        done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
+                        }));
+                        if writer_ref.add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?.is_some() {
+                            written += 1;
+                            done.chunks += chunks.len() as u64;
+                            done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
+                        }
+                        done.series += 1;
                     }
-                    done.series += 1;
                 }
                 progress(done);
             }
@@ -202,38 +234,54 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
 
         // Gathering series (heap, index decoding) runs on its own thread, a batch ahead
         // of the workers, so it overlaps the parallel merge.
-        let (gtx, grx) = sync_channel::<Vec<Vec<Pending<'_>>>>(1);
+        let (gtx, grx) = sync_channel::<Gathered<'_>>(1);
         let srcs_ref = &srcs;
         let gatherer = scope.spawn(move || -> Result<()> {
             loop {
-                let mut group: Vec<Vec<Pending<'_>>> = Vec::with_capacity(batch);
-                let mut chunks = 0usize;
-                while group.len() < batch && chunks < batch_chunks {
-                    let Some(Reverse(first)) = heap.pop() else { break };
-                    let mut parts = vec![first];
-                    while heap.peek().is_some_and(|Reverse(p)| p.labels == parts[0].labels) {
-                        parts.push(heap.pop().expect("peeked").0);
-                    }
-                    for p in &parts {
-                        if let Some(next) = next_pending(srcs_ref, &mut postings, &mut refs, p.src)? {
-                            if next.labels.cmp_pairs(&p.labels).is_le() {
-                                return Err(Error::BadSeries { path: srcs_ref[p.src].block.index_path(), series: next.labels.to_label_string(), problem: format!("series out of order (after {})", p.labels.to_label_string()) });
+                let mut g = Gathered::default();
+                while g.series.len() < batch && g.metas.len() < batch_chunks {
+                    let Some(Reverse(mut cur)) = heap.pop() else { break };
+                    let start = g.parts.len() as u32;
+                    let l0 = g.labels.len();
+                    g.labels.extend_from_slice(&cur.labels);
+                    let lr = l0..g.labels.len();
+                    loop {
+                        let m0 = g.metas.len() as u32;
+                        g.metas.extend_from_slice(&cur.chunks);
+                        g.parts.push(Part { src: cur.src, id: cur.id, chunks: m0..g.metas.len() as u32 });
+                        if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
+                            let prev = &g.labels[lr.clone()];
+                            if cur.labels.cmp_pairs(prev).is_le() {
+                                return Err(Error::BadSeries { path: srcs_ref[cur.src].block.index_path(), series: cur.labels.to_label_string(), problem: format!("series out of order (after {})", prev.to_label_string()) });
                             }
-                            heap.push(Reverse(next));
+                            heap.push(Reverse(cur));
+                        }
+                        match heap.peek() {
+                            Some(Reverse(p)) if p.labels[..] == g.labels[lr.clone()] => cur = heap.pop().expect("peeked").0,
+                            _ => break,
                         }
                     }
-                    chunks += parts.iter().map(|p| p.chunks.len()).sum::<usize>();
-                    group.push(parts);
+                    g.series.push((start..g.parts.len() as u32, lr.start as u32..lr.end as u32));
                 }
-                if group.is_empty() || gtx.send(group).is_err() {
+                if g.series.is_empty() || gtx.send(g).is_err() {
                     return Ok(());
                 }
             }
         });
         let process = || -> Result<()> {
-            for group in grx.iter() {
-                let outs: Vec<SeriesOut<'_>> = group.into_par_iter().map_init(Scratch::default, |scratch, parts| merge_series(&srcs, parts, dedup, scratch)).collect::<Result<Vec<_>>>()?;
-                if tx.send(outs).is_err() {
+            for g in grx.iter() {
+                let subs: Vec<Range<usize>> = (0..g.series.len()).step_by(SUB_BATCH).map(|s| s..(s + SUB_BATCH).min(g.series.len())).collect();
+                let outs: Vec<SubOut<'_>> = subs
+                    .into_par_iter()
+                    .map_init(Scratch::default, |scratch, range| {
+                        let mut out = SubOut::default();
+                        for s in range {
+                            merge_series(&srcs, &g, s, dedup, scratch, &mut out)?;
+                        }
+                        Ok(out)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if tx.send((g, outs)).is_err() {
                     return Ok(()); // the writer stopped; its error is reported below
                 }
             }
@@ -247,10 +295,9 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
         // The first failure in pipeline order: reading, merging, writing.
         gathered?;
         processed?;
-        let written = written?;
-        Ok((written, false))
+        written
     });
-    let (written, _) = result?;
+    let written = result?;
     if written == 0 {
         // Dropping the writer removes its temporary directory.
         return Ok(None);
@@ -310,26 +357,31 @@ fn bad(file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
 
 /// Buffers reused across the series one worker merges.
 #[derive(Default)]
-struct Scratch {
+struct Scratch<'a> {
+    /// The series' chunks from every source, located and possibly trimmed.
+    items: Vec<Item<'a>>,
+    /// Indices (into `items`) of an overlap group's chunks that are not duplicates.
+    keep: Vec<usize>,
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
 }
 
-/// Merges one series' chunks from every source that has it.
-fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: DedupFunc, scratch: &mut Scratch) -> Result<SeriesOut<'a>> {
-    let labels = std::mem::take(&mut parts[0].labels);
-    let mut items: Vec<Item<'a>> = Vec::new();
-    for e in &parts {
-        let i = &e.src;
-        let src = &srcs[*i];
-        let block = src.block;
+/// Merges series `s` of batch `g` (its chunks from every source that has it) into `out`.
+fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: DedupFunc, scratch: &mut Scratch<'a>, out: &mut SubOut<'a>) -> Result<()> {
+    let (parts, labels_range) = &g.series[s];
+    let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
+    let Scratch { items, keep, streams, merged } = scratch;
+    items.clear();
+    for e in &g.parts[parts.start as usize..parts.end as usize] {
+        let i = e.src;
+        let block = srcs[i].block;
         let (bmin, bmax) = (block.meta.min_time, block.meta.max_time - 1);
         let deleted = block.tombstones.get(e.id as u64);
         let mut prev: Option<&ChunkMeta> = None;
-        for m in &e.chunks {
+        for m in &g.metas[e.chunks.start as usize..e.chunks.end as usize] {
             if m.max_time < m.min_time || prev.is_some_and(|p| m.min_time <= p.max_time) {
-                return Err(bad(block.index_path(), &labels, format!("chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}", m.chunk_ref, m.min_time, m.max_time, block.meta.ulid)));
+                return Err(bad(block.index_path(), labels, format!("chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}", m.chunk_ref, m.min_time, m.max_time, block.meta.ulid)));
             }
             prev = Some(m);
             let raw = block.chunk(m.chunk_ref).map_err(|e| match e {
@@ -339,89 +391,94 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
             let sticks_out = m.min_time < bmin || m.max_time > bmax;
             let hit = deleted.iter().any(|iv| iv.overlaps(m.min_time, m.max_time));
             if !sticks_out && !hit {
-                items.push(Item { source: *i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data) });
+                items.push(Item { source: i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data) });
                 continue;
             }
             // Re-encode as one chunk without the samples outside the range or deleted.
-            let samples = decode(raw.encoding, raw.data).map_err(|err| bad(seg_path(block, m), &labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref)))?;
+            let samples = decode(raw.encoding, raw.data).map_err(|err| bad(seg_path(block, m), labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref)))?;
             let kept: Vec<(i64, Value)> = samples.into_values().into_iter().filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t))).collect();
-            for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), &labels, p))? {
-                items.push(Item { source: *i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data });
+            for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), labels, p))? {
+                items.push(Item { source: i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data });
             }
         }
     }
     items.sort_by_key(|c| (c.min_time, c.max_time));
 
-    let mut out: Vec<OutRef<'a>> = Vec::with_capacity(items.len());
-    let mut arena: Vec<u8> = Vec::new();
-    // Re-encoded merges of interleaved replicas come out larger than either input.
-    let arena_hint = items.iter().map(|c| c.data.len()).sum::<usize>() * 3 / 2 + 64;
-    while !items.is_empty() {
-        // The overlap group at the front.
-        let mut j = 1;
-        let mut group_max = items[0].max_time;
-        while j < items.len() && items[j].min_time <= group_max {
-            group_max = group_max.max(items[j].max_time);
-            j += 1;
+    let first_chunk = out.chunks.len();
+    let mut at = 0;
+    while at < items.len() {
+        // The overlap group at the front: items[at..end].
+        let mut end = at + 1;
+        let mut group_max = items[at].max_time;
+        while end < items.len() && items[end].min_time <= group_max {
+            group_max = group_max.max(items[end].max_time);
+            end += 1;
         }
-        let mut group: Vec<Item<'a>> = items.drain(..j).collect();
         // Byte-identical duplicates (same range, same bytes) are dropped.
-        let mut k = 0;
-        while k < group.len() {
-            let dup = (0..k).any(|p| group[p].min_time == group[k].min_time && group[p].max_time == group[k].max_time && group[p].encoding == group[k].encoding && group[p].data == group[k].data);
-            if dup {
-                group.remove(k);
-            } else {
-                k += 1;
+        keep.clear();
+        for k in at..end {
+            let c = &items[k];
+            if !keep.iter().any(|&p| items[p].min_time == c.min_time && items[p].max_time == c.max_time && items[p].encoding == c.encoding && items[p].data == c.data) {
+                keep.push(k);
             }
         }
-        if group.len() == 1 {
-            let c = group.pop().expect("one");
-            let data = match c.data {
+        if let [only] = keep[..] {
+            let c = &mut items[only];
+            let data = match std::mem::replace(&mut c.data, Cow::Borrowed(&[])) {
                 Cow::Borrowed(b) => Bytes::Source(b),
                 Cow::Owned(v) => Bytes::Owned(v),
             };
-            out.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
-        } else if group.iter().all(|c| c.encoding == Encoding::Xor as u8) {
+            out.chunks.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
+        } else if keep.iter().all(|&k| items[k].encoding == Encoding::Xor as u8) {
             // Floats only (the common case): no boxing, straight XOR in and out, buffers
             // reused from series to series.
             let mut used = 0;
-            for c in &group {
-                let k = match scratch.streams[..used].iter().position(|(s, _)| *s == c.source) {
-                    Some(k) => k,
+            for &k in keep.iter() {
+                let c = &items[k];
+                let slot = match streams[..used].iter().position(|(s, _)| *s == c.source) {
+                    Some(slot) => slot,
                     None => {
-                        if used == scratch.streams.len() {
-                            scratch.streams.push((c.source, Vec::new()));
+                        if used == streams.len() {
+                            streams.push((c.source, Vec::new()));
                         }
-                        scratch.streams[used].0 = c.source;
-                        scratch.streams[used].1.clear();
+                        streams[used].0 = c.source;
+                        streams[used].1.clear();
                         used += 1;
                         used - 1
                     }
                 };
-                let buf = &mut scratch.streams[k].1;
-                crate::format::xor::decode_into(&c.data, buf).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+                crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| bad(srcs[c.source].block.dir.clone(), labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
             }
-            for (_, v) in scratch.streams[..used].iter_mut() {
+            for (_, v) in streams[..used].iter_mut() {
                 if !v.is_sorted_by_key(|s| s.0) {
                     v.sort_by_key(|s| s.0);
                 }
             }
-            let refs: Vec<&[(i64, f64)]> = scratch.streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
-            merge_into(dedup, &refs, &mut scratch.merged);
-            if arena.capacity() == 0 {
-                arena.reserve(arena_hint);
-            }
-            for piece in scratch.merged.chunks(SAMPLES_PER_CHUNK) {
-                let start = arena.len();
-                crate::format::xor::encode_into(piece, &mut arena).expect("at most 120 samples");
-                out.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena(start, arena.len()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+            let mut few: [&[(i64, f64)]; 4] = [&[]; 4];
+            let many: Vec<&[(i64, f64)]>;
+            let refs: &[&[(i64, f64)]] = if used <= few.len() {
+                for (slot, (_, v)) in few.iter_mut().zip(&streams[..used]) {
+                    *slot = v;
+                }
+                &few[..used]
+            } else {
+                many = streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
+                &many
+            };
+            merge_into(dedup, refs, merged);
+            // Re-encoded merges of interleaved replicas come out larger than the inputs.
+            out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
+            for piece in merged.chunks(SAMPLES_PER_CHUNK) {
+                let start = out.arena.len();
+                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
+                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena(start, out.arena.len()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {
             // One stream per source (a source's chunks never overlap each other).
             let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
-            for c in &group {
-                let samples = decode(c.encoding, &c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), &labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+            for &k in keep.iter() {
+                let c = &items[k];
+                let samples = decode(c.encoding, &c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
                 let vals = samples.into_values();
                 match streams.iter_mut().find(|(s, _)| *s == c.source) {
                     Some((_, v)) => v.extend(vals),
@@ -432,12 +489,14 @@ fn merge_series<'a>(srcs: &[Source<'a>], mut parts: Vec<Pending<'a>>, dedup: Ded
                 v.sort_by_key(|s| s.0);
             }
             let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
-            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[group[0].source].block.dir.clone(), series: labels.to_label_string(), problem: p })? {
-                out.push(OutRef { encoding: c.encoding, data: Bytes::Owned(c.data.into_owned()), min_time: c.min_time, max_time: c.max_time });
+            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[items[keep[0]].source].block.dir.clone(), series: labels.to_label_string(), problem: p })? {
+                out.chunks.push(OutRef { encoding: c.encoding, data: Bytes::Owned(c.data.into_owned()), min_time: c.min_time, max_time: c.max_time });
             }
         }
+        at = end;
     }
-    Ok(SeriesOut { labels, chunks: out, arena })
+    out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
+    Ok(())
 }
 
 fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {
