@@ -68,9 +68,25 @@ fn constant(rng: &mut Rng) -> Vec<(i64, f64)> {
     timestamps(rng, 0).into_iter().map(|t| (t, 1.0)).collect()
 }
 
+/// What a vertical merge of two HA replicas re-encodes: two counters scraped one second
+/// apart, interleaved (timestamps alternate 1 s and 14 s apart, values alternate
+/// between the replicas' own readings).
+fn replicas(rng: &mut Rng) -> Vec<(i64, f64)> {
+    let (mut a, mut b) = (rng.range(0, 1_000_000) as f64, rng.range(0, 1_000_000) as f64);
+    timestamps(rng, 5)
+        .into_iter()
+        .take(SAMPLES / 2)
+        .flat_map(|t| {
+            a += rng.range(0, 500) as f64;
+            b += rng.range(0, 500) as f64;
+            [(t, a), (t + 1000, b)]
+        })
+        .collect()
+}
+
 type Shape = (&'static str, fn(&mut Rng) -> Vec<(i64, f64)>);
 
-const SHAPES: [Shape; 3] = [("counter", counter), ("gauge", gauge), ("constant", constant)];
+const SHAPES: [Shape; 4] = [("counter", counter), ("gauge", gauge), ("constant", constant), ("replicas", replicas)];
 
 /// `xor::decode_into`, the word-at-a-time decoder `sample::decode` uses, into a reused
 /// buffer.

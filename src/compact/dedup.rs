@@ -28,24 +28,24 @@ impl DedupFunc {
 /// Union of two sorted streams into `out`, one sample per timestamp; `a` wins a tie.
 fn union_pair<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
     out.reserve(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    let mut last = None;
-    while i < a.len() || j < b.len() {
-        let take_a = j >= b.len() || (i < a.len() && a[i].0 <= b[j].0);
-        let s = if take_a {
-            if j < b.len() && i < a.len() && a[i].0 == b[j].0 {
-                j += 1;
-            }
-            i += 1;
-            &a[i - 1]
-        } else {
-            j += 1;
-            &b[j - 1]
-        };
+    // `last` is the timestamp of the last sample written, once there is one.
+    let mut last: Option<i64> = None;
+    let mut put = |out: &mut Vec<(i64, V)>, s: &(i64, V)| {
         if last != Some(s.0) {
             last = Some(s.0);
             out.push(s.clone());
         }
+    };
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (ta, tb) = (a[i].0, b[j].0);
+        // The earlier sample; on a tie `a`'s, and both streams move on.
+        put(out, if ta <= tb { &a[i] } else { &b[j] });
+        i += (ta <= tb) as usize;
+        j += (tb <= ta) as usize;
+    }
+    for s in a[i..].iter().chain(&b[j..]) {
+        put(out, s);
     }
 }
 
@@ -192,6 +192,20 @@ mod tests {
             let m: Vec<i64> = one_to_one(vec![sa, sb]).into_iter().map(|s| s.0).collect();
             a.extend(b);
             prop_assert_eq!(m, a.into_iter().collect::<Vec<_>>());
+        }
+
+        /// Streams may repeat a timestamp (a damaged source): the first sample of each
+        /// timestamp wins, `a` before `b`, as a stable sort of both would give.
+        #[test]
+        fn one_to_one_keeps_the_first_sample_of_each_timestamp(mut a in proptest::collection::vec(0i64..50, 0..40), mut b in proptest::collection::vec(0i64..50, 0..40)) {
+            a.sort();
+            b.sort();
+            let sa: Vec<(i64, u32)> = a.iter().enumerate().map(|(k, &t)| (t, k as u32)).collect();
+            let sb: Vec<(i64, u32)> = b.iter().enumerate().map(|(k, &t)| (t, 1000 + k as u32)).collect();
+            let mut want: Vec<(i64, u32)> = sa.iter().chain(&sb).copied().collect();
+            want.sort_by_key(|s| s.0);
+            want.dedup_by_key(|s| s.0);
+            prop_assert_eq!(one_to_one(vec![sa, sb]), want);
         }
 
         #[test]

@@ -173,10 +173,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     // Each table is sorted already, so they are merged rather than sorted together.
     let mut symbols: Vec<&[u8]> = Vec::new();
     for s in &srcs {
-        let mut table: Vec<&[u8]> = Vec::new();
-        for sym in s.index.symbols() {
-            table.push(sym.at(&s.block.index_path())?);
-        }
+        let table = s.index.symbols().collect::<std::result::Result<Vec<&[u8]>, _>>().map_err(|e| Error::corrupt(s.block.index_path(), e))?;
         symbols = merge_sorted_unique(symbols, table);
     }
     let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;

@@ -8,6 +8,10 @@
 //! Must not: read chunk data or know paths. See `docs/format/index.md`.
 
 use std::collections::HashMap;
+
+/// Hasher of the writer's maps: keys are symbols and symbol refs of the block being
+/// written, looked up for every label of every series.
+type FastHash = foldhash::fast::RandomState;
 use std::io::{self, Write};
 
 use super::chunks::{ChunkMeta, ChunkRef};
@@ -544,14 +548,16 @@ pub struct IndexWriter<W: Write> {
     pos: u64,
     stage: Stage,
     buf: Vec<u8>,
-    symbols: HashMap<Box<[u8]>, u32>,
+    symbols: HashMap<Box<[u8]>, u32, FastHash>,
     toc: Toc,
     prev_labels: Labels,
     last_chunk_ref: u64,
     /// Series refs per (name symbol, value symbol).
-    postings: HashMap<(u32, u32), Vec<u32>>,
+    postings: HashMap<(u32, u32), Vec<u32>, FastHash>,
     all: Vec<u32>,
     refs: Vec<(u32, u32)>,
+    /// The series entry being built, reused from series to series.
+    entry: Vec<u8>,
     last_entry_len: usize,
 }
 
@@ -573,13 +579,14 @@ impl<W: Write> IndexWriter<W> {
             pos: HEADER_LEN as u64,
             stage: Stage::Symbols,
             buf: Vec::with_capacity(4096),
-            symbols: HashMap::new(),
+            symbols: HashMap::default(),
             toc: Toc::default(),
             prev_labels: Labels::new(),
             last_chunk_ref: 0,
-            postings: HashMap::new(),
+            postings: HashMap::default(),
             all: Vec::new(),
             refs: Vec::new(),
+            entry: Vec::new(),
             last_entry_len: 0,
         })
     }
@@ -665,7 +672,8 @@ impl<W: Write> IndexWriter<W> {
             return Err(WriteError::Invalid("index exceeds 64 GiB; series refs no longer fit".into()));
         }
         let id = (start / 16) as u32;
-        let mut e = Vec::with_capacity(16 + chunks.len() * 8);
+        let mut e = std::mem::take(&mut self.entry);
+        e.clear();
         put_uvarint(&mut e, refs.len() as u64);
         for &(n, v) in &refs {
             put_uvarint(&mut e, n as u64);
@@ -702,6 +710,7 @@ impl<W: Write> IndexWriter<W> {
         put_uvarint(&mut self.buf, e.len() as u64);
         self.buf.extend_from_slice(&e);
         put_be32(&mut self.buf, crc32c(&e));
+        self.entry = e;
         if self.buf.len() >= 1 << 16 {
             self.emit()?;
         }

@@ -550,10 +550,15 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
     t = t.wrapping_add(t_delta as i64);
     let (mut leading, mut trailing, mut sig) = (0xffu32, 0u32, 0u32);
     for n in 1..total {
+        // One load per sample where the fields fit (a load has at least 57 valid bits):
+        // `r` holds the upcoming bits, `avail` how many of them are real.
+        let mut r = bits_at(body, pos);
+        let mut avail = 64 - (pos & 7) as u32;
         if n > 1 {
             // Delta-of-delta: '0', or up to four prefix bits and a 14/17/20/64-bit payload.
-            let r = bits_at(body, pos);
             if (r as i64) >= 0 {
+                r <<= 1;
+                avail -= 1;
                 pos += 1;
             } else {
                 let ones = (!r).leading_zeros();
@@ -564,42 +569,47 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
                     if u > 1 << (sz - 1) {
                         u -= 1 << sz;
                     }
+                    r <<= prefix + sz;
+                    avail -= prefix + sz;
                     pos += (prefix + sz) as usize;
                     u
                 } else {
                     let u = read_bits_at(body, pos + 4, 64) as i64;
                     pos += 68;
+                    r = bits_at(body, pos);
+                    avail = 64 - (pos & 7) as u32;
                     u
                 };
                 t_delta = t_delta.wrapping_add(dod as u64);
             }
             t = t.wrapping_add(t_delta as i64);
         }
-        // Value: '0' same; '10' reuse the window; '11' new window (5 + 6 bits).
-        let r = bits_at(body, pos);
+        // Value: '0' same; '10' reuse the window; '11' new window (5 + 6 bits). At
+        // least 33 bits are left in `r`, enough for the control bits and the header.
+        debug_assert!(avail >= 13);
         if (r as i64) < 0 {
-            let bits;
-            if r & 1 << 62 == 0 {
-                if leading == 0xff {
-                    return Err(FormatError::new("XOR value", 2 + ((pos + 2) / 8) as u64, "value reuses a window before any was set"));
-                }
-                bits = if sig <= 55 { (r << 2) >> (64 - sig) } else { read_bits_at(body, pos + 2, sig) };
-                pos += 2 + sig as usize;
-            } else {
-                let lead = (r >> 57) as u32 & 31;
-                let mut s = (r >> 51) as u32 & 63;
-                if s == 0 {
-                    s = 64;
-                }
-                if lead + s > 64 {
-                    return Err(FormatError::new("XOR value", 2 + ((pos + 13) / 8) as u64, format!("leading zeros {lead} plus significant bits {s} exceed 64")));
-                }
+            // Reuse or new window: which one comes is data, not pattern, so both are
+            // computed and one is selected; only malformed input branches.
+            let fresh = r & 1 << 62 != 0;
+            let lead = (r >> 57) as u32 & 31;
+            let mut s = (r >> 51) as u32 & 63;
+            if s == 0 {
+                s = 64;
+            }
+            if fresh && lead + s > 64 {
+                return Err(FormatError::new("XOR value", 2 + ((pos + 13) / 8) as u64, format!("leading zeros {lead} plus significant bits {s} exceed 64")));
+            }
+            if !fresh && leading == 0xff {
+                return Err(FormatError::new("XOR value", 2 + ((pos + 2) / 8) as u64, "value reuses a window before any was set"));
+            }
+            if fresh {
                 leading = lead;
                 sig = s;
                 trailing = 64 - lead - s;
-                bits = if s <= 44 { (r << 13) >> (64 - s) } else { read_bits_at(body, pos + 13, s) };
-                pos += 13 + s as usize;
             }
+            let head = if fresh { 13 } else { 2 };
+            let bits = if head + sig <= avail { (r << head) >> (64 - sig) } else { read_bits_at(body, pos + head as usize, sig) };
+            pos += (head + sig) as usize;
             v ^= bits << trailing;
         } else {
             pos += 1;
