@@ -66,6 +66,8 @@ bench() { # name, hours, gen args...
   $STRATA gen --output "$WORK/in" --series "$SERIES" --duration "${hours}h" "$@" 2>/dev/null
   local n; n=$(samples "$WORK/in")
   rm -rf "$WORK/p" "$WORK/s"; cp -r "$WORK/in" "$WORK/p"; cp -r "$WORK/in" "$WORK/s"
+  # Both start from clean page-cache state: no writeback of the copies during a run.
+  sync
   read -r ps prss panon pidle pn < <(run_prometheus "$WORK/p")
   read -r ss srss sanon < <(run_strata "$WORK/s")
   local pb sb; pb=$(ls "$WORK/p" | grep -c '^01'); sb=$(ls "$WORK/s" | grep -c '^01')
@@ -86,6 +88,7 @@ bench overlapping 2 --replicas 2 --replica-offset 1s
 for interval in 30s 15s 7500ms; do
   rm -rf "$WORK/m"
   $STRATA gen --output "$WORK/m" --series "$SERIES" --duration "${HOURS}h" --scrape-interval "$interval" 2>/dev/null
+  sync
   n=$(samples "$WORK/m")
   read -r ms mrss manon < <(run_strata "$WORK/m")
   printf 'memory       scrape %-7s %11s samples: strata %6.2fs, peak RSS %s MiB, peak anon %s MiB\n' "$interval" "$n" "$ms" "$((mrss/1024))" "$((manon/1024))"

@@ -9,6 +9,7 @@ RssAnon excludes file-backed pages (memory-mapped block files), i.e. the heap.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -39,11 +40,19 @@ def main():
         rc = 0
     else:
         p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while p.poll() is None:
+        # The exit time is taken by a thread blocked in wait(), not by the polling loop,
+        # so the 10 ms polling interval does not add to the measured time.
+        ended = []
+        waiter = threading.Thread(target=lambda: (p.wait(), ended.append(time.monotonic())))
+        waiter.start()
+        while not ended:
             r, a = read(p.pid)
             peak_rss, peak_anon = max(peak_rss, r), max(peak_anon, a)
             time.sleep(0.01)
+        waiter.join()
         rc = p.returncode
+        print(f"{ended[0] - start:.3f} {peak_rss} {peak_anon}", flush=True)
+        sys.exit(rc)
     print(f"{time.monotonic() - start:.3f} {peak_rss} {peak_anon}", flush=True)
     sys.exit(rc)
 
