@@ -229,7 +229,7 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
                 for ((labels, _), enc) in batch.iter().zip(encoded) {
                     let (chunks, last) = enc.map_err(Error::Invalid)?;
                     max_t = max_t.max(last);
-                    let cw: Vec<ChunkToWrite<'_>> = chunks.iter().map(|c| ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time }).collect();
+                    let cw: Vec<ChunkToWrite<'_>> = chunks.iter().map(|c| ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
                     w.add_series(labels, &cw)?;
                 }
             }

@@ -27,6 +27,10 @@ pub struct ChunkToWrite<'a> {
     pub data: &'a [u8],
     pub min_time: i64,
     pub max_time: i64,
+    /// The chunk already framed as a segment record (length, encoding, `data`, CRC):
+    /// copied from a source segment, or framed by whoever encoded it. Written as is;
+    /// `None` has the writer frame it.
+    pub record: Option<&'a [u8]>,
 }
 
 impl ChunkToWrite<'_> {
@@ -187,15 +191,24 @@ impl SegmentWriter {
             let offset = u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
             // The record (see `chunks::write_chunk`) goes straight into the file's
             // buffer: the payload is copied once.
-            self.buf.clear();
-            put_uvarint(&mut self.buf, c.data.len() as u64);
-            self.buf.push(c.encoding);
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&[c.encoding]), c.data);
             let (w, path) = self.file.as_mut().expect("segment open");
-            w.write_all(&self.buf).at(path)?;
-            w.write_all(c.data).at(path)?;
-            w.write_all(&crc.to_be_bytes()).at(path)?;
-            let len = (self.buf.len() + c.data.len() + 4) as u64;
+            let len = match c.record {
+                Some(record) => {
+                    debug_assert!(record.len() > c.data.len() + 5 && record[record.len() - 4 - c.data.len()..record.len() - 4] == *c.data);
+                    w.write_all(record).at(path)?;
+                    record.len() as u64
+                }
+                None => {
+                    self.buf.clear();
+                    put_uvarint(&mut self.buf, c.data.len() as u64);
+                    self.buf.push(c.encoding);
+                    let crc = crc32c::crc32c_append(crc32c::crc32c(&[c.encoding]), c.data);
+                    w.write_all(&self.buf).at(path)?;
+                    w.write_all(c.data).at(path)?;
+                    w.write_all(&crc.to_be_bytes()).at(path)?;
+                    (self.buf.len() + c.data.len() + 4) as u64
+                }
+            };
             self.writeback.wrote(len, w.get_ref(), path);
             self.size += len;
             *max_chunk = (*max_chunk).max(len as i64);

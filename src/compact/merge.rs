@@ -22,7 +22,7 @@ use ulid::Ulid;
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
+use crate::format::chunks::{write_chunk, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
 use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
 use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
@@ -72,10 +72,11 @@ pub struct OutChunk<'a> {
 
 /// Where an output chunk's bytes are.
 enum Bytes<'a> {
-    /// Copied from a source block's segment file.
-    Source(&'a [u8]),
-    /// Re-encoded, in the sub-batch's `arena`.
-    Arena(usize, usize),
+    /// Copied from a source block's segment file: the payload and the whole record.
+    Source { data: &'a [u8], record: &'a [u8] },
+    /// Re-encoded and framed as a record (CRC included, computed by the worker), in the
+    /// sub-batch's `arena`: the record's range and the payload's.
+    Arena { record: Range<usize>, data: Range<usize> },
     Owned(Vec<u8>),
 }
 
@@ -209,12 +210,12 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                     for (labels, range) in &sub.series {
                         chunks.clear();
                         chunks.extend(sub.chunks[range.start as usize..range.end as usize].iter().map(|c| {
-                            let data: &[u8] = match &c.data {
-                                Bytes::Source(b) => b,
-                                Bytes::Arena(a, b) => &sub.arena[*a..*b],
-                                Bytes::Owned(v) => v,
+                            let (data, record): (&[u8], Option<&[u8]>) = match &c.data {
+                                Bytes::Source { data, record } => (data, Some(record)),
+                                Bytes::Arena { record, data } => (&sub.arena[data.clone()], Some(&sub.arena[record.clone()])),
+                                Bytes::Owned(v) => (v, None),
                             };
-                            ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time }
+                            ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time, record }
                         }));
                         if writer_ref.add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?.is_some() {
                             written += 1;
@@ -346,6 +347,8 @@ struct Item<'a> {
     max_time: i64,
     encoding: u8,
     data: Cow<'a, [u8]>,
+    /// The source's whole record, for a chunk used as it is.
+    record: Option<&'a [u8]>,
 }
 
 fn bad(file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
@@ -362,13 +365,15 @@ struct Scratch<'a> {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
+    /// One re-encoded chunk before it is framed into the arena.
+    chunk: Vec<u8>,
 }
 
 /// Merges series `s` of batch `g` (its chunks from every source that has it) into `out`.
 fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: DedupFunc, scratch: &mut Scratch<'a>, out: &mut SubOut<'a>) -> Result<()> {
     let (parts, labels_range) = &g.series[s];
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
-    let Scratch { items, keep, streams, merged } = scratch;
+    let Scratch { items, keep, streams, merged, chunk } = scratch;
     items.clear();
     for e in &g.parts[parts.start as usize..parts.end as usize] {
         let i = e.src;
@@ -388,14 +393,14 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
             let sticks_out = m.min_time < bmin || m.max_time > bmax;
             let hit = deleted.iter().any(|iv| iv.overlaps(m.min_time, m.max_time));
             if !sticks_out && !hit {
-                items.push(Item { source: i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data) });
+                items.push(Item { source: i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data), record: Some(raw.record) });
                 continue;
             }
             // Re-encode as one chunk without the samples outside the range or deleted.
             let samples = decode(raw.encoding, raw.data).map_err(|err| bad(seg_path(block, m), labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref)))?;
             let kept: Vec<(i64, Value)> = samples.into_values().into_iter().filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t))).collect();
             for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), labels, p))? {
-                items.push(Item { source: i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data });
+                items.push(Item { source: i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data, record: None });
             }
         }
     }
@@ -421,9 +426,9 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
         }
         if let [only] = keep[..] {
             let c = &mut items[only];
-            let data = match std::mem::replace(&mut c.data, Cow::Borrowed(&[])) {
-                Cow::Borrowed(b) => Bytes::Source(b),
-                Cow::Owned(v) => Bytes::Owned(v),
+            let data = match (std::mem::replace(&mut c.data, Cow::Borrowed(&[])), c.record) {
+                (Cow::Borrowed(data), Some(record)) => Bytes::Source { data, record },
+                (data, _) => Bytes::Owned(data.into_owned()),
             };
             out.chunks.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
         } else if keep.iter().all(|&k| items[k].encoding == Encoding::Xor as u8) {
@@ -466,9 +471,13 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
             // Re-encoded merges of interleaved replicas come out larger than the inputs.
             out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
             for piece in merged.chunks(SAMPLES_PER_CHUNK) {
+                chunk.clear();
+                crate::format::xor::encode_into(piece, chunk).expect("at most 120 samples");
                 let start = out.arena.len();
-                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
-                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena(start, out.arena.len()), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                write_chunk(&mut out.arena, Encoding::Xor as u8, chunk);
+                let data_end = out.arena.len() - 4;
+                let data = data_end - chunk.len()..data_end;
+                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena { record: start..out.arena.len(), data }, min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {
             // One stream per source (a source's chunks never overlap each other).

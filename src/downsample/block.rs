@@ -85,7 +85,7 @@ pub fn downsample_block_with_progress(src: &Block, out_parent: &Path, opts: &Dow
             let mut done = DownsampleProgress::default();
             for outs in rx {
                 for s in outs {
-                    let chunks: Vec<ChunkToWrite<'_>> = s.chunks.iter().map(|c| ChunkToWrite { encoding: Encoding::Aggr as u8, data: &c.data, min_time: c.min_time, max_time: c.max_time }).collect();
+                    let chunks: Vec<ChunkToWrite<'_>> = s.chunks.iter().map(|c| ChunkToWrite { encoding: Encoding::Aggr as u8, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
                     writer_ref.add_series(&s.labels, &chunks)?;
                     done.series += 1;
                     done.chunk_bytes_in += s.bytes_in;

@@ -82,6 +82,8 @@ pub struct ChunkMeta {
 pub struct RawChunk<'a> {
     pub encoding: u8,
     pub data: &'a [u8],
+    /// The whole record as stored (length, encoding, data, CRC), for copying it as is.
+    pub record: &'a [u8],
 }
 
 impl RawChunk<'_> {
@@ -132,7 +134,7 @@ pub fn read_chunk(file: &[u8], offset: u32) -> FormatResult<RawChunk<'_>> {
     if stored != actual {
         return Err(err(off, format!("chunk checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")));
     }
-    Ok(RawChunk { encoding: body[0], data: &body[1..] })
+    Ok(RawChunk { encoding: body[0], data: &body[1..], record: &file[off..data_end + 4] })
 }
 
 /// Iterates every chunk record of a segment file in order, with its offset. Used by

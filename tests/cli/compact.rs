@@ -273,7 +273,7 @@ fn native_histograms_survive_vertical_compaction() {
             values.extend(strata::format::sample::decode(c.encoding, c.data).unwrap().into_values());
         }
         let chunks = strata::compact::merge::encode_values(&values, 30).unwrap();
-        let cw: Vec<strata::block::ChunkToWrite<'_>> = chunks.iter().map(|c| strata::block::ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time }).collect();
+        let cw: Vec<strata::block::ChunkToWrite<'_>> = chunks.iter().map(|c| strata::block::ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
         w.add_series(&e.labels, &cw).unwrap();
     }
     let mut meta = src.meta.clone();

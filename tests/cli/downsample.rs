@@ -741,7 +741,7 @@ fn histogram_block(dir: &Path) -> (PathBuf, HSeries) {
         let mut flagged = Vec::new();
         for c in &chunks {
             let n = u16::from_be_bytes([c[0], c[1]]) as usize;
-            cw.push(ChunkToWrite { encoding: enc, data: c, min_time: samples[at].0, max_time: samples[at + n - 1].0 });
+            cw.push(ChunkToWrite { encoding: enc, data: c, min_time: samples[at].0, max_time: samples[at + n - 1].0, record: None });
             for k in 0..n {
                 flagged.push((samples[at + k].0, h_of(&samples[at + k].1.to_float()), k == 0));
             }
@@ -843,7 +843,7 @@ fn verify_reports_broken_aggregate_chunks() {
     let data = encode(&[sub(&count), sub(&sum), None, sub(&count), sub(&counter)]);
     let ulid = ulid::Ulid::new();
     let mut w = BlockWriter::new(dir.path(), ulid, ["__name__", "x"]).unwrap();
-    w.add_series(&Labels::from_pairs([("__name__", "x")]), &[ChunkToWrite { encoding: 0xff, data: &data, min_time: 299_999, max_time: 599_999 }]).unwrap();
+    w.add_series(&Labels::from_pairs([("__name__", "x")]), &[ChunkToWrite { encoding: 0xff, data: &data, min_time: 299_999, max_time: 599_999, record: None }]).unwrap();
     let mut meta = BlockMeta::new(ulid, 0, 600_000);
     meta.thanos = Some(ThanosMeta { downsample: strata::format::meta::Downsample { resolution: RES_5M }, ..Default::default() });
     w.finish(meta, None).unwrap();
