@@ -170,16 +170,6 @@ struct Source<'a> {
 pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMeta, opts: &MergeOptions, progress: &(dyn Fn(MergeProgress) + Sync)) -> Result<Option<(PathBuf, BlockMeta)>> {
     let srcs: Vec<Source<'_>> = sources.iter().map(|b| Ok(Source { block: b, index: b.index()? })).collect::<Result<_>>()?;
 
-    // The output's symbols: every source's symbols (a superset of what survives).
-    // Each table is sorted already, so they are merged rather than sorted together.
-    let mut symbols: Vec<&[u8]> = Vec::new();
-    for s in &srcs {
-        let table = s.index.symbols().collect::<std::result::Result<Vec<&[u8]>, _>>().map_err(|e| Error::corrupt(s.block.index_path(), e))?;
-        symbols = merge_sorted_unique(symbols, table);
-    }
-    let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
-    drop(symbols);
-
     // Per-source series, merged by label set through a heap that owns each source's
     // next series (labels borrowed from the mapped index, nothing copied).
     let mut postings = Vec::with_capacity(srcs.len());
@@ -198,10 +188,21 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
     let batch = opts.batch_series.max(1);
     let batch_chunks = opts.batch_chunks.max(1);
     let dedup = opts.dedup;
-    let result: Result<u64> = std::thread::scope(|scope| {
+    let srcs_ref = &srcs;
+    let result: Result<(u64, BlockWriter)> = std::thread::scope(|scope| {
         let (tx, rx) = sync_channel::<(Gathered<'_>, Vec<SubOut<'_>>)>(1);
-        let writer_ref = &mut writer;
-        let handle = scope.spawn(move || -> Result<u64> {
+        let handle = scope.spawn(move || -> Result<(u64, BlockWriter)> {
+            // The output's symbols: every source's symbols (a superset of what
+            // survives), written while the first batch is gathered and merged. Each
+            // table is sorted already, so they are merged rather than sorted together.
+            let mut symbols: Vec<&[u8]> = Vec::new();
+            for s in srcs_ref {
+                let table = s.index.symbols().collect::<std::result::Result<Vec<&[u8]>, _>>().map_err(|e| Error::corrupt(s.block.index_path(), e))?;
+                symbols = merge_sorted_unique(symbols, table);
+            }
+            let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
+            drop(symbols);
+            let writer_ref = &mut writer;
             let mut done = MergeProgress::default();
             let mut written = 0u64;
             for (gathered, outs) in rx {
@@ -227,17 +228,20 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                 }
                 progress(done);
             }
-            Ok(written)
+            Ok((written, writer))
         });
 
         // Gathering series (heap, index decoding) runs on its own thread, a batch ahead
         // of the workers, so it overlaps the parallel merge.
         let (gtx, grx) = sync_channel::<Gathered<'_>>(1);
-        let srcs_ref = &srcs;
         let gatherer = scope.spawn(move || -> Result<()> {
+            // The first batches are small, so the workers start early; they double up to
+            // the configured size.
+            let mut series_limit = SUB_BATCH.min(batch);
             loop {
+                let chunks_limit = (batch_chunks as u64 * series_limit as u64 / batch as u64).max(1) as usize;
                 let mut g = Gathered::default();
-                while g.series.len() < batch && g.metas.len() < batch_chunks {
+                while g.series.len() < series_limit && g.metas.len() < chunks_limit {
                     let Some(Reverse(mut cur)) = heap.pop() else { break };
                     let start = g.parts.len() as u32;
                     let l0 = g.labels.len();
@@ -264,6 +268,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                 if g.series.is_empty() || gtx.send(g).is_err() {
                     return Ok(());
                 }
+                series_limit = (series_limit * 2).min(batch);
             }
         });
         let process = || -> Result<()> {
@@ -295,7 +300,7 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
         processed?;
         written
     });
-    let written = result?;
+    let (written, writer) = result?;
     if written == 0 {
         // Dropping the writer removes its temporary directory.
         return Ok(None);
