@@ -311,12 +311,23 @@ impl BlockWriter {
     /// directory and the meta written.
     pub fn finish(mut self, mut meta: BlockMeta, tombstones: Option<&Tombstones>) -> Result<(PathBuf, BlockMeta)> {
         self.segments.close_current()?;
-        self.segments.writeback.finish()?;
-        let index_path = self.tmp.join(INDEX_FILE);
-        let w = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e))?;
-        let index_file = w.into_inner().map_err(|e| Error::io(&index_path, e.into_error()))?;
-        let mut files: Vec<(File, PathBuf)> = std::mem::take(&mut self.segments.closed);
-        files.push((index_file, index_path));
+        // The segment files are made durable while the index is finished (its postings
+        // are sorted and written only now), the remaining fsyncs after that.
+        let segments: Vec<(File, PathBuf)> = std::mem::take(&mut self.segments.closed);
+        let mut writeback = std::mem::take(&mut self.segments.writeback);
+        let (index_file, index_path) = std::thread::scope(|s| -> Result<(File, PathBuf)> {
+            let synced = s.spawn(|| -> Result<()> {
+                writeback.finish()?;
+                sync_all_concurrently(segments.iter().map(|(f, p)| (f, p.as_path())))
+            });
+            let index_path = self.tmp.join(INDEX_FILE);
+            let index = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e)).and_then(|w| w.into_inner().map_err(|e| Error::io(&index_path, e.into_error())));
+            let segments_synced = synced.join().expect("fsync thread panicked");
+            let index = index?;
+            segments_synced?;
+            Ok((index, index_path))
+        })?;
+        let mut files: Vec<(File, PathBuf)> = vec![(index_file, index_path)];
         if let Some(t) = tombstones {
             let p = self.tmp.join(TOMBSTONES_FILE);
             files.push((write_unsynced(&p, &t.write())?, p));
