@@ -156,7 +156,7 @@ struct Gathered<'a> {
 }
 
 /// Series per unit of work handed to one worker within a batch.
-const SUB_BATCH: usize = 128;
+const SUB_BATCH: usize = 32;
 
 /// One source block prepared for merging.
 struct Source<'a> {
