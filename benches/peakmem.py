@@ -3,7 +3,7 @@
 "<seconds> <peak VmRSS kB> <peak RssAnon kB>" to stderr-safe fd 3 (or stdout with --stdout).
 RssAnon excludes file-backed pages (memory-mapped block files), i.e. the heap.
 
-  peakmem.py CMD...            measure a command until it exits
+  peakmem.py [--stderr FILE] CMD...   measure a command until it exits (its stderr to FILE)
   peakmem.py --pid PID --until FILE   measure a running process until FILE exists
 """
 import os
@@ -39,7 +39,10 @@ def main():
             time.sleep(0.01)
         rc = 0
     else:
-        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        err = subprocess.DEVNULL
+        if args[:1] == ["--stderr"]:
+            err, args = open(args[1], "w"), args[2:]
+        p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         # The exit time is taken by a thread blocked in wait(), not by the polling loop,
         # so the 10 ms polling interval does not add to the measured time.
         ended = []

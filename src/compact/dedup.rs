@@ -28,24 +28,33 @@ impl DedupFunc {
 /// Union of two sorted streams into `out`, one sample per timestamp; `a` wins a tie.
 fn union_pair<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
     out.reserve(a.len() + b.len());
-    // `last` is the timestamp of the last sample written, once there is one.
+    // The timestamp of the last sample written, once there is one.
     let mut last: Option<i64> = None;
-    let mut put = |out: &mut Vec<(i64, V)>, s: &(i64, V)| {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (ta, tb) = (a[i].0, b[j].0);
+        let s = if ta < tb {
+            i += 1;
+            &a[i - 1]
+        } else if tb < ta {
+            j += 1;
+            &b[j - 1]
+        } else {
+            // A tie: `a`'s sample, and both streams move on.
+            i += 1;
+            j += 1;
+            &a[i - 1]
+        };
         if last != Some(s.0) {
             last = Some(s.0);
             out.push(s.clone());
         }
-    };
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        let (ta, tb) = (a[i].0, b[j].0);
-        // The earlier sample; on a tie `a`'s, and both streams move on.
-        put(out, if ta <= tb { &a[i] } else { &b[j] });
-        i += (ta <= tb) as usize;
-        j += (tb <= ta) as usize;
     }
     for s in a[i..].iter().chain(&b[j..]) {
-        put(out, s);
+        if last != Some(s.0) {
+            last = Some(s.0);
+            out.push(s.clone());
+        }
     }
 }
 
