@@ -22,7 +22,8 @@ use ulid::Ulid;
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{write_chunk, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
+use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
+use crate::format::encoding::put_uvarint;
 use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
 use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
@@ -154,6 +155,10 @@ struct Gathered<'a> {
     parts: Vec<Part>,
     series: Vec<(Range<u32>, Range<u32>)>,
 }
+
+/// Room left before a re-encoded chunk for its record's length (a uvarint of at most
+/// 5 bytes) and encoding byte.
+const RECORD_HEAD_ROOM: usize = 6;
 
 /// Series per unit of work handed to one worker within a batch.
 const SUB_BATCH: usize = 32;
@@ -370,7 +375,7 @@ struct Scratch<'a> {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
-    /// One re-encoded chunk before it is framed into the arena.
+    /// A record's head (length and encoding) while it is built.
     chunk: Vec<u8>,
 }
 
@@ -476,12 +481,20 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
             // Re-encoded merges of interleaved replicas come out larger than the inputs.
             out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
             for piece in merged.chunks(SAMPLES_PER_CHUNK) {
+                // Encoded in place behind room for the record's length and encoding,
+                // which are filled in once the length is known (unused room stays
+                // before the record); then the CRC.
+                let room = out.arena.len();
+                out.arena.resize(room + RECORD_HEAD_ROOM, 0);
+                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
+                let data = room + RECORD_HEAD_ROOM..out.arena.len();
                 chunk.clear();
-                crate::format::xor::encode_into(piece, chunk).expect("at most 120 samples");
-                let start = out.arena.len();
-                write_chunk(&mut out.arena, Encoding::Xor as u8, chunk);
-                let data_end = out.arena.len() - 4;
-                let data = data_end - chunk.len()..data_end;
+                put_uvarint(chunk, data.len() as u64);
+                chunk.push(Encoding::Xor as u8);
+                let start = data.start - chunk.len();
+                out.arena[start..data.start].copy_from_slice(chunk);
+                let crc = crc32c::crc32c(&out.arena[data.start - 1..data.end]);
+                out.arena.extend_from_slice(&crc.to_be_bytes());
                 out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena { record: start..out.arena.len(), data }, min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {

@@ -322,8 +322,10 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkFull);
     }
-    // Worst case per sample: 68 bits of timestamp and 77 of value; header and varints.
-    out.reserve(2 + 20 + samples.len() * 19 + 16);
+    // Room for a typical chunk (at most 8 bytes a sample); the rare wider one grows
+    // `out` as it goes. Reserving the worst case (19 bytes a sample) would make a
+    // caller's shared buffer reallocate far more often than its contents need.
+    out.reserve(2 + 20 + samples.len() * 8);
     out.extend_from_slice(&(samples.len() as u16).to_be_bytes());
     let Some((&(t0, v0), rest)) = samples.split_first() else { return Ok(()) };
     let mut w = FastBits { out, acc: 0, nacc: 0, byte_end: false };
