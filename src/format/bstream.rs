@@ -8,21 +8,84 @@
 
 use crate::error::{FormatError, FormatResult};
 
-/// Writes bits MSB-first the way Prometheus's `bstream` does.
-///
-/// Pending bits live in a register (`acc`) and reach the buffer 8 bytes at a time. The
-/// flushed part always holds the prefix (a chunk header), which callers may rewrite in
-/// place through [`header_mut`](Self::header_mut).
-#[derive(Clone, Debug, Default)]
-pub struct BitWriter {
-    /// Flushed bytes.
-    stream: Vec<u8>,
+/// Where bit writes go: [`BitWriter`], or a whole-chunk encoder's [`Pending`] bits over
+/// a borrowed buffer. The value XOR scheme writes through it.
+pub trait BitSink {
+    /// `nbits` (1..=64) low bits of `u`, of which Prometheus's last operation wrote
+    /// `last_op_bits` (see [`BitWriter::write_bits_as`]).
+    fn put(&mut self, u: u64, nbits: u32, last_op_bits: u32);
+}
+
+/// Bits not yet flushed to a byte stream: a register (`acc`) that reaches the stream 8
+/// bytes at a time, and what Prometheus's trailing-byte rule needs to know. Kept apart
+/// from the stream so an encoder can hold it in locals (and CPU registers) for a whole
+/// chunk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pending {
     /// Pending bits, left-aligned.
     acc: u64,
     /// Number of pending bits (0..64).
     nacc: u32,
-    /// Whether the last write was a whole number of bytes (see `write_bits`).
+    /// Whether the last write was a whole number of bytes (see `BitWriter::write_bits`).
     byte_end: bool,
+}
+
+impl Pending {
+    /// [`BitSink::put`] onto `stream`.
+    #[inline(always)]
+    pub fn put(&mut self, stream: &mut Vec<u8>, u: u64, nbits: u32, last_op_bits: u32) {
+        debug_assert!((1..=64).contains(&nbits) && last_op_bits <= nbits);
+        let v = u << (64 - nbits);
+        if self.nacc + nbits < 64 {
+            self.acc |= v >> self.nacc;
+            self.nacc += nbits;
+        } else {
+            // Fill the register, flush it, keep the rest.
+            let room = 64 - self.nacc;
+            self.acc |= v >> self.nacc;
+            stream.extend_from_slice(&self.acc.to_be_bytes());
+            self.acc = if room == 64 { 0 } else { v << room };
+            self.nacc = nbits - room;
+        }
+        self.byte_end = last_op_bits % 8 == 0 && last_op_bits > 0;
+    }
+
+    /// Bytes the pending bits occupy, including Prometheus's trailing byte.
+    fn len(&self) -> usize {
+        if self.byte_end {
+            self.nacc as usize / 8 + 1
+        } else {
+            (self.nacc as usize).div_ceil(8)
+        }
+    }
+
+    /// Appends the pending bits (and the trailing byte) to `stream`.
+    pub fn flush(&self, stream: &mut Vec<u8>) {
+        let n = self.len();
+        stream.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
+        if n > 8 {
+            stream.push(0);
+        }
+    }
+}
+
+/// Writes bits MSB-first the way Prometheus's `bstream` does.
+///
+/// Pending bits live in a register and reach the buffer 8 bytes at a time. The flushed
+/// part always holds the prefix (a chunk header), which callers may rewrite in place
+/// through [`header_mut`](Self::header_mut).
+#[derive(Clone, Debug, Default)]
+pub struct BitWriter {
+    /// Flushed bytes.
+    stream: Vec<u8>,
+    pending: Pending,
+}
+
+impl BitSink for BitWriter {
+    #[inline(always)]
+    fn put(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
+        self.write_bits_as(u, nbits, last_op_bits)
+    }
 }
 
 impl BitWriter {
@@ -31,24 +94,21 @@ impl BitWriter {
     pub fn with_prefix(prefix: &[u8], capacity: usize) -> Self {
         let mut stream = Vec::with_capacity(capacity.max(prefix.len() + 8));
         stream.extend_from_slice(prefix);
-        BitWriter { stream, acc: 0, nacc: 0, byte_end: false }
+        BitWriter { stream, pending: Pending::default() }
     }
 
     /// Starts over with `prefix`, keeping the allocation.
     pub fn reset(&mut self, prefix: &[u8]) {
         self.stream.clear();
         self.stream.extend_from_slice(prefix);
-        self.acc = 0;
-        self.nacc = 0;
-        self.byte_end = false;
+        self.pending = Pending::default();
     }
 
     /// Appends the whole stream to `out` (as [`into_bytes`](Self::into_bytes) would
     /// give it).
     pub fn append_to(&self, out: &mut Vec<u8>) {
-        let n = self.pending_len();
         out.extend_from_slice(&self.stream);
-        out.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
+        self.pending.flush(out);
     }
 
     #[inline]
@@ -82,36 +142,14 @@ impl BitWriter {
     #[inline]
     pub fn write_bits_as(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
         debug_assert!(nbits <= 64 && last_op_bits <= nbits);
-        if nbits == 0 {
-            return;
-        }
-        let v = u << (64 - nbits);
-        if self.nacc + nbits < 64 {
-            self.acc |= v >> self.nacc;
-            self.nacc += nbits;
-        } else {
-            // Fill the register, flush it, keep the rest.
-            let room = 64 - self.nacc;
-            self.acc |= v >> self.nacc;
-            self.stream.extend_from_slice(&self.acc.to_be_bytes());
-            self.acc = if room == 64 { 0 } else { v << room };
-            self.nacc = nbits - room;
-        }
-        self.byte_end = last_op_bits % 8 == 0 && last_op_bits > 0;
-    }
-
-    /// Bytes the pending bits occupy, including Prometheus's trailing byte.
-    fn pending_len(&self) -> usize {
-        if self.byte_end {
-            self.nacc as usize / 8 + 1
-        } else {
-            (self.nacc as usize).div_ceil(8)
+        if nbits > 0 {
+            self.pending.put(&mut self.stream, u, nbits, last_op_bits);
         }
     }
 
     /// The stream's length in bytes.
     pub fn len(&self) -> usize {
-        self.stream.len() + self.pending_len()
+        self.stream.len() + self.pending.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -131,13 +169,7 @@ impl BitWriter {
     }
 
     pub fn into_bytes(mut self) -> Vec<u8> {
-        let n = self.pending_len();
-        let bytes = self.acc.to_be_bytes();
-        let take = n.min(8);
-        self.stream.extend_from_slice(&bytes[..take]);
-        if n > 8 {
-            self.stream.push(0);
-        }
+        self.pending.flush(&mut self.stream);
         self.stream
     }
 }

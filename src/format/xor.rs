@@ -8,7 +8,7 @@
 //! histogram chunks reuse.
 //! Must not: know about segment files or CRCs. See `docs/format/chunks.md` ("XOR").
 
-use super::bstream::{BitReader, BitWriter};
+use super::bstream::{BitReader, BitSink, BitWriter, Pending};
 use super::encoding::{put_uvarint, put_varint};
 use crate::error::{FormatError, FormatResult};
 
@@ -31,11 +31,11 @@ impl Default for XorState {
 impl XorState {
     /// Writes `new` as the XOR against `prev`. Control bits and payload go out in as few
     /// writes as fit in 64 bits, with Prometheus's byte layout.
-    #[inline]
-    pub fn write(&mut self, w: &mut BitWriter, new: u64, prev: u64) {
+    #[inline(always)]
+    pub fn write<W: BitSink>(&mut self, w: &mut W, new: u64, prev: u64) {
         let delta = new ^ prev;
         if delta == 0 {
-            w.write_bit(false);
+            w.put(0, 1, 1);
             return;
         }
         let lead = (delta.leading_zeros() as u8).min(31);
@@ -45,10 +45,10 @@ impl XorState {
             let sig = 64 - self.leading as u32 - self.trailing as u32;
             let payload = delta >> self.trailing;
             if sig <= 62 {
-                w.write_bits_as(0b10 << sig | payload, 2 + sig, sig);
+                w.put(0b10 << sig | payload, 2 + sig, sig);
             } else {
-                w.write_bits(0b10, 2);
-                w.write_bits(payload, sig);
+                w.put(0b10, 2, 2);
+                w.put(payload, sig, sig);
             }
             return;
         }
@@ -59,10 +59,10 @@ impl XorState {
         let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
         let payload = delta >> trail;
         if sig <= 51 {
-            w.write_bits_as(head << sig | payload, 13 + sig, sig);
+            w.put(head << sig | payload, 13 + sig, sig);
         } else {
-            w.write_bits_as(head, 13, 6);
-            w.write_bits(payload, sig);
+            w.put(head, 13, 6);
+            w.put(payload, sig, sig);
         }
     }
 
@@ -224,35 +224,21 @@ pub fn encode(samples: &[(i64, f64)]) -> Result<Vec<u8>, ChunkFull> {
     Ok(out)
 }
 
-/// Bits on their way into a byte vector: a 64-bit register flushed 8 bytes at a time,
-/// with [`BitWriter`]'s trailing-byte rule. Lives in locals for the length of one
-/// [`encode_into`] call, so the register stays in a CPU register.
+/// Bits on their way into a byte vector, the [`Pending`] register held in locals for
+/// the length of one [`encode_into`] call, so it stays in a CPU register.
 struct FastBits<'o> {
     out: &'o mut Vec<u8>,
-    acc: u64,
-    nacc: u32,
-    byte_end: bool,
+    pending: Pending,
+}
+
+impl BitSink for FastBits<'_> {
+    #[inline(always)]
+    fn put(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
+        self.pending.put(self.out, u, nbits, last_op_bits)
+    }
 }
 
 impl FastBits<'_> {
-    /// `nbits` (1..=64) low bits of `u`, of which Prometheus's last operation wrote
-    /// `last_op_bits` (see [`BitWriter::write_bits_as`]).
-    #[inline(always)]
-    fn put(&mut self, u: u64, nbits: u32, last_op_bits: u32) {
-        let v = u << (64 - nbits);
-        if self.nacc + nbits < 64 {
-            self.acc |= v >> self.nacc;
-            self.nacc += nbits;
-        } else {
-            let room = 64 - self.nacc;
-            self.acc |= v >> self.nacc;
-            self.out.extend_from_slice(&self.acc.to_be_bytes());
-            self.acc = if room == 64 { 0 } else { v << room };
-            self.nacc = nbits - room;
-        }
-        self.byte_end = last_op_bits % 8 == 0;
-    }
-
     /// A Go uvarint, one whole-byte write per byte as Prometheus writes it.
     fn put_uvarint(&mut self, mut x: u64) {
         while x >= 0x80 {
@@ -263,55 +249,7 @@ impl FastBits<'_> {
     }
 
     fn finish(self) {
-        let n = if self.byte_end { self.nacc as usize / 8 + 1 } else { (self.nacc as usize).div_ceil(8) };
-        self.out.extend_from_slice(&self.acc.to_be_bytes()[..n.min(8)]);
-        if n > 8 {
-            self.out.push(0);
-        }
-    }
-}
-
-/// The value half of [`encode_into`]: the previous value and the current window.
-struct FastValue {
-    v: u64,
-    leading: u8,
-    trailing: u8,
-}
-
-impl FastValue {
-    /// [`XorState::write`] on [`FastBits`].
-    #[inline(always)]
-    fn put(&mut self, w: &mut FastBits<'_>, vb: u64) {
-        let delta = vb ^ self.v;
-        self.v = vb;
-        if delta == 0 {
-            w.put(0, 1, 1);
-            return;
-        }
-        let lead = (delta.leading_zeros() as u8).min(31);
-        let trail = delta.trailing_zeros() as u8;
-        if self.leading != 0xff && lead >= self.leading && trail >= self.trailing {
-            let sig = 64 - self.leading as u32 - self.trailing as u32;
-            let payload = delta >> self.trailing;
-            if sig <= 62 {
-                w.put(0b10 << sig | payload, 2 + sig, sig);
-            } else {
-                w.put(0b10, 2, 2);
-                w.put(payload, sig, sig);
-            }
-            return;
-        }
-        self.leading = lead;
-        self.trailing = trail;
-        let sig = 64 - lead as u32 - trail as u32;
-        let head = 0b11 << 11 | (lead as u64) << 6 | (sig as u64 & 0x3f);
-        let payload = delta >> trail;
-        if sig <= 51 {
-            w.put(head << sig | payload, 13 + sig, sig);
-        } else {
-            w.put(head, 13, 6);
-            w.put(payload, sig, sig);
-        }
+        self.pending.flush(self.out);
     }
 }
 
@@ -328,7 +266,7 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
     out.reserve(2 + 20 + samples.len() * 8);
     out.extend_from_slice(&(samples.len() as u16).to_be_bytes());
     let Some((&(t0, v0), rest)) = samples.split_first() else { return Ok(()) };
-    let mut w = FastBits { out, acc: 0, nacc: 0, byte_end: false };
+    let mut w = FastBits { out, pending: Pending::default() };
     w.put_uvarint(super::encoding::zigzag(t0));
     let v0 = v0.to_bits();
     w.put(v0, 64, 64);
@@ -338,8 +276,9 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
     };
     let mut t_delta = t1.wrapping_sub(t0) as u64;
     w.put_uvarint(t_delta);
-    let mut val = FastValue { v: v0, leading: 0xff, trailing: 0 };
-    val.put(&mut w, v1.to_bits());
+    let mut state = XorState::default();
+    let mut v = v1.to_bits();
+    state.write(&mut w, v, v0);
     let mut t = t1;
     for &(ts, val_f) in rest {
         let d = ts.wrapping_sub(t) as u64;
@@ -358,7 +297,9 @@ pub fn encode_into(samples: &[(i64, f64)], out: &mut Vec<u8>) -> Result<(), Chun
             w.put(0b1111, 4, 4);
             w.put(dod as u64, 64, 64);
         }
-        val.put(&mut w, val_f.to_bits());
+        let vb = val_f.to_bits();
+        state.write(&mut w, vb, v);
+        v = vb;
     }
     w.finish();
     Ok(())
