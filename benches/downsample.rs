@@ -34,7 +34,7 @@ fn series(rng: &mut Rng, counter: bool) -> Series {
     let samples: Vec<(i64, f64)> = (0..SAMPLES as i64)
         .map(|i| {
             let t = T0 + i * 15_000 + rng.below(11) as i64 - 5;
-            v = if counter { v + rng.below(500) as f64 } else { (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 1000.0 };
+            v = if counter { v + rng.below(500) as f64 } else { rng.unit() * 1000.0 };
             (t, v)
         })
         .collect();

@@ -15,6 +15,7 @@ use std::io;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata::format::chunks::{ChunkMeta, ChunkRef};
 use strata::format::index::{IndexReader, IndexWriter};
+use strata::gen::Rng;
 use strata::labels::Labels;
 
 const PODS: usize = 1_000;
@@ -23,28 +24,20 @@ const TEST_MODE_PODS: usize = 20;
 const T0: i64 = 1_700_000_000_000;
 const TWO_HOURS_MS: i64 = 2 * 3600 * 1000;
 
-/// splitmix64: a tiny seeded generator, so the data is the same on every run.
-struct Rng(u64);
+/// Uniform in `[0, n)` from the crate's seeded generator, so the data is the same on
+/// every run.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n as u64) as usize
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-    /// `n` characters of Kubernetes's pod-name alphabet.
-    fn suffix(&mut self, n: usize) -> String {
-        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        (0..n).map(|_| ALPHABET[self.below(ALPHABET.len())] as char).collect()
-    }
+fn pick<'a>(rng: &mut Rng, from: &[&'a str]) -> &'a str {
+    from[below(rng, from.len())]
+}
+
+/// `n` characters of Kubernetes's pod-name alphabet.
+fn suffix(rng: &mut Rng, n: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..n).map(|_| ALPHABET[below(rng, ALPHABET.len())] as char).collect()
 }
 
 const NAMESPACES: [&str; 20] = [
@@ -69,17 +62,17 @@ type Series = (Labels, Vec<ChunkMeta>);
 
 /// The symbols and the series of the synthetic block, both sorted.
 fn block(pods: usize) -> (Vec<Vec<u8>>, Vec<Series>) {
-    let mut rng = Rng(0x1DE7);
+    let mut rng = Rng::new(0x1DE7);
     let metrics: Vec<String> = METRIC_PREFIXES.iter().flat_map(|p| METRIC_SUFFIXES.iter().map(move |s| format!("{p}_{s}"))).take(METRICS).collect();
     let nodes: Vec<String> = (0..60).map(|i| format!("ip-10-0-{}-{}.ec2.internal", i / 8, 10 + i * 3)).collect();
     let mut series = Vec::with_capacity(pods * METRICS);
     for p in 0..pods {
-        let namespace = rng.pick(&NAMESPACES);
-        let job = rng.pick(&JOBS);
-        let pod = format!("{job}-{}-{}", rng.suffix(10), rng.suffix(5));
-        let instance = format!("10.{}.{}.{}:{}", 1 + p / 250, rng.below(256), rng.below(256), [8080, 9090, 9100][rng.below(3)]);
-        let node = &nodes[rng.below(nodes.len())];
-        let container = rng.pick(&CONTAINERS);
+        let namespace = pick(&mut rng, &NAMESPACES);
+        let job = pick(&mut rng, &JOBS);
+        let pod = format!("{job}-{}-{}", suffix(&mut rng, 10), suffix(&mut rng, 5));
+        let instance = format!("10.{}.{}.{}:{}", 1 + p / 250, below(&mut rng, 256), below(&mut rng, 256), [8080, 9090, 9100][below(&mut rng, 3)]);
+        let node = &nodes[below(&mut rng, nodes.len())];
+        let container = pick(&mut rng, &CONTAINERS);
         for m in &metrics {
             series.push(Labels::from_pairs([
                 ("__name__", m.as_str()),
@@ -105,9 +98,9 @@ fn block(pods: usize) -> (Vec<Vec<u8>>, Vec<Series>) {
         .map(|l| {
             let chunks = (0..2)
                 .map(|k| {
-                    let min_time = T0 + k * TWO_HOURS_MS / 2 + rng.below(1000) as i64;
+                    let min_time = T0 + k * TWO_HOURS_MS / 2 + below(&mut rng, 1000) as i64;
                     let c = ChunkMeta { min_time, max_time: min_time + TWO_HOURS_MS / 2 - 15_000, chunk_ref: ChunkRef::new(0, off) };
-                    off += 150 + rng.below(100) as u32;
+                    off += 150 + below(&mut rng, 100) as u32;
                     c
                 })
                 .collect();

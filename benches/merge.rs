@@ -20,7 +20,9 @@ use strata::compact::plan::GroupKey;
 use strata::compact::run::compacted_meta;
 use strata::gen::{generate, GenOptions};
 
-fn replicas(n: usize) -> (Vec<(i64, f64)>, Vec<(i64, f64)>) {
+type Samples = Vec<(i64, f64)>;
+
+fn replicas(n: usize) -> (Samples, Samples) {
     let a = (0..n).map(|i| (i as i64 * 15_000, i as f64)).collect();
     let b = (0..n).map(|i| (i as i64 * 15_000 + 1000, i as f64 + 0.5)).collect();
     (a, b)

@@ -12,6 +12,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use strata::format::xor::{self, XorEncoder, XorIter};
+use strata::gen::Rng;
 
 /// Samples per chunk, as Prometheus cuts them at a 15 s scrape interval.
 const SAMPLES: usize = 120;
@@ -20,39 +21,24 @@ const CHUNKS: usize = 64;
 const SCRAPE_MS: i64 = 15_000;
 const T0: i64 = 1_700_000_000_000;
 
-/// splitmix64: a tiny seeded generator, so the data is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi)`.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo) as u64) as i64
-    }
-    /// Uniform in `[0, 1)`, all 53 mantissa bits random.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// Uniform in `[lo, hi)` from the crate's seeded generator, so the data is the same on
+/// every run.
+fn range(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
+    lo + rng.below((hi - lo) as u64) as i64
 }
 
 /// Scrape timestamps at 15 s with up to ±`jitter_ms` of jitter.
 fn timestamps(rng: &mut Rng, jitter_ms: i64) -> Vec<i64> {
-    (0..SAMPLES as i64).map(|i| T0 + i * SCRAPE_MS + if jitter_ms > 0 { rng.range(-jitter_ms, jitter_ms + 1) } else { 0 }).collect()
+    (0..SAMPLES as i64).map(|i| T0 + i * SCRAPE_MS + if jitter_ms > 0 { range(rng, -jitter_ms, jitter_ms + 1) } else { 0 }).collect()
 }
 
 /// A monotonically increasing counter (integer increments, as request counters are).
 fn counter(rng: &mut Rng) -> Vec<(i64, f64)> {
-    let mut v = rng.range(0, 1_000_000) as f64;
+    let mut v = range(rng, 0, 1_000_000) as f64;
     timestamps(rng, 5)
         .into_iter()
         .map(|t| {
-            v += rng.range(0, 500) as f64;
+            v += range(rng, 0, 500) as f64;
             (t, v)
         })
         .collect()
@@ -72,13 +58,13 @@ fn constant(rng: &mut Rng) -> Vec<(i64, f64)> {
 /// apart, interleaved (timestamps alternate 1 s and 14 s apart, values alternate
 /// between the replicas' own readings).
 fn replicas(rng: &mut Rng) -> Vec<(i64, f64)> {
-    let (mut a, mut b) = (rng.range(0, 1_000_000) as f64, rng.range(0, 1_000_000) as f64);
+    let (mut a, mut b) = (range(rng, 0, 1_000_000) as f64, range(rng, 0, 1_000_000) as f64);
     timestamps(rng, 5)
         .into_iter()
         .take(SAMPLES / 2)
         .flat_map(|t| {
-            a += rng.range(0, 500) as f64;
-            b += rng.range(0, 500) as f64;
+            a += range(rng, 0, 500) as f64;
+            b += range(rng, 0, 500) as f64;
             [(t, a), (t + 1000, b)]
         })
         .collect()
@@ -94,7 +80,7 @@ fn bench_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("xor/decode");
     g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
     for (name, shape) in SHAPES {
-        let mut rng = Rng(0x5EED);
+        let mut rng = Rng::new(0x5EED);
         let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
         g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
             let mut out = Vec::with_capacity(SAMPLES);
@@ -117,7 +103,7 @@ fn bench_iter(c: &mut Criterion) {
     let mut g = c.benchmark_group("xor/iter");
     g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
     for (name, shape) in SHAPES {
-        let mut rng = Rng(0x5EED);
+        let mut rng = Rng::new(0x5EED);
         let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
         g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
             b.iter(|| {
@@ -139,7 +125,7 @@ fn bench_encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("xor/encode");
     g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
     for (name, shape) in SHAPES {
-        let mut rng = Rng(0x5EED);
+        let mut rng = Rng::new(0x5EED);
         let series: Vec<Vec<(i64, f64)>> = (0..CHUNKS).map(|_| shape(&mut rng)).collect();
         // `xor::encode_into`, the whole-chunk encoder the merge uses, into a reused buffer.
         g.bench_with_input(BenchmarkId::new("encode_into", name), &series, |b, series| {

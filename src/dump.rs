@@ -138,11 +138,8 @@ pub fn dump(dir: &Path, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
         let mut min: Option<Labels> = None;
         for (_, it) in iters.iter_mut() {
             match it.peek() {
-                Some(Ok(e)) => {
-                    if min.as_ref().is_none_or(|m| e.labels < *m) {
-                        min = Some(e.labels.clone());
-                    }
-                }
+                Some(Ok(e)) if min.as_ref().is_none_or(|m| e.labels < *m) => min = Some(e.labels.clone()),
+                Some(Ok(_)) => {}
                 Some(Err(_)) => return Err(it.next().expect("peeked").expect_err("peeked error")),
                 None => {}
             }
