@@ -13,7 +13,7 @@ use ulid::Ulid;
 
 use super::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{budget_len, segment_header, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN};
+use crate::format::chunks::{budget_len, segment_header, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN, record_crc};
 use crate::format::encoding::put_uvarint;
 use crate::format::index::{IndexWriter, WriteError};
 use crate::format::meta::BlockMeta;
@@ -202,7 +202,7 @@ impl SegmentWriter {
                     self.buf.clear();
                     put_uvarint(&mut self.buf, c.data.len() as u64);
                     self.buf.push(c.encoding);
-                    let crc = crc32c::crc32c_append(crc32c::crc32c(&[c.encoding]), c.data);
+                    let crc = record_crc(c.encoding, c.data);
                     w.write_all(&self.buf).at(path)?;
                     w.write_all(c.data).at(path)?;
                     w.write_all(&crc.to_be_bytes()).at(path)?;

@@ -22,8 +22,7 @@ use ulid::Ulid;
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE};
-use crate::format::encoding::put_uvarint;
+use crate::format::chunks::{frame_in_place, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE, RECORD_HEAD_ROOM};
 use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
 use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
@@ -155,10 +154,6 @@ struct Gathered<'a> {
     parts: Vec<Part>,
     series: Vec<(Range<u32>, Range<u32>)>,
 }
-
-/// Room left before a re-encoded chunk for its record's length (a uvarint of at most
-/// 5 bytes) and encoding byte.
-const RECORD_HEAD_ROOM: usize = 6;
 
 /// Series per unit of work handed to one worker within a batch.
 const SUB_BATCH: usize = 32;
@@ -375,15 +370,13 @@ struct Scratch<'a> {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
-    /// A record's head (length and encoding) while it is built.
-    chunk: Vec<u8>,
 }
 
 /// Merges series `s` of batch `g` (its chunks from every source that has it) into `out`.
 fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: DedupFunc, scratch: &mut Scratch<'a>, out: &mut SubOut<'a>) -> Result<()> {
     let (parts, labels_range) = &g.series[s];
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
-    let Scratch { items, keep, streams, merged, chunk } = scratch;
+    let Scratch { items, keep, streams, merged } = scratch;
     items.clear();
     for e in &g.parts[parts.start as usize..parts.end as usize] {
         let i = e.src;
@@ -481,21 +474,12 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
             // Re-encoded merges of interleaved replicas come out larger than the inputs.
             out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
             for piece in merged.chunks(SAMPLES_PER_CHUNK) {
-                // Encoded in place behind room for the record's length and encoding,
-                // which are filled in once the length is known (unused room stays
-                // before the record); then the CRC.
+                // Encoded straight into the arena and framed there as a record.
                 let room = out.arena.len();
                 out.arena.resize(room + RECORD_HEAD_ROOM, 0);
                 crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
-                let data = room + RECORD_HEAD_ROOM..out.arena.len();
-                chunk.clear();
-                put_uvarint(chunk, data.len() as u64);
-                chunk.push(Encoding::Xor as u8);
-                let start = data.start - chunk.len();
-                out.arena[start..data.start].copy_from_slice(chunk);
-                let crc = crc32c::crc32c(&out.arena[data.start - 1..data.end]);
-                out.arena.extend_from_slice(&crc.to_be_bytes());
-                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena { record: start..out.arena.len(), data }, min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
+                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena { record, data }, min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
             }
         } else {
             // One stream per source (a source's chunks never overlap each other).

@@ -5,6 +5,8 @@
 //! Must not: decode chunk payloads (that is `xor`, `histogram`, `aggr`) or touch paths.
 //! See `docs/format/chunks.md`.
 
+use std::ops::Range;
+
 use super::encoding::{crc32c, put_uvarint, read_uvarint, uvarint_len};
 use crate::error::{FormatError, FormatResult};
 
@@ -178,11 +180,42 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_LEN] {
 /// Appends one chunk record to `out`.
 pub fn write_chunk(out: &mut Vec<u8>, encoding: u8, data: &[u8]) {
     put_uvarint(out, data.len() as u64);
-    let start = out.len();
     out.push(encoding);
     out.extend_from_slice(data);
-    let crc = crc32c(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&record_crc(encoding, data).to_be_bytes());
+}
+
+/// The CRC a record stores: over the encoding byte and the data.
+pub fn record_crc(encoding: u8, data: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c(&[encoding]), data)
+}
+
+/// Room to leave in a buffer before a chunk's data that [`frame_in_place`] will frame:
+/// the record's length (a uvarint of at most 5 bytes) and its encoding byte.
+pub const RECORD_HEAD_ROOM: usize = 6;
+
+/// Frames the data `buf[room + RECORD_HEAD_ROOM..]` (appended after `RECORD_HEAD_ROOM`
+/// bytes of room at `room`) as a record where it lies: writes its length and encoding
+/// just before it and appends the CRC, so an encoder can write a chunk straight into a
+/// shared buffer. Unused room stays before the record. Returns the record's range and
+/// the data's.
+pub fn frame_in_place(buf: &mut Vec<u8>, room: usize, encoding: u8) -> (Range<usize>, Range<usize>) {
+    let data = room + RECORD_HEAD_ROOM..buf.len();
+    let mut head = [0u8; RECORD_HEAD_ROOM];
+    let mut n = 0;
+    let mut len = data.len() as u64;
+    while len >= 0x80 {
+        head[n] = len as u8 | 0x80;
+        len >>= 7;
+        n += 1;
+    }
+    head[n] = len as u8;
+    head[n + 1] = encoding;
+    let start = data.start - (n + 2);
+    buf[start..data.start].copy_from_slice(&head[..n + 2]);
+    let crc = record_crc(encoding, &buf[data.clone()]);
+    buf.extend_from_slice(&crc.to_be_bytes());
+    (start..buf.len(), data)
 }
 
 /// Size Prometheus budgets for a chunk when deciding to cut a new segment
@@ -227,6 +260,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn framing_in_place_writes_the_record_write_chunk_writes(lead in 0usize..10, encoding in any::<u8>(), data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = vec![0xaa; lead];
+            buf.resize(lead + RECORD_HEAD_ROOM, 0);
+            buf.extend_from_slice(&data);
+            let (record, at) = frame_in_place(&mut buf, lead, encoding);
+            let mut want = Vec::new();
+            write_chunk(&mut want, encoding, &data);
+            prop_assert_eq!(&buf[record], want.as_slice());
+            prop_assert_eq!(&buf[at], data.as_slice());
+        }
+
         #[test]
         fn records_round_trip(chunks in proptest::collection::vec((1u8..4, proptest::collection::vec(any::<u8>(), 0..300)), 0..20)) {
             let mut out = segment_header().to_vec();
