@@ -277,8 +277,10 @@ pub fn remove_blocks(paths: &[PathBuf]) -> Result<()> {
     for p in &parents {
         sync_dir(p)?;
     }
-    // Freeing a block's files is kernel work (page cache, extents); blocks go in parallel.
-    tmps.par_iter().try_for_each(|tmp| std::fs::remove_dir_all(tmp).at(tmp))
+    for tmp in tmps {
+        std::fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    Ok(())
 }
 
 /// Finishes what an interrupted run left behind: half-written outputs
