@@ -45,7 +45,14 @@ fn inputs(s: &Series, encoding: u8) -> Vec<InChunk<'_>> {
     s.iter().map(|(a, b, d)| InChunk { min_time: *a, max_time: *b, encoding, data: d }).collect()
 }
 
-fn downsample_all(data: &[Series], encoding: u8, from: i64, to: i64, scratch: &mut Scratch, out: &mut Vec<AggrChunk>) -> usize {
+fn downsample_all(
+    data: &[Series],
+    encoding: u8,
+    from: i64,
+    to: i64,
+    scratch: &mut Scratch,
+    out: &mut Vec<AggrChunk>,
+) -> usize {
     let mut n = 0;
     for s in data {
         out.clear();
@@ -62,17 +69,24 @@ fn bench(c: &mut Criterion) {
         let mut rng = Rng::new(0x5EED);
         let data: Vec<Series> = (0..SERIES).map(|_| series(&mut rng, counter)).collect();
         let bytes: usize = data.iter().flatten().map(|c| c.2.len()).sum();
-        eprintln!("{name}: {} samples in {bytes} bytes of chunk data ({:.2} bytes per sample)", SERIES * SAMPLES, bytes as f64 / (SERIES * SAMPLES) as f64);
+        eprintln!(
+            "{name}: {} samples in {bytes} bytes of chunk data ({:.2} bytes per sample)",
+            SERIES * SAMPLES,
+            bytes as f64 / (SERIES * SAMPLES) as f64
+        );
         g.throughput(Throughput::Bytes(bytes as u64));
         let mut scratch = Scratch::default();
         let mut out = Vec::new();
-        g.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, data| b.iter(|| black_box(downsample_all(data, Encoding::Xor as u8, 0, RES_5M, &mut scratch, &mut out))));
+        g.bench_with_input(BenchmarkId::from_parameter(name), &data, |b, data| {
+            b.iter(|| black_box(downsample_all(data, Encoding::Xor as u8, 0, RES_5M, &mut scratch, &mut out)))
+        });
         if counter {
             five_min = data
                 .iter()
                 .map(|s| {
                     let mut o = Vec::new();
-                    downsample_series(&inputs(s, Encoding::Xor as u8), 0, RES_5M, &[], &mut scratch, &mut o).expect("valid series");
+                    downsample_series(&inputs(s, Encoding::Xor as u8), 0, RES_5M, &[], &mut scratch, &mut o)
+                        .expect("valid series");
                     o.into_iter().map(|a| (a.min_time, a.max_time, a.data)).collect()
                 })
                 .collect();
@@ -82,7 +96,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes as u64));
     let mut scratch = Scratch::default();
     let mut out = Vec::new();
-    g.bench_with_input(BenchmarkId::from_parameter("5m_to_1h/counter"), &five_min, |b, data| b.iter(|| black_box(downsample_all(data, Encoding::Aggr as u8, RES_5M, RES_1H, &mut scratch, &mut out))));
+    g.bench_with_input(BenchmarkId::from_parameter("5m_to_1h/counter"), &five_min, |b, data| {
+        b.iter(|| black_box(downsample_all(data, Encoding::Aggr as u8, RES_5M, RES_1H, &mut scratch, &mut out)))
+    });
     g.finish();
 }
 

@@ -41,20 +41,78 @@ fn suffix(rng: &mut Rng, n: usize) -> String {
 }
 
 const NAMESPACES: [&str; 20] = [
-    "payments", "checkout", "search", "catalog", "identity", "billing", "ledger", "notifications", "ingest", "analytics",
-    "monitoring", "logging", "kube-system", "ingress", "cart", "shipping", "inventory", "pricing", "reviews", "recommendations",
+    "payments",
+    "checkout",
+    "search",
+    "catalog",
+    "identity",
+    "billing",
+    "ledger",
+    "notifications",
+    "ingest",
+    "analytics",
+    "monitoring",
+    "logging",
+    "kube-system",
+    "ingress",
+    "cart",
+    "shipping",
+    "inventory",
+    "pricing",
+    "reviews",
+    "recommendations",
 ];
 const JOBS: [&str; 25] = [
-    "api", "web", "worker", "scheduler", "gateway", "auth", "db-proxy", "cache", "queue", "indexer", "exporter", "collector",
-    "frontend", "backend", "cron", "stream", "batch", "admin", "grpc", "graphql", "uploader", "renderer", "mailer", "sync", "router",
+    "api",
+    "web",
+    "worker",
+    "scheduler",
+    "gateway",
+    "auth",
+    "db-proxy",
+    "cache",
+    "queue",
+    "indexer",
+    "exporter",
+    "collector",
+    "frontend",
+    "backend",
+    "cron",
+    "stream",
+    "batch",
+    "admin",
+    "grpc",
+    "graphql",
+    "uploader",
+    "renderer",
+    "mailer",
+    "sync",
+    "router",
 ];
 const CONTAINERS: [&str; 4] = ["app", "istio-proxy", "sidecar", "metrics"];
 const METRIC_PREFIXES: [&str; 10] = [
-    "http_server", "grpc_server", "process", "go_memstats", "container_cpu", "container_memory", "node_network", "db_client", "cache", "queue",
+    "http_server",
+    "grpc_server",
+    "process",
+    "go_memstats",
+    "container_cpu",
+    "container_memory",
+    "node_network",
+    "db_client",
+    "cache",
+    "queue",
 ];
 const METRIC_SUFFIXES: [&str; 10] = [
-    "requests_total", "errors_total", "duration_seconds_sum", "duration_seconds_count", "bytes_total", "in_flight", "open_fds",
-    "usage_seconds_total", "working_set_bytes", "last_gc_time_seconds",
+    "requests_total",
+    "errors_total",
+    "duration_seconds_sum",
+    "duration_seconds_count",
+    "bytes_total",
+    "in_flight",
+    "open_fds",
+    "usage_seconds_total",
+    "working_set_bytes",
+    "last_gc_time_seconds",
 ];
 
 /// One series of the block: its labels and chunk metas.
@@ -63,14 +121,24 @@ type Series = (Labels, Vec<ChunkMeta>);
 /// The symbols and the series of the synthetic block, both sorted.
 fn block(pods: usize) -> (Vec<Vec<u8>>, Vec<Series>) {
     let mut rng = Rng::new(0x1DE7);
-    let metrics: Vec<String> = METRIC_PREFIXES.iter().flat_map(|p| METRIC_SUFFIXES.iter().map(move |s| format!("{p}_{s}"))).take(METRICS).collect();
+    let metrics: Vec<String> = METRIC_PREFIXES
+        .iter()
+        .flat_map(|p| METRIC_SUFFIXES.iter().map(move |s| format!("{p}_{s}")))
+        .take(METRICS)
+        .collect();
     let nodes: Vec<String> = (0..60).map(|i| format!("ip-10-0-{}-{}.ec2.internal", i / 8, 10 + i * 3)).collect();
     let mut series = Vec::with_capacity(pods * METRICS);
     for p in 0..pods {
         let namespace = pick(&mut rng, &NAMESPACES);
         let job = pick(&mut rng, &JOBS);
         let pod = format!("{job}-{}-{}", suffix(&mut rng, 10), suffix(&mut rng, 5));
-        let instance = format!("10.{}.{}.{}:{}", 1 + p / 250, below(&mut rng, 256), below(&mut rng, 256), [8080, 9090, 9100][below(&mut rng, 3)]);
+        let instance = format!(
+            "10.{}.{}.{}:{}",
+            1 + p / 250,
+            below(&mut rng, 256),
+            below(&mut rng, 256),
+            [8080, 9090, 9100][below(&mut rng, 3)]
+        );
         let node = &nodes[below(&mut rng, nodes.len())];
         let container = pick(&mut rng, &CONTAINERS);
         for m in &metrics {
@@ -88,7 +156,8 @@ fn block(pods: usize) -> (Vec<Vec<u8>>, Vec<Series>) {
     }
     series.sort();
     series.dedup();
-    let mut symbols: Vec<Vec<u8>> = series.iter().flat_map(|l| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
+    let mut symbols: Vec<Vec<u8>> =
+        series.iter().flat_map(|l| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
     symbols.sort();
     symbols.dedup();
     // Two chunks per series, laid out in series order as a compactor writes them.
@@ -99,7 +168,11 @@ fn block(pods: usize) -> (Vec<Vec<u8>>, Vec<Series>) {
             let chunks = (0..2)
                 .map(|k| {
                     let min_time = T0 + k * TWO_HOURS_MS / 2 + below(&mut rng, 1000) as i64;
-                    let c = ChunkMeta { min_time, max_time: min_time + TWO_HOURS_MS / 2 - 15_000, chunk_ref: ChunkRef::new(0, off) };
+                    let c = ChunkMeta {
+                        min_time,
+                        max_time: min_time + TWO_HOURS_MS / 2 - 15_000,
+                        chunk_ref: ChunkRef::new(0, off),
+                    };
                     off += 150 + below(&mut rng, 100) as u32;
                     c
                 })

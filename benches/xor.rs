@@ -29,7 +29,9 @@ fn range(rng: &mut Rng, lo: i64, hi: i64) -> i64 {
 
 /// Scrape timestamps at 15 s with up to ±`jitter_ms` of jitter.
 fn timestamps(rng: &mut Rng, jitter_ms: i64) -> Vec<i64> {
-    (0..SAMPLES as i64).map(|i| T0 + i * SCRAPE_MS + if jitter_ms > 0 { range(rng, -jitter_ms, jitter_ms + 1) } else { 0 }).collect()
+    (0..SAMPLES as i64)
+        .map(|i| T0 + i * SCRAPE_MS + if jitter_ms > 0 { range(rng, -jitter_ms, jitter_ms + 1) } else { 0 })
+        .collect()
 }
 
 /// A monotonically increasing counter (integer increments, as request counters are).
@@ -81,7 +83,8 @@ fn bench_decode(c: &mut Criterion) {
     g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
     for (name, shape) in SHAPES {
         let mut rng = Rng::new(0x5EED);
-        let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
+        let chunks: Vec<Vec<u8>> =
+            (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
         g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
             let mut out = Vec::with_capacity(SAMPLES);
             b.iter(|| {
@@ -104,7 +107,8 @@ fn bench_iter(c: &mut Criterion) {
     g.throughput(Throughput::Elements((SAMPLES * CHUNKS) as u64));
     for (name, shape) in SHAPES {
         let mut rng = Rng::new(0x5EED);
-        let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
+        let chunks: Vec<Vec<u8>> =
+            (0..CHUNKS).map(|_| xor::encode(&shape(&mut rng)).expect("120 samples fit")).collect();
         g.bench_with_input(BenchmarkId::from_parameter(name), &chunks, |b, chunks| {
             b.iter(|| {
                 let mut acc = 0u64;

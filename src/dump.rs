@@ -46,7 +46,12 @@ pub fn series_samples(block: &Block, entry: &SeriesEntry, opts: &DumpOptions) ->
         }
         let raw = block.chunk(meta.chunk_ref)?;
         let samples = if raw.encoding == Encoding::Aggr as u8 {
-            let which = opts.aggr.ok_or_else(|| Error::Invalid(format!("{}: block is downsampled; choose an aggregate with --aggr count|sum|min|max|counter", block.dir.display())))?;
+            let which = opts.aggr.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: block is downsampled; choose an aggregate with --aggr count|sum|min|max|counter",
+                    block.dir.display()
+                ))
+            })?;
             decode_aggr(raw.data, which)
         } else {
             decode(raw.encoding, raw.data)
@@ -55,7 +60,12 @@ pub fn series_samples(block: &Block, entry: &SeriesEntry, opts: &DumpOptions) ->
             e.problem = format!("series {}: chunk at {}: {}", entry.labels, meta.chunk_ref, e.problem);
             e
         })
-        .map_err(|e| Error::corrupt(block.segments().get(meta.chunk_ref.segment() as usize).map(|s| s.path.as_path()).unwrap_or(&block.dir), e))?;
+        .map_err(|e| {
+            Error::corrupt(
+                block.segments().get(meta.chunk_ref.segment() as usize).map(|s| s.path.as_path()).unwrap_or(&block.dir),
+                e,
+            )
+        })?;
         for (t, v) in samples.into_values() {
             if t < opts.min_time || t > opts.max_time || deleted.iter().any(|iv| iv.contains(t)) {
                 continue;
@@ -108,8 +118,14 @@ pub fn open_blocks(dir: &Path) -> Result<Vec<Block>> {
 /// Dumps `dir` to `out`.
 pub fn dump(dir: &Path, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
     let blocks = open_blocks(dir)?;
-    if opts.aggr.is_none() && blocks.iter().any(|b| b.meta.resolution() != RES_RAW) && blocks.iter().all(|b| b.meta.resolution() != RES_RAW) {
-        return Err(Error::Invalid(format!("{}: only downsampled blocks here; choose an aggregate with --aggr count|sum|min|max|counter", dir.display())));
+    if opts.aggr.is_none()
+        && blocks.iter().any(|b| b.meta.resolution() != RES_RAW)
+        && blocks.iter().all(|b| b.meta.resolution() != RES_RAW)
+    {
+        return Err(Error::Invalid(format!(
+            "{}: only downsampled blocks here; choose an aggregate with --aggr count|sum|min|max|counter",
+            dir.display()
+        )));
     }
     if opts.aggr.is_some() {
         // Aggregates of different resolutions do not merge into one series.

@@ -44,11 +44,19 @@ pub type FormatResult<T> = std::result::Result<T, FormatError>;
 pub enum Error {
     /// A file could not be opened, read, written, synced or renamed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// A file's bytes do not follow the format.
     #[error("{}: {source}", path.display())]
-    Corrupt { path: PathBuf, #[source] source: FormatError },
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
 
     /// A series or chunk inside a block is wrong in a way that names the series.
     #[error("{}: series {series}: {problem}", path.display())]

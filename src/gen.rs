@@ -144,7 +144,8 @@ fn samples(opts: &GenOptions, id: usize, from: i64, to: i64, offset: i64) -> Vec
     let mut t = first;
     while t < to {
         let step = ((t - offset - opts.start_ms) / opts.scrape_ms) as u64;
-        let mut r = Rng::new(opts.seed ^ (id as u64).wrapping_mul(0x1000_0000_01B3) ^ step.wrapping_mul(0xA24B_AED4_963E_E407));
+        let mut r =
+            Rng::new(opts.seed ^ (id as u64).wrapping_mul(0x1000_0000_01B3) ^ step.wrapping_mul(0xA24B_AED4_963E_E407));
         let v = if hist {
             Value::Histogram(Box::new(histogram_at(step, &mut r)))
         } else if counter {
@@ -209,7 +210,8 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
         let ids: Vec<usize> = (shift..shift + opts.series).collect();
         let mut sorted: Vec<(Labels, usize)> = ids.iter().map(|&i| (series_labels(i), i)).collect();
         sorted.sort();
-        let mut symbols: Vec<Vec<u8>> = sorted.iter().flat_map(|(l, _)| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
+        let mut symbols: Vec<Vec<u8>> =
+            sorted.iter().flat_map(|(l, _)| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
         symbols.sort_unstable();
         symbols.dedup();
         for r in 0..opts.replicas.max(1) {
@@ -229,7 +231,16 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
                 for ((labels, _), enc) in batch.iter().zip(encoded) {
                     let (chunks, last) = enc.map_err(Error::Invalid)?;
                     max_t = max_t.max(last);
-                    let cw: Vec<ChunkToWrite<'_>> = chunks.iter().map(|c| ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
+                    let cw: Vec<ChunkToWrite<'_>> = chunks
+                        .iter()
+                        .map(|c| ChunkToWrite {
+                            encoding: c.encoding,
+                            data: &c.data,
+                            min_time: c.min_time,
+                            max_time: c.max_time,
+                            record: None,
+                        })
+                        .collect();
                     w.add_series(labels, &cw)?;
                 }
             }

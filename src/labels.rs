@@ -27,7 +27,8 @@ impl Labels {
 
     /// Builds a set from pairs, sorting by name. Later duplicates of a name win.
     pub fn from_pairs<N: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: impl IntoIterator<Item = (N, V)>) -> Self {
-        let mut v: Vec<Label> = pairs.into_iter().map(|(n, v)| Label { name: n.as_ref().to_vec(), value: v.as_ref().to_vec() }).collect();
+        let mut v: Vec<Label> =
+            pairs.into_iter().map(|(n, v)| Label { name: n.as_ref().to_vec(), value: v.as_ref().to_vec() }).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out: Vec<Label> = Vec::with_capacity(v.len());
         for l in v {
@@ -264,10 +265,18 @@ impl Selector {
             if !valid_name(name, true) {
                 return Err(format!("invalid metric name {name:?} in selector {s:?}"));
             }
-            matchers.push(Matcher { name: b"__name__".to_vec(), op: MatchOp::Equal, value: name.to_string(), regex: None });
+            matchers.push(Matcher {
+                name: b"__name__".to_vec(),
+                op: MatchOp::Equal,
+                value: name.to_string(),
+                regex: None,
+            });
         }
         if !rest.is_empty() {
-            let inner = rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')).ok_or_else(|| format!("selector {s:?}: unbalanced braces"))?;
+            let inner = rest
+                .strip_prefix('{')
+                .and_then(|r| r.strip_suffix('}'))
+                .ok_or_else(|| format!("selector {s:?}: unbalanced braces"))?;
             let mut p = inner.trim_start();
             while !p.is_empty() {
                 let end = p.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')).unwrap_or(p.len());
@@ -288,10 +297,14 @@ impl Selector {
                     return Err(format!("selector {s:?}: expected =, !=, =~ or !~ after {lname:?}"));
                 };
                 p = p[oplen..].trim_start();
-                let (value, used) = parse_quoted(p).ok_or_else(|| format!("selector {s:?}: expected a quoted value for {lname:?}"))?;
+                let (value, used) =
+                    parse_quoted(p).ok_or_else(|| format!("selector {s:?}: expected a quoted value for {lname:?}"))?;
                 p = p[used..].trim_start();
                 let regex = match op {
-                    MatchOp::Regex | MatchOp::NotRegex => Some(regex::bytes::Regex::new(&format!("^(?:{value})$")).map_err(|e| format!("selector {s:?}: bad regex: {e}"))?),
+                    MatchOp::Regex | MatchOp::NotRegex => Some(
+                        regex::bytes::Regex::new(&format!("^(?:{value})$"))
+                            .map_err(|e| format!("selector {s:?}: bad regex: {e}"))?,
+                    ),
                     _ => None,
                 };
                 matchers.push(Matcher { name: lname.as_bytes().to_vec(), op, value, regex });

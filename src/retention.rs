@@ -59,7 +59,8 @@ mod tests {
 
     fn meta(n: u128, max_time: i64, resolution: i64) -> BlockMeta {
         let mut m = BlockMeta::new(Ulid::from(n), max_time - 2 * 3_600_000, max_time);
-        m.thanos = Some(ThanosMeta { downsample: crate::format::meta::Downsample { resolution }, ..Default::default() });
+        m.thanos =
+            Some(ThanosMeta { downsample: crate::format::meta::Downsample { resolution }, ..Default::default() });
         m
     }
 
@@ -67,7 +68,13 @@ mod tests {
     fn each_resolution_has_its_own_retention() {
         let r = Retention { raw_ms: 7 * DAY, five_minutes_ms: 30 * DAY, one_hour_ms: 0 };
         let now = 100 * DAY;
-        let blocks = [meta(1, 90 * DAY, RES_RAW), meta(2, 95 * DAY, RES_RAW), meta(3, 60 * DAY, RES_5M), meta(4, 80 * DAY, RES_5M), meta(5, DAY, RES_1H)];
+        let blocks = [
+            meta(1, 90 * DAY, RES_RAW),
+            meta(2, 95 * DAY, RES_RAW),
+            meta(3, 60 * DAY, RES_5M),
+            meta(4, 80 * DAY, RES_5M),
+            meta(5, DAY, RES_1H),
+        ];
         assert_eq!(expired(&blocks, &r, now), vec![Ulid::from(1), Ulid::from(3)]);
     }
 

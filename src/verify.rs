@@ -44,7 +44,11 @@ struct Report<'a> {
 
 impl Report<'_> {
     fn add(&mut self, file: &str, message: impl Into<String>) {
-        self.problems.push(Problem { block: self.block.to_path_buf(), file: file.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            block: self.block.to_path_buf(),
+            file: file.to_string(),
+            message: message.into(),
+        });
     }
     fn format(&mut self, file: &str, e: &FormatError) {
         self.add(file, e.to_string());
@@ -157,7 +161,14 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
             counts.chunks += 1;
             let seg = c.chunk_ref.segment() as usize;
             let Some((name, bytes)) = segments.get(seg) else {
-                r.add(INDEX_FILE, format!("series {labels}: chunk ref {} names segment {seg}, but the block has {} segment files", c.chunk_ref, segments.len()));
+                r.add(
+                    INDEX_FILE,
+                    format!(
+                        "series {labels}: chunk ref {} names segment {seg}, but the block has {} segment files",
+                        c.chunk_ref,
+                        segments.len()
+                    ),
+                );
                 continue;
             };
             let file = format!("{CHUNKS_DIR}/{name}");
@@ -176,7 +187,13 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
             // maxTime. (Samples at maxTime itself are outside the half-open range, but
             // Thanos accepts such blocks, so strata does too.)
             if c.min_time < min_t || c.max_time > max_t {
-                r.add(INDEX_FILE, format!("series {labels}: chunk [{}, {}] lies outside the block's range [{min_t}, {max_t})", c.min_time, c.max_time));
+                r.add(
+                    INDEX_FILE,
+                    format!(
+                        "series {labels}: chunk [{}, {}] lies outside the block's range [{min_t}, {max_t})",
+                        c.min_time, c.max_time
+                    ),
+                );
             }
             // Decode and check times.
             let decoded = match Encoding::from_byte(raw.encoding) {
@@ -203,12 +220,21 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                 Ok((n, ts)) => {
                     counts.samples += n;
                     if ts.windows(2).any(|w| w[0] >= w[1]) && raw.encoding != Encoding::Aggr as u8 {
-                        r.add(&file, format!("series {labels}: chunk {}: samples not in increasing time order", c.chunk_ref));
+                        r.add(
+                            &file,
+                            format!("series {labels}: chunk {}: samples not in increasing time order", c.chunk_ref),
+                        );
                     }
                     if raw.encoding != Encoding::Aggr as u8 {
                         if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
                             if first != c.min_time || last != c.max_time {
-                                r.add(INDEX_FILE, format!("series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]", c.chunk_ref, c.min_time, c.max_time));
+                                r.add(
+                                    INDEX_FILE,
+                                    format!(
+                                        "series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]",
+                                        c.chunk_ref, c.min_time, c.max_time
+                                    ),
+                                );
                             }
                         } else {
                             r.add(&file, format!("series {labels}: chunk {} holds no samples", c.chunk_ref));
@@ -220,7 +246,8 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
         }
     }
     for &s in tombstones.by_series.keys() {
-        let ok = if index.version() == 2 { ids.binary_search(&(s as u32)).is_ok() && s <= u32::MAX as u64 } else { true };
+        let ok =
+            if index.version() == 2 { ids.binary_search(&(s as u32)).is_ok() && s <= u32::MAX as u64 } else { true };
         if !ok {
             r.add(TOMBSTONES_FILE, format!("tombstone for series ref {s}, which is not in the index"));
         }
@@ -228,7 +255,11 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
 
     if let Some(m) = &meta {
         let st = &m.stats;
-        for (what, have, want) in [("numSeries", st.num_series, counts.series), ("numChunks", st.num_chunks, counts.chunks), ("numSamples", st.num_samples, counts.samples)] {
+        for (what, have, want) in [
+            ("numSeries", st.num_series, counts.series),
+            ("numChunks", st.num_chunks, counts.chunks),
+            ("numSamples", st.num_samples, counts.samples),
+        ] {
             if have != want && r.problems.is_empty() {
                 r.add(META_FILE, format!("stats.{what} is {have} but the block holds {want}"));
             }
@@ -236,7 +267,10 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
         if let Some(t) = &m.thanos {
             let names: Vec<&String> = segments.iter().map(|(n, _)| n).collect();
             if !t.segment_files.is_empty() && t.segment_files.iter().collect::<Vec<_>>() != names {
-                r.add(META_FILE, format!("thanos.segment_files {:?} differs from the files in chunks/ {:?}", t.segment_files, names));
+                r.add(
+                    META_FILE,
+                    format!("thanos.segment_files {:?} differs from the files in chunks/ {:?}", t.segment_files, names),
+                );
             }
         }
     }
@@ -284,7 +318,8 @@ fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Ve
     if let Some(&(t, v)) = count.iter().find(|s| !(s.1 >= 0.0 && s.1.fract() == 0.0)) {
         problems.push(format!("count slot holds {v} at {t}, not a whole number of samples"));
     }
-    let hist = slots[AggrType::Counter as usize].is_some_and(|c| c.encoding == Encoding::FloatHistogram as u8 || c.encoding == Encoding::Histogram as u8);
+    let hist = slots[AggrType::Counter as usize]
+        .is_some_and(|c| c.encoding == Encoding::FloatHistogram as u8 || c.encoding == Encoding::Histogram as u8);
     for t in [AggrType::Sum, AggrType::Min, AggrType::Max] {
         if let Some(s) = &decoded[t as usize] {
             if s.timestamps() != ts {
@@ -312,9 +347,13 @@ fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Ve
                     problems.push("counter slot timestamps go back in time".to_string());
                 }
                 if cts.len() < 2 || cts[cts.len() - 1] != cts[cts.len() - 2] {
-                    problems.push("counter slot does not end with the last raw value at a repeated timestamp".to_string());
+                    problems
+                        .push("counter slot does not end with the last raw value at a repeated timestamp".to_string());
                 } else if cts[0] > mint {
-                    problems.push(format!("counter slot starts at {}, after the chunk's mint {mint} (no first raw value)", cts[0]));
+                    problems.push(format!(
+                        "counter slot starts at {}, after the chunk's mint {mint} (no first raw value)",
+                        cts[0]
+                    ));
                 }
             }
             Some(_) => problems.push("counter slot is not an XOR chunk".to_string()),

@@ -23,7 +23,16 @@ pub fn copy_block(src: &Block, parent: &Path, ulid: Ulid, segment_size: u64) -> 
     for entry in src.series(&index)? {
         let entry = entry?;
         let raws = entry.chunks.iter().map(|m| src.chunk(m.chunk_ref).map(|c| (m, c))).collect::<Result<Vec<_>>>()?;
-        let chunks: Vec<ChunkToWrite<'_>> = raws.iter().map(|(m, c)| ChunkToWrite { encoding: c.encoding, data: c.data, min_time: m.min_time, max_time: m.max_time, record: Some(c.record) }).collect();
+        let chunks: Vec<ChunkToWrite<'_>> = raws
+            .iter()
+            .map(|(m, c)| ChunkToWrite {
+                encoding: c.encoding,
+                data: c.data,
+                min_time: m.min_time,
+                max_time: m.max_time,
+                record: Some(c.record),
+            })
+            .collect();
         if let Some(new_id) = w.add_series(&entry.labels, &chunks)? {
             for iv in src.tombstones.get(entry.id as u64) {
                 tombstones.add(new_id as u64, *iv);

@@ -20,7 +20,8 @@ pub struct BlockDirEntry {
 pub fn list_blocks(dir: &Path) -> Result<Vec<BlockDirEntry>> {
     if dir.join(crate::block::META_FILE).is_file() {
         // A single block; its directory name need not be a ULID (meta.json has it).
-        let ulid = dir.file_name().and_then(|n| n.to_str()).and_then(|n| Ulid::from_string(n).ok()).unwrap_or(Ulid::nil());
+        let ulid =
+            dir.file_name().and_then(|n| n.to_str()).and_then(|n| Ulid::from_string(n).ok()).unwrap_or(Ulid::nil());
         return Ok(vec![BlockDirEntry { ulid, path: dir.to_path_buf() }]);
     }
     let mut out = Vec::new();

@@ -107,7 +107,18 @@ impl Block {
     /// The chunk a ref points at, CRC-checked.
     pub fn chunk(&self, r: ChunkRef) -> Result<RawChunk<'_>> {
         let seg = self.segments.get(r.segment() as usize).ok_or_else(|| {
-            Error::corrupt(self.dir.join(CHUNKS_DIR), FormatError::new("chunk ref", r.0, format!("chunk ref {r} names segment {} but the block has {} segment files", r.segment(), self.segments.len())))
+            Error::corrupt(
+                self.dir.join(CHUNKS_DIR),
+                FormatError::new(
+                    "chunk ref",
+                    r.0,
+                    format!(
+                        "chunk ref {r} names segment {} but the block has {} segment files",
+                        r.segment(),
+                        self.segments.len()
+                    ),
+                ),
+            )
         })?;
         read_chunk(&seg.bytes, r.offset()).at(&seg.path)
     }

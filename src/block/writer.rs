@@ -13,7 +13,9 @@ use ulid::Ulid;
 
 use super::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::{AtPath, Error, Result};
-use crate::format::chunks::{budget_len, segment_header, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN, record_crc};
+use crate::format::chunks::{
+    budget_len, record_crc, segment_header, ChunkMeta, ChunkRef, Encoding, DEFAULT_SEGMENT_SIZE, SEGMENT_HEADER_LEN,
+};
 use crate::format::encoding::put_uvarint;
 use crate::format::index::{IndexWriter, WriteError};
 use crate::format::meta::BlockMeta;
@@ -156,7 +158,12 @@ impl SegmentWriter {
     /// the first chunks go into the current file while they fit (each budgeted at its
     /// length plus 10 bytes of framing); once one does not fit, a new file is cut, and
     /// from then on a new file is cut whenever the next batch would outgrow an empty one.
-    fn write_series(&mut self, chunks: &[ChunkToWrite<'_>], metas: &mut Vec<ChunkMeta>, max_chunk: &mut i64) -> Result<()> {
+    fn write_series(
+        &mut self,
+        chunks: &[ChunkToWrite<'_>],
+        metas: &mut Vec<ChunkMeta>,
+        max_chunk: &mut i64,
+    ) -> Result<()> {
         if self.file.is_none() {
             self.cut()?;
         }
@@ -188,13 +195,17 @@ impl SegmentWriter {
                     self.cut()?;
                 }
             }
-            let offset = u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
+            let offset =
+                u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
             // The record (see `chunks::write_chunk`) goes straight into the file's
             // buffer: the payload is copied once.
             let (w, path) = self.file.as_mut().expect("segment open");
             let len = match c.record {
                 Some(record) => {
-                    debug_assert!(record.len() > c.data.len() + 5 && record[record.len() - 4 - c.data.len()..record.len() - 4] == *c.data);
+                    debug_assert!(
+                        record.len() > c.data.len() + 5
+                            && record[record.len() - 4 - c.data.len()..record.len() - 4] == *c.data
+                    );
                     w.write_all(record).at(path)?;
                     record.len() as u64
                 }
@@ -213,7 +224,11 @@ impl SegmentWriter {
             self.size += len;
             *max_chunk = (*max_chunk).max(len as i64);
             let segment = self.names.len() as u32 - 1;
-            metas.push(ChunkMeta { min_time: c.min_time, max_time: c.max_time, chunk_ref: ChunkRef::new(segment, offset) });
+            metas.push(ChunkMeta {
+                min_time: c.min_time,
+                max_time: c.max_time,
+                chunk_ref: ChunkRef::new(segment, offset),
+            });
         }
         Ok(())
     }
@@ -246,7 +261,12 @@ impl BlockWriter {
     }
 
     /// As [`new`](Self::new) with a different segment size (tests use small ones).
-    pub fn with_segment_size<S: AsRef<[u8]>>(parent: &Path, ulid: Ulid, symbols: impl IntoIterator<Item = S>, segment_size: u64) -> Result<BlockWriter> {
+    pub fn with_segment_size<S: AsRef<[u8]>>(
+        parent: &Path,
+        ulid: Ulid,
+        symbols: impl IntoIterator<Item = S>,
+        segment_size: u64,
+    ) -> Result<BlockWriter> {
         let tmp = parent.join(format!("{ulid}.tmp-for-creation"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).at(&tmp)?;
@@ -255,13 +275,24 @@ impl BlockWriter {
         fs::create_dir_all(&chunks).at(&chunks)?;
         let index_path = tmp.join(INDEX_FILE);
         let f = File::create(&index_path).at(&index_path)?;
-        let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 20, f)).map_err(|e| index_err(&index_path, e))?;
+        let mut index =
+            IndexWriter::new(BufWriter::with_capacity(1 << 20, f)).map_err(|e| index_err(&index_path, e))?;
         index.add_symbols(symbols).map_err(|e| index_err(&index_path, e))?;
         Ok(BlockWriter {
             parent: parent.to_path_buf(),
             ulid,
             tmp,
-            segments: SegmentWriter { dir: chunks, limit: segment_size, file: None, closed: Vec::new(), seq: 0, size: 0, buf: Vec::new(), names: Vec::new(), writeback: Writeback::default() },
+            segments: SegmentWriter {
+                dir: chunks,
+                limit: segment_size,
+                file: None,
+                closed: Vec::new(),
+                seq: 0,
+                size: 0,
+                buf: Vec::new(),
+                names: Vec::new(),
+                writeback: Writeback::default(),
+            },
             index: Some(index),
             stats: WriteStats::default(),
             metas: Vec::new(),
@@ -276,7 +307,11 @@ impl BlockWriter {
     /// Adds a series with its chunks (in time order, not overlapping) and returns its
     /// series ref in the new index. A series with no chunks is skipped, as Prometheus
     /// skips it (`None`).
-    pub fn add_series<L: LabelPairs + ?Sized>(&mut self, labels: &L, chunks: &[ChunkToWrite<'_>]) -> Result<Option<u32>> {
+    pub fn add_series<L: LabelPairs + ?Sized>(
+        &mut self,
+        labels: &L,
+        chunks: &[ChunkToWrite<'_>],
+    ) -> Result<Option<u32>> {
         if chunks.is_empty() {
             return Ok(None);
         }
@@ -321,7 +356,13 @@ impl BlockWriter {
                 sync_all_concurrently(segments.iter().map(|(f, p)| (f, p.as_path())))
             });
             let index_path = self.tmp.join(INDEX_FILE);
-            let index = self.index.take().expect("index open").finish().map_err(|e| index_err(&index_path, e)).and_then(|w| w.into_inner().map_err(|e| Error::io(&index_path, e.into_error())));
+            let index = self
+                .index
+                .take()
+                .expect("index open")
+                .finish()
+                .map_err(|e| index_err(&index_path, e))
+                .and_then(|w| w.into_inner().map_err(|e| Error::io(&index_path, e.into_error())));
             let segments_synced = synced.join().expect("fsync thread panicked");
             let index = index?;
             segments_synced?;

@@ -29,7 +29,10 @@ use super::time::{now_ms, now_nanos, rfc3339_nano};
 use super::{Bucket, ObjectInfo};
 use crate::block::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::Error as LocalError;
-use crate::format::meta::{marker_json, parse_marker, BlockMeta, DeletionMark, FileEntry, NoCompactMark, NoDownsampleMark, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
+use crate::format::meta::{
+    marker_json, parse_marker, BlockMeta, DeletionMark, FileEntry, NoCompactMark, NoDownsampleMark, DELETION_MARK,
+    NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK,
+};
 
 /// The marker files, in the order they are reported.
 pub const MARKERS: [&str; 3] = [DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK];
@@ -135,7 +138,8 @@ impl Bucket {
     /// top-level names (`debug/`, `bucket-cache/`, ...) are passed over.
     pub async fn block_ids(&self) -> Result<Vec<Ulid>> {
         let (dirs, _) = self.list_dir("").await?;
-        let mut ids: Vec<Ulid> = dirs.iter().filter(|d| d.len() == 26).filter_map(|d| Ulid::from_string(d).ok()).collect();
+        let mut ids: Vec<Ulid> =
+            dirs.iter().filter(|d| d.len() == 26).filter_map(|d| Ulid::from_string(d).ok()).collect();
         ids.sort();
         Ok(ids)
     }
@@ -184,7 +188,10 @@ impl Bucket {
             return Ok(false);
         }
         if self.head(&block_key(id, META_FILE)).await?.is_none() {
-            return Err(BucketError::block(id, format!("cannot write {name}: the block has no meta.json in {}", self.name())));
+            return Err(BucketError::block(
+                id,
+                format!("cannot write {name}: the block has no meta.json in {}", self.name()),
+            ));
         }
         self.put(&key, Bytes::from(json)).await?;
         Ok(true)
@@ -199,13 +206,25 @@ impl Bucket {
     /// Marks a block not to be compacted (`reason`: `manual`, `index-size-exceeding`,
     /// `block-index-out-of-order-chunk`, `downsample-vertical-compaction`, ...).
     pub async fn mark_no_compact(&self, id: Ulid, reason: &str, details: &str) -> Result<bool> {
-        let m = NoCompactMark { id, version: 1, details: details.to_string(), no_compact_time: now_ms() / 1000, reason: reason.to_string() };
+        let m = NoCompactMark {
+            id,
+            version: 1,
+            details: details.to_string(),
+            no_compact_time: now_ms() / 1000,
+            reason: reason.to_string(),
+        };
         self.write_marker(id, NO_COMPACT_MARK, marker_json(&m)).await
     }
 
     /// Marks a block not to be downsampled.
     pub async fn mark_no_downsample(&self, id: Ulid, reason: &str, details: &str) -> Result<bool> {
-        let m = NoDownsampleMark { id, version: 1, details: details.to_string(), no_downsample_time: now_ms() / 1000, reason: reason.to_string() };
+        let m = NoDownsampleMark {
+            id,
+            version: 1,
+            details: details.to_string(),
+            no_downsample_time: now_ms() / 1000,
+            reason: reason.to_string(),
+        };
         self.write_marker(id, NO_DOWNSAMPLE_MARK, marker_json(&m)).await
     }
 
@@ -237,7 +256,10 @@ impl Bucket {
         let id = meta.ulid;
         if let Some(name) = dir.file_name().and_then(|n| n.to_str()).and_then(|n| Ulid::from_string(n).ok()) {
             if name != id {
-                return Err(BucketError::block(id, format!("{}: directory name and meta.json ULID differ", dir.display())));
+                return Err(BucketError::block(
+                    id,
+                    format!("{}: directory name and meta.json ULID differ", dir.display()),
+                ));
             }
         }
         match &meta.thanos {
@@ -250,7 +272,10 @@ impl Bucket {
         }
         {
             let t = meta.thanos.as_mut().expect("checked above");
-            t.files = files.iter().map(|(rel, size)| FileEntry { rel_path: rel.clone(), size_bytes: *size as i64, hash: None }).collect();
+            t.files = files
+                .iter()
+                .map(|(rel, size)| FileEntry { rel_path: rel.clone(), size_bytes: *size as i64, hash: None })
+                .collect();
             t.files.push(FileEntry { rel_path: META_FILE.to_string(), size_bytes: 0, hash: None });
             t.files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
             t.upload_time = rfc3339_nano(now_nanos());
@@ -270,12 +295,26 @@ impl Bucket {
 
         // Every object there, with its size.
         let check = async {
-            let listed: BTreeMap<String, u64> = self.list(&id.to_string()).await?.into_iter().map(|o| (o.key, o.size)).collect();
-            let want = files.iter().map(|(rel, size)| (rel.clone(), *size)).chain(std::iter::once((META_FILE.to_string(), meta_bytes.len() as u64)));
+            let listed: BTreeMap<String, u64> =
+                self.list(&id.to_string()).await?.into_iter().map(|o| (o.key, o.size)).collect();
+            let want = files
+                .iter()
+                .map(|(rel, size)| (rel.clone(), *size))
+                .chain(std::iter::once((META_FILE.to_string(), meta_bytes.len() as u64)));
             for (rel, size) in want {
                 match listed.get(&block_key(id, &rel)) {
-                    None => return Err(BucketError::block(id, format!("after upload, {rel} is missing from {}", self.name()))),
-                    Some(&got) if got != size => return Err(BucketError::block(id, format!("after upload, {rel} is {got} bytes in {}, {size} on disk", self.name()))),
+                    None => {
+                        return Err(BucketError::block(
+                            id,
+                            format!("after upload, {rel} is missing from {}", self.name()),
+                        ))
+                    }
+                    Some(&got) if got != size => {
+                        return Err(BucketError::block(
+                            id,
+                            format!("after upload, {rel} is {got} bytes in {}, {size} on disk", self.name()),
+                        ))
+                    }
                     Some(_) => {}
                 }
             }
@@ -288,9 +327,20 @@ impl Bucket {
         Ok(meta)
     }
 
-    async fn upload_objects(&self, dir: &Path, id: Ulid, files: &[(String, u64)], concurrency: usize, written: &mut Vec<String>) -> Result<()> {
+    async fn upload_objects(
+        &self,
+        dir: &Path,
+        id: Ulid,
+        files: &[(String, u64)],
+        concurrency: usize,
+        written: &mut Vec<String>,
+    ) -> Result<()> {
         // Owned jobs: futures borrowing from an iterator's items would not be `Send`.
-        let chunks: Vec<(String, PathBuf)> = files.iter().filter(|(rel, _)| rel.starts_with("chunks/")).map(|(rel, _)| (block_key(id, rel), dir.join(rel))).collect();
+        let chunks: Vec<(String, PathBuf)> = files
+            .iter()
+            .filter(|(rel, _)| rel.starts_with("chunks/"))
+            .map(|(rel, _)| (block_key(id, rel), dir.join(rel)))
+            .collect();
         let rest = files.iter().filter(|(rel, _)| !rel.starts_with("chunks/"));
         let mut stream = futures::stream::iter(chunks)
             .map(|(key, path)| async move {
@@ -328,10 +378,17 @@ impl Bucket {
         if tokio::fs::try_exists(&dest).await.map_err(|e| LocalError::io(&dest, e))? {
             return Err(BucketError::block(id, format!("{} exists already", dest.display())));
         }
-        let meta_bytes = self.get(&block_key(id, META_FILE)).await?.ok_or_else(|| BucketError::block(id, format!("no meta.json in {} (a partial upload, or a block being deleted)", self.name())))?;
+        let meta_bytes = self.get(&block_key(id, META_FILE)).await?.ok_or_else(|| {
+            BucketError::block(
+                id,
+                format!("no meta.json in {} (a partial upload, or a block being deleted)", self.name()),
+            )
+        })?;
         let meta = match parse_meta(id, &meta_bytes) {
             MetaRead::Ok(m) => m,
-            MetaRead::Corrupt(why) => return Err(BucketError::block(id, format!("meta.json in {}: {why}", self.name()))),
+            MetaRead::Corrupt(why) => {
+                return Err(BucketError::block(id, format!("meta.json in {}: {why}", self.name())))
+            }
             MetaRead::Missing => unreachable!(),
         };
         let prefix = format!("{id}/");
@@ -341,7 +398,9 @@ impl Bucket {
             .into_iter()
             .filter_map(|o| {
                 let rel = o.key.strip_prefix(&prefix)?.to_string();
-                let wanted = rel == INDEX_FILE || rel == TOMBSTONES_FILE || (rel.starts_with("chunks/") && rel.len() > 7 && !rel[7..].contains('/'));
+                let wanted = rel == INDEX_FILE
+                    || rel == TOMBSTONES_FILE
+                    || (rel.starts_with("chunks/") && rel.len() > 7 && !rel[7..].contains('/'));
                 wanted.then_some((rel, o.size))
             })
             .collect();
@@ -352,9 +411,22 @@ impl Bucket {
         if let Some(t) = &meta.thanos {
             for f in t.files.iter().filter(|f| f.rel_path != META_FILE) {
                 match objects.iter().find(|(r, _)| *r == f.rel_path) {
-                    None => return Err(BucketError::block(id, format!("{} is listed in meta.json but missing from {}", f.rel_path, self.name()))),
+                    None => {
+                        return Err(BucketError::block(
+                            id,
+                            format!("{} is listed in meta.json but missing from {}", f.rel_path, self.name()),
+                        ))
+                    }
                     Some((_, size)) if f.size_bytes != 0 && *size != f.size_bytes as u64 => {
-                        return Err(BucketError::block(id, format!("{} is {size} bytes in {}, meta.json says {}", f.rel_path, self.name(), f.size_bytes)))
+                        return Err(BucketError::block(
+                            id,
+                            format!(
+                                "{} is {size} bytes in {}, meta.json says {}",
+                                f.rel_path,
+                                self.name(),
+                                f.size_bytes
+                            ),
+                        ))
                     }
                     Some(_) => {}
                 }
@@ -367,18 +439,22 @@ impl Bucket {
             tokio::fs::remove_dir_all(&tmp).await.map_err(|e| LocalError::io(&tmp, e))?;
         }
         tokio::fs::create_dir_all(tmp.join(CHUNKS_DIR)).await.map_err(|e| LocalError::io(&tmp, e))?;
-        let jobs: Vec<(String, PathBuf, String, u64)> = objects.iter().map(|(rel, size)| (block_key(id, rel), tmp.join(rel), rel.clone(), *size)).collect();
+        let jobs: Vec<(String, PathBuf, String, u64)> =
+            objects.iter().map(|(rel, size)| (block_key(id, rel), tmp.join(rel), rel.clone(), *size)).collect();
         futures::stream::iter(jobs)
             .map(|(key, path, rel, size)| async move {
                 let n = self.get_to_file(&key, &path).await?;
                 if n != size {
-                    return Err(BucketError::block(id, format!("{rel}: downloaded {n} bytes, the bucket listed {size}")));
+                    return Err(BucketError::block(
+                        id,
+                        format!("{rel}: downloaded {n} bytes, the bucket listed {size}"),
+                    ));
                 }
                 Ok(())
             })
             .buffer_unordered(opts.concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+            .try_collect::<Vec<()>>()
+            .await?;
         let meta_path = tmp.join(META_FILE);
         let t = tmp.clone();
         tokio::task::spawn_blocking(move || -> crate::Result<()> {
@@ -390,9 +466,19 @@ impl Bucket {
         .map_err(|e| BucketError::block(id, format!("sync task failed: {e}")))??;
         if opts.verify {
             let t = tmp.clone();
-            let (problems, _) = tokio::task::spawn_blocking(move || crate::verify::verify_block(&t)).await.map_err(|e| BucketError::block(id, format!("verify task failed: {e}")))??;
+            let (problems, _) = tokio::task::spawn_blocking(move || crate::verify::verify_block(&t))
+                .await
+                .map_err(|e| BucketError::block(id, format!("verify task failed: {e}")))??;
             if let Some(p) = problems.first() {
-                return Err(BucketError::block(id, format!("downloaded block fails verification ({} problems), first: {}: {}", problems.len(), p.file, p.message)));
+                return Err(BucketError::block(
+                    id,
+                    format!(
+                        "downloaded block fails verification ({} problems), first: {}: {}",
+                        problems.len(),
+                        p.file,
+                        p.message
+                    ),
+                ));
             }
         }
         tokio::fs::rename(&tmp, &dest).await.map_err(|e| LocalError::io(&dest, e))?;
@@ -413,8 +499,18 @@ impl Bucket {
             self.delete(&meta_key).await?;
             report.deleted.push(meta_key.clone());
         }
-        let rest: Vec<String> = self.list(&id.to_string()).await?.into_iter().map(|o| o.key).filter(|k| *k != meta_key && *k != mark_key).collect();
-        let deleted: Vec<String> = futures::stream::iter(rest.into_iter().map(|k| async move { self.delete(&k).await.map(|_| k) })).buffer_unordered(8).try_collect().await?;
+        let rest: Vec<String> = self
+            .list(&id.to_string())
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| *k != meta_key && *k != mark_key)
+            .collect();
+        let deleted: Vec<String> =
+            futures::stream::iter(rest.into_iter().map(|k| async move { self.delete(&k).await.map(|_| k) }))
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
         report.deleted.extend(deleted);
         if self.head(&mark_key).await?.is_some() {
             self.delete(&mark_key).await?;
@@ -501,26 +597,37 @@ mod tests {
             let src = small_block();
             let meta = with_labels(&src);
             let id = meta.ulid;
-            let up = b.upload_block(&src, &UploadOptions { meta: Some(meta.clone()), ..Default::default() }).await.unwrap();
+            let up =
+                b.upload_block(&src, &UploadOptions { meta: Some(meta.clone()), ..Default::default() }).await.unwrap();
             let t = up.thanos.as_ref().unwrap();
             let rels: Vec<&str> = t.files.iter().map(|f| f.rel_path.as_str()).collect();
             assert_eq!(rels, ["chunks/000001", "index", "meta.json"]);
             assert!(t.files.iter().find(|f| f.rel_path == "meta.json").unwrap().size_bytes == 0);
             assert!(!crate::bucket::time::is_zero_time(&t.upload_time));
             assert_eq!(b.block_ids().await.unwrap(), [id]);
-            assert!(b.list(&id.to_string()).await.unwrap().iter().all(|o| !o.key.ends_with("tombstones")), "tombstones are never uploaded");
+            assert!(
+                b.list(&id.to_string()).await.unwrap().iter().all(|o| !o.key.ends_with("tombstones")),
+                "tombstones are never uploaded"
+            );
             match b.read_meta(id).await.unwrap() {
                 MetaRead::Ok(m) => assert_eq!(m, up),
                 other => panic!("{other:?}"),
             }
             // A second upload of the same block is refused, and leaves it whole.
-            let again = b.upload_block(&src, &UploadOptions { meta: Some(meta), ..Default::default() }).await.unwrap_err();
+            let again =
+                b.upload_block(&src, &UploadOptions { meta: Some(meta), ..Default::default() }).await.unwrap_err();
             assert!(again.to_string().contains("already in mem"), "{again}");
 
             let tmp = tempfile::tempdir().unwrap();
-            let got = b.download_block(id, tmp.path(), &DownloadOptions { verify: true, ..Default::default() }).await.unwrap();
+            let got = b
+                .download_block(id, tmp.path(), &DownloadOptions { verify: true, ..Default::default() })
+                .await
+                .unwrap();
             assert_eq!(std::fs::read(got.join("index")).unwrap(), std::fs::read(src.join("index")).unwrap());
-            assert_eq!(std::fs::read(got.join("chunks/000001")).unwrap(), std::fs::read(src.join("chunks/000001")).unwrap());
+            assert_eq!(
+                std::fs::read(got.join("chunks/000001")).unwrap(),
+                std::fs::read(src.join("chunks/000001")).unwrap()
+            );
             assert!(!tmp.path().join(format!("{id}.tmp-for-creation")).exists());
 
             assert!(b.mark_for_deletion(id, "test").await.unwrap());
@@ -550,9 +657,20 @@ mod tests {
             let b = Bucket::from_store(Arc::new(InMemory::new()), "mem");
             let id = Ulid::new();
             b.put(&block_key(id, DELETION_MARK), Bytes::from_static(b"{\"id\":")).await.unwrap();
-            assert!(matches!(b.read_marker::<DeletionMark>(id, DELETION_MARK).await.unwrap(), MarkerRead::Unparsable(_)));
-            b.put(&block_key(id, NO_COMPACT_MARK), Bytes::from(format!("{{\"id\":\"{id}\",\"version\":2,\"no_compact_time\":1,\"reason\":\"manual\"}}"))).await.unwrap();
-            assert!(matches!(b.read_marker::<NoCompactMark>(id, NO_COMPACT_MARK).await.unwrap(), MarkerRead::Unparsable(_)), "version must be 1");
+            assert!(matches!(
+                b.read_marker::<DeletionMark>(id, DELETION_MARK).await.unwrap(),
+                MarkerRead::Unparsable(_)
+            ));
+            b.put(
+                &block_key(id, NO_COMPACT_MARK),
+                Bytes::from(format!("{{\"id\":\"{id}\",\"version\":2,\"no_compact_time\":1,\"reason\":\"manual\"}}")),
+            )
+            .await
+            .unwrap();
+            assert!(
+                matches!(b.read_marker::<NoCompactMark>(id, NO_COMPACT_MARK).await.unwrap(), MarkerRead::Unparsable(_)),
+                "version must be 1"
+            );
             b.put(&block_key(id, META_FILE), Bytes::from_static(b"not json")).await.unwrap();
             assert!(matches!(b.read_meta(id).await.unwrap(), MetaRead::Corrupt(_)));
             let other = Ulid::new();

@@ -233,7 +233,8 @@ const THANOS_ONLY_TYPES: &[&str] = &["SWIFT", "COS", "ALIYUNOSS", "BOS", "OCI", 
 impl ObjstoreConfig {
     /// Parses and validates the YAML text of an objstore configuration.
     pub fn parse(yaml: &str) -> Result<ObjstoreConfig> {
-        let doc: Value = serde_yaml_ng::from_str(yaml).map_err(|e| err("", format!("not valid YAML: {}", yaml_error(&e))))?;
+        let doc: Value =
+            serde_yaml_ng::from_str(yaml).map_err(|e| err("", format!("not valid YAML: {}", yaml_error(&e))))?;
         let top = Fields::new(&doc, "", &["type", "config", "prefix"])?;
         let ty = top.string("type")?;
         if ty.is_empty() {
@@ -246,7 +247,12 @@ impl ObjstoreConfig {
             "AZURE" => Provider::Azure(parse_azure(config)?),
             "FILESYSTEM" => Provider::Filesystem(parse_filesystem(config)?),
             t if THANOS_ONLY_TYPES.contains(&t) => {
-                return Err(err("type", format!("{ty} is a Thanos bucket type strata does not support (supported: S3, GCS, AZURE, FILESYSTEM)")))
+                return Err(err(
+                    "type",
+                    format!(
+                        "{ty} is a Thanos bucket type strata does not support (supported: S3, GCS, AZURE, FILESYSTEM)"
+                    ),
+                ))
             }
             _ => return Err(err("type", format!("unknown bucket type {ty:?} (want S3, GCS, AZURE or FILESYSTEM)"))),
         };
@@ -256,7 +262,10 @@ impl ObjstoreConfig {
 
     /// A configuration for a directory on local disk (`type: FILESYSTEM`).
     pub fn filesystem(directory: impl Into<String>) -> ObjstoreConfig {
-        ObjstoreConfig { provider: Provider::Filesystem(FilesystemConfig { directory: directory.into() }), prefix: String::new() }
+        ObjstoreConfig {
+            provider: Provider::Filesystem(FilesystemConfig { directory: directory.into() }),
+            prefix: String::new(),
+        }
     }
 
     /// Keys that are set to something strata accepts but cannot do, one sentence each.
@@ -348,7 +357,11 @@ fn parse_http(v: Option<&Value>, path: &str) -> Result<HttpConfig> {
         ],
     )?;
     let d = HttpConfig::default();
-    let tls = Fields::new_opt(f.get("tls_config"), &f.path("tls_config"), &["ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"])?;
+    let tls = Fields::new_opt(
+        f.get("tls_config"),
+        &f.path("tls_config"),
+        &["ca_file", "cert_file", "key_file", "server_name", "insecure_skip_verify"],
+    )?;
     let tls_config = TlsConfig {
         ca_file: tls.string("ca_file")?,
         cert_file: tls.string("cert_file")?,
@@ -397,12 +410,21 @@ const S3_KEYS: &[&str] = &[
 fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
     let f = Fields::new_opt(v, "config", S3_KEYS)?;
     let trace = Fields::new_opt(f.get("trace"), &f.path("trace"), &["enable"])?;
-    let sse = Fields::new_opt(f.get("sse_config"), &f.path("sse_config"), &["type", "kms_key_id", "kms_encryption_context", "encryption_key"])?;
+    let sse = Fields::new_opt(
+        f.get("sse_config"),
+        &f.path("sse_config"),
+        &["type", "kms_key_id", "kms_encryption_context", "encryption_key"],
+    )?;
     let lookup = match f.string("bucket_lookup_type")?.as_str() {
         "" | "auto" => BucketLookup::Auto,
         "virtual-hosted" => BucketLookup::VirtualHosted,
         "path" => BucketLookup::Path,
-        other => return Err(err(f.path("bucket_lookup_type"), format!("unsupported bucket lookup type {other:?} (want auto, virtual-hosted or path)"))),
+        other => {
+            return Err(err(
+                f.path("bucket_lookup_type"),
+                format!("unsupported bucket lookup type {other:?} (want auto, virtual-hosted or path)"),
+            ))
+        }
     };
     let c = S3Config {
         bucket: f.string("bucket")?,
@@ -437,30 +459,54 @@ fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
         return Err(err("config.bucket", "missing required key (the S3 bucket name)"));
     }
     if c.endpoint.is_empty() {
-        return Err(err("config.endpoint", "missing required key (host[:port] of the S3 API, e.g. s3.us-east-1.amazonaws.com)"));
+        return Err(err(
+            "config.endpoint",
+            "missing required key (host[:port] of the S3 API, e.g. s3.us-east-1.amazonaws.com)",
+        ));
     }
     if c.endpoint.contains("://") || c.endpoint.contains('/') {
-        return Err(err("config.endpoint", "want host[:port] without a scheme or path (for plain HTTP set insecure: true)"));
+        return Err(err(
+            "config.endpoint",
+            "want host[:port] without a scheme or path (for plain HTTP set insecure: true)",
+        ));
     }
     if c.aws_sdk_auth && !c.access_key.is_empty() {
         return Err(err("config.aws_sdk_auth", "aws_sdk_auth and access_key are mutually exclusive"));
     }
     if c.access_key.is_empty() && !c.secret_key.is_empty() {
-        return Err(err("config.access_key", "missing while secret_key is set; set both, or neither to use the environment / instance credentials"));
+        return Err(err(
+            "config.access_key",
+            "missing while secret_key is set; set both, or neither to use the environment / instance credentials",
+        ));
     }
     if !c.access_key.is_empty() && c.secret_key.is_empty() {
-        return Err(err("config.secret_key", "missing while access_key is set; set both, or neither to use the environment / instance credentials"));
+        return Err(err(
+            "config.secret_key",
+            "missing while access_key is set; set both, or neither to use the environment / instance credentials",
+        ));
     }
     match c.sse_config.kind.as_str() {
         "" | "SSE-S3" => {}
-        "SSE-KMS" if c.sse_config.kms_key_id.is_empty() => return Err(err("config.sse_config.kms_key_id", "must be set when sse_config.type is SSE-KMS")),
+        "SSE-KMS" if c.sse_config.kms_key_id.is_empty() => {
+            return Err(err("config.sse_config.kms_key_id", "must be set when sse_config.type is SSE-KMS"))
+        }
         "SSE-KMS" => {}
-        "SSE-C" if c.sse_config.encryption_key.is_empty() => return Err(err("config.sse_config.encryption_key", "must be set when sse_config.type is SSE-C")),
+        "SSE-C" if c.sse_config.encryption_key.is_empty() => {
+            return Err(err("config.sse_config.encryption_key", "must be set when sse_config.type is SSE-C"))
+        }
         "SSE-C" => {}
-        other => return Err(err("config.sse_config.type", format!("unsupported type {other:?} (want SSE-S3, SSE-KMS or SSE-C)"))),
+        other => {
+            return Err(err(
+                "config.sse_config.type",
+                format!("unsupported type {other:?} (want SSE-S3, SSE-KMS or SSE-C)"),
+            ))
+        }
     }
     if !matches!(c.list_objects_version.as_str(), "" | "v1" | "v2") {
-        return Err(err("config.list_objects_version", format!("unsupported version {:?} (want v1 or v2)", c.list_objects_version)));
+        return Err(err(
+            "config.list_objects_version",
+            format!("unsupported version {:?} (want v1 or v2)", c.list_objects_version),
+        ));
     }
     if c.max_retries < 0 {
         return Err(err("config.max_retries", "must not be negative"));
@@ -469,7 +515,19 @@ fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
 }
 
 fn parse_gcs(v: Option<&Value>) -> Result<GcsConfig> {
-    let f = Fields::new_opt(v, "config", &["bucket", "service_account", "use_grpc", "grpc_conn_pool_size", "http_config", "chunk_size_bytes", "max_retries"])?;
+    let f = Fields::new_opt(
+        v,
+        "config",
+        &[
+            "bucket",
+            "service_account",
+            "use_grpc",
+            "grpc_conn_pool_size",
+            "http_config",
+            "chunk_size_bytes",
+            "max_retries",
+        ],
+    )?;
     let c = GcsConfig {
         bucket: f.string("bucket")?,
         service_account: Secret(f.string("service_account")?),
@@ -483,7 +541,10 @@ fn parse_gcs(v: Option<&Value>) -> Result<GcsConfig> {
         return Err(err("config.bucket", "missing required key (the Google Cloud Storage bucket name)"));
     }
     if c.max_retries < 0 || c.chunk_size_bytes < 0 {
-        return Err(err(if c.max_retries < 0 { "config.max_retries" } else { "config.chunk_size_bytes" }, "must not be negative"));
+        return Err(err(
+            if c.max_retries < 0 { "config.max_retries" } else { "config.chunk_size_bytes" },
+            "must not be negative",
+        ));
     }
     Ok(c)
 }
@@ -511,7 +572,11 @@ fn parse_azure(v: Option<&Value>) -> Result<AzureConfig> {
         ],
     )?;
     let reader = Fields::new_opt(f.get("reader_config"), &f.path("reader_config"), &["max_retry_requests"])?;
-    let pipeline = Fields::new_opt(f.get("pipeline_config"), &f.path("pipeline_config"), &["max_tries", "try_timeout", "retry_delay", "max_retry_delay"])?;
+    let pipeline = Fields::new_opt(
+        f.get("pipeline_config"),
+        &f.path("pipeline_config"),
+        &["max_tries", "try_timeout", "retry_delay", "max_retry_delay"],
+    )?;
     let mut c = AzureConfig {
         storage_account: f.string("storage_account")?,
         storage_account_key: Secret(f.string("storage_account_key")?),
@@ -537,19 +602,40 @@ fn parse_azure(v: Option<&Value>) -> Result<AzureConfig> {
     }
     // Thanos's checks (providers/azure/azure.go validate), first failure first.
     let checks: [(bool, &str, &str); 9] = [
-        (!c.user_assigned_id.is_empty() && !c.storage_account_key.is_empty(), "config.user_assigned_id", "cannot be set when using storage_account_key authentication"),
-        (!c.user_assigned_id.is_empty() && !c.storage_connection_string.is_empty(), "config.user_assigned_id", "cannot be set when using storage_connection_string authentication"),
-        (!c.user_assigned_id.is_empty() && !c.client_id.is_empty(), "config.user_assigned_id", "cannot be set when using client_id authentication"),
         (
-            (!c.az_tenant_id.is_empty() || !c.client_secret.is_empty() || !c.client_id.is_empty()) && (c.az_tenant_id.is_empty() || c.client_secret.is_empty() || c.client_id.is_empty()),
+            !c.user_assigned_id.is_empty() && !c.storage_account_key.is_empty(),
+            "config.user_assigned_id",
+            "cannot be set when using storage_account_key authentication",
+        ),
+        (
+            !c.user_assigned_id.is_empty() && !c.storage_connection_string.is_empty(),
+            "config.user_assigned_id",
+            "cannot be set when using storage_connection_string authentication",
+        ),
+        (
+            !c.user_assigned_id.is_empty() && !c.client_id.is_empty(),
+            "config.user_assigned_id",
+            "cannot be set when using client_id authentication",
+        ),
+        (
+            (!c.az_tenant_id.is_empty() || !c.client_secret.is_empty() || !c.client_id.is_empty())
+                && (c.az_tenant_id.is_empty() || c.client_secret.is_empty() || c.client_id.is_empty()),
             "config.az_tenant_id",
             "az_tenant_id, client_id and client_secret must be set together",
         ),
-        (!c.storage_account_key.is_empty() && !c.storage_connection_string.is_empty(), "config.storage_account_key", "storage_account_key and storage_connection_string cannot both be set"),
+        (
+            !c.storage_account_key.is_empty() && !c.storage_connection_string.is_empty(),
+            "config.storage_account_key",
+            "storage_account_key and storage_connection_string cannot both be set",
+        ),
         (c.storage_account.is_empty(), "config.storage_account", "missing required key (the storage account name)"),
         (c.container.is_empty(), "config.container", "missing required key (the blob container name)"),
         (c.pipeline_max_tries < 0, "config.pipeline_config.max_tries", "must be greater than or equal to 0"),
-        (c.reader_max_retry_requests < 0, "config.reader_config.max_retry_requests", "must be greater than or equal to 0"),
+        (
+            c.reader_max_retry_requests < 0,
+            "config.reader_config.max_retry_requests",
+            "must be greater than or equal to 0",
+        ),
     ];
     if let Some((_, key, problem)) = checks.iter().find(|(bad, _, _)| *bad) {
         return Err(err(*key, *problem));
@@ -660,7 +746,9 @@ impl<'a> Fields<'a> {
             None => Ok(default),
             Some(Value::String(s)) => parse_model_duration(s).map_err(|p| err(self.path(key), p)),
             Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
-            Some(other) => Err(err(self.path(key), format!("want a duration such as 90s, 2m or 1h30m, found {}", kind(other)))),
+            Some(other) => {
+                Err(err(self.path(key), format!("want a duration such as 90s, 2m or 1h30m, found {}", kind(other))))
+            }
         }
     }
 
@@ -678,12 +766,16 @@ impl<'a> Fields<'a> {
                         Value::Number(n) => n.to_string(),
                         Value::Bool(b) => b.to_string(),
                         Value::Null => String::new(),
-                        other => return Err(err(join(&self.path(key), k), format!("want a string, found {}", kind(other)))),
+                        other => {
+                            return Err(err(join(&self.path(key), k), format!("want a string, found {}", kind(other))))
+                        }
                     };
                     out.insert(k.to_string(), v);
                 }
             }
-            Some(other) => return Err(err(self.path(key), format!("want a mapping of strings, found {}", kind(other)))),
+            Some(other) => {
+                return Err(err(self.path(key), format!("want a mapping of strings, found {}", kind(other))))
+            }
         }
         Ok(out)
     }
@@ -720,7 +812,15 @@ pub fn parse_model_duration(s: &str) -> std::result::Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration string".into());
     }
-    const UNITS: [(&str, u64); 7] = [("y", 365 * 86_400_000), ("w", 7 * 86_400_000), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
+    const UNITS: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
     let mut rest = s;
     let mut next_unit = 0;
     let mut total: u64 = 0;
@@ -739,7 +839,10 @@ pub fn parse_model_duration(s: &str) -> std::result::Result<Duration, String> {
             return Err(bad());
         }
         next_unit = i + 1;
-        total = n.checked_mul(UNITS[i].1).and_then(|v| total.checked_add(v)).ok_or_else(|| format!("duration {s:?} is too long"))?;
+        total = n
+            .checked_mul(UNITS[i].1)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| format!("duration {s:?} is too long"))?;
     }
     Ok(Duration::from_millis(total))
 }
@@ -831,12 +934,21 @@ config:
         let cases = [
             ("type: S3\nconfig: {bucket: b, endpoint: e}\nextra: 1\n", "extra"),
             ("type: S3\nconfig: {bucket: b, endpoint: e, buckets: c}\n", "config.buckets"),
-            ("type: S3\nconfig: {bucket: b, endpoint: e, http_config: {idle_timeout: 1s}}\n", "config.http_config.idle_timeout"),
-            ("type: S3\nconfig: {bucket: b, endpoint: e, http_config: {tls_config: {ca: x}}}\n", "config.http_config.tls_config.ca"),
+            (
+                "type: S3\nconfig: {bucket: b, endpoint: e, http_config: {idle_timeout: 1s}}\n",
+                "config.http_config.idle_timeout",
+            ),
+            (
+                "type: S3\nconfig: {bucket: b, endpoint: e, http_config: {tls_config: {ca: x}}}\n",
+                "config.http_config.tls_config.ca",
+            ),
             ("type: S3\nconfig: {bucket: b, endpoint: e, sse_config: {kind: x}}\n", "config.sse_config.kind"),
             ("type: S3\nconfig: {bucket: b, endpoint: e, trace: {on: true}}\n", "config.trace.on"),
             ("type: GCS\nconfig: {bucket: b, no_auth: true}\n", "config.no_auth"),
-            ("type: AZURE\nconfig: {storage_account: a, container: c, pipeline_config: {tries: 1}}\n", "config.pipeline_config.tries"),
+            (
+                "type: AZURE\nconfig: {storage_account: a, container: c, pipeline_config: {tries: 1}}\n",
+                "config.pipeline_config.tries",
+            ),
             ("type: FILESYSTEM\nconfig: {directory: d, dir: e}\n", "config.dir"),
         ];
         for (yaml, key) in cases {
@@ -859,8 +971,14 @@ config:
             ("type: FILESYSTEM\nconfig: {}\n", "config.directory"),
             ("type: S3\nconfig: {bucket: b, endpoint: e, access_key: a}\n", "config.secret_key"),
             ("type: S3\nconfig: {bucket: b, endpoint: e, secret_key: s}\n", "config.access_key"),
-            ("type: S3\nconfig: {bucket: b, endpoint: e, sse_config: {type: SSE-C}}\n", "config.sse_config.encryption_key"),
-            ("type: S3\nconfig: {bucket: b, endpoint: e, sse_config: {type: SSE-KMS}}\n", "config.sse_config.kms_key_id"),
+            (
+                "type: S3\nconfig: {bucket: b, endpoint: e, sse_config: {type: SSE-C}}\n",
+                "config.sse_config.encryption_key",
+            ),
+            (
+                "type: S3\nconfig: {bucket: b, endpoint: e, sse_config: {type: SSE-KMS}}\n",
+                "config.sse_config.kms_key_id",
+            ),
         ];
         for (yaml, key) in cases {
             let e = parse_err(yaml);
@@ -912,7 +1030,10 @@ config:
 
     #[test]
     fn gcs_azure_defaults() {
-        let c = ObjstoreConfig::parse("type: GCS\nconfig:\n  bucket: b\n  service_account: '{\"type\": \"service_account\"}'\n").unwrap();
+        let c = ObjstoreConfig::parse(
+            "type: GCS\nconfig:\n  bucket: b\n  service_account: '{\"type\": \"service_account\"}'\n",
+        )
+        .unwrap();
         let Provider::Gcs(g) = c.provider else { panic!() };
         assert_eq!(g.service_account.expose(), "{\"type\": \"service_account\"}");
         let c = ObjstoreConfig::parse("type: azure\nconfig: {storage_account: acct, container: blocks}\n").unwrap();
@@ -923,7 +1044,10 @@ config:
 
     #[test]
     fn warnings_name_what_strata_cannot_do() {
-        let c = ObjstoreConfig::parse("type: S3\nconfig: {bucket: b, endpoint: e, signature_version2: true, list_objects_version: v1}\n").unwrap();
+        let c = ObjstoreConfig::parse(
+            "type: S3\nconfig: {bucket: b, endpoint: e, signature_version2: true, list_objects_version: v1}\n",
+        )
+        .unwrap();
         let w = c.warnings();
         assert!(w.iter().any(|w| w.contains("signature_version2")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("ListObjectsV2")), "{w:?}");
@@ -931,7 +1055,16 @@ config:
 
     #[test]
     fn model_durations() {
-        for (s, ms) in [("0", 0), ("90s", 90_000), ("1m30s", 90_000), ("2h", 7_200_000), ("1d", 86_400_000), ("1w", 604_800_000), ("500ms", 500), ("1h0m0s", 3_600_000)] {
+        for (s, ms) in [
+            ("0", 0),
+            ("90s", 90_000),
+            ("1m30s", 90_000),
+            ("2h", 7_200_000),
+            ("1d", 86_400_000),
+            ("1w", 604_800_000),
+            ("500ms", 500),
+            ("1h0m0s", 3_600_000),
+        ] {
             assert_eq!(parse_model_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
         }
         for s in ["", "90", "1.5s", "s", "1m1h", "1s1s", "-1s", "1x"] {

@@ -70,7 +70,13 @@ impl fmt::Display for StoreError {
 
 impl StoreError {
     /// Classifies an object_store error and keeps only its one-line essence.
-    pub fn from_object_store(bucket: &str, op: &'static str, key: &str, e: &object_store::Error, redact: &dyn Fn(String) -> String) -> StoreError {
+    pub fn from_object_store(
+        bucket: &str,
+        op: &'static str,
+        key: &str,
+        e: &object_store::Error,
+        redact: &dyn Fn(String) -> String,
+    ) -> StoreError {
         let (kind, detail) = classify(e);
         StoreError { bucket: bucket.to_string(), op, key: key.to_string(), kind, detail: redact(detail) }
     }
@@ -133,12 +139,19 @@ fn classify(e: &object_store::Error) -> (ErrorKind, String) {
     let code = detail.split(':').next().unwrap_or("").trim().to_string();
     let http_kind = http_error_kind(e);
     let kind = match e {
-        _ if code == "NoSuchBucket" || code == "ContainerNotFound" || (status == Some(404) && text.contains("The specified bucket does not exist")) => ErrorKind::NoSuchBucket,
+        _ if code == "NoSuchBucket"
+            || code == "ContainerNotFound"
+            || (status == Some(404) && text.contains("The specified bucket does not exist")) =>
+        {
+            ErrorKind::NoSuchBucket
+        }
         E::NotFound { .. } => ErrorKind::NotFound,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::AccessDenied,
         _ if matches!(status, Some(401 | 403)) => ErrorKind::AccessDenied,
         _ if matches!(status, Some(s) if s >= 500 || s == 429 || s == 408) => ErrorKind::Transient,
-        _ if http_kind == Some(object_store::client::HttpErrorKind::Connect) || is_connect_failure(&text) => ErrorKind::Unreachable,
+        _ if http_kind == Some(object_store::client::HttpErrorKind::Connect) || is_connect_failure(&text) => {
+            ErrorKind::Unreachable
+        }
         // A transport failure object_store gave up on (its `HttpError`'s own text).
         _ if http_kind.is_some() || text.contains("HTTP error:") => ErrorKind::Transient,
         _ => ErrorKind::Other,
@@ -165,7 +178,8 @@ fn classify(e: &object_store::Error) -> (ErrorKind, String) {
 
 /// reqwest's words for a connection that could not be made.
 fn is_connect_failure(text: &str) -> bool {
-    text.contains("HTTP error:") && (text.contains("(Connect)") || text.contains("tcp connect error") || text.contains("dns error"))
+    text.contains("HTTP error:")
+        && (text.contains("(Connect)") || text.contains("tcp connect error") || text.contains("dns error"))
 }
 
 /// object_store's "after N retries".
@@ -218,7 +232,15 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 fn strip_urls(s: &str) -> String {
     s.split_whitespace()
-        .map(|w| if w.starts_with("http://") || w.starts_with("https://") || w.starts_with("(http") { "<url>" } else { w })
+        .map(
+            |w| {
+                if w.starts_with("http://") || w.starts_with("https://") || w.starts_with("(http") {
+                    "<url>"
+                } else {
+                    w
+                }
+            },
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -269,7 +291,10 @@ mod tests {
     #[test]
     fn provider_detail_reads_s3_xml_and_gcs_json() {
         let s3 = "Generic S3 error: Error performing GET http://h/b?list-type=2 in 1ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message><AWSAccessKeyId>x</AWSAccessKeyId></Error>";
-        assert_eq!(provider_detail(s3), "InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records.");
+        assert_eq!(
+            provider_detail(s3),
+            "InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records."
+        );
         assert_eq!(http_status(s3), Some(403));
         let gcs = r#"Server returned non-2xx status code: 404 Not Found: {"error": {"code": 404, "message": "The specified bucket does not exist."}}"#;
         assert_eq!(provider_detail(gcs), "The specified bucket does not exist.");
@@ -291,7 +316,13 @@ mod tests {
 
     #[test]
     fn store_error_is_one_line() {
-        let e = StoreError { bucket: "s3://b".into(), op: "list", key: String::new(), kind: ErrorKind::AccessDenied, detail: "SignatureDoesNotMatch: x (HTTP 403)".into() };
+        let e = StoreError {
+            bucket: "s3://b".into(),
+            op: "list",
+            key: String::new(),
+            kind: ErrorKind::AccessDenied,
+            detail: "SignatureDoesNotMatch: x (HTTP 403)".into(),
+        };
         let s = e.to_string();
         assert!(!s.contains('\n'));
         assert_eq!(s, "s3://b: list /: access denied (check the credentials and their permissions): SignatureDoesNotMatch: x (HTTP 403)");

@@ -124,12 +124,26 @@ impl Bucket {
     pub async fn open(cfg: &ObjstoreConfig) -> Result<Bucket> {
         let http = Arc::new(HttpCounters::default());
         let built = store::build(cfg, http.clone()).await?;
-        Ok(Bucket { store: built.store, name: cfg.describe(), http, ops: Arc::default(), upload: built.upload, secrets: Arc::new(built.secrets) })
+        Ok(Bucket {
+            store: built.store,
+            name: cfg.describe(),
+            http,
+            ops: Arc::default(),
+            upload: built.upload,
+            secrets: Arc::new(built.secrets),
+        })
     }
 
     /// A client over any object store (tests use `object_store::memory::InMemory`).
     pub fn from_store(store: Arc<dyn ObjectStore>, name: impl Into<String>) -> Bucket {
-        Bucket { store, name: name.into(), http: Arc::default(), ops: Arc::default(), upload: UploadSettings::default(), secrets: Arc::default() }
+        Bucket {
+            store,
+            name: name.into(),
+            http: Arc::default(),
+            ops: Arc::default(),
+            upload: UploadSettings::default(),
+            secrets: Arc::default(),
+        }
     }
 
     /// Overrides the upload settings (part size, multipart, attributes).
@@ -151,7 +165,13 @@ impl Bucket {
     pub fn stats(&self) -> BucketStats {
         let h = &self.http;
         BucketStats {
-            operations: Op::ALL.iter().enumerate().map(|(i, op)| (op.name(), self.ops.ops[i].load(Ordering::Relaxed), self.ops.failures[i].load(Ordering::Relaxed))).collect(),
+            operations: Op::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, op)| {
+                    (op.name(), self.ops.ops[i].load(Ordering::Relaxed), self.ops.failures[i].load(Ordering::Relaxed))
+                })
+                .collect(),
             http_requests: h.requests.load(Ordering::Relaxed),
             transient_failures: h.transient_failures(),
             server_errors: h.server_errors.load(Ordering::Relaxed),
@@ -203,7 +223,11 @@ impl Bucket {
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.count(Op::Upload);
         let opts = PutOptions { attributes: self.upload.attributes.clone(), ..Default::default() };
-        self.store.put_opts(&ObjectPath::from(key), data.into(), opts).await.map(|_| ()).map_err(|e| self.fail(Op::Upload, "put", key, &e))
+        self.store
+            .put_opts(&ObjectPath::from(key), data.into(), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.fail(Op::Upload, "put", key, &e))
     }
 
     /// Writes an object from a local file: one PUT up to the part size, a multipart
@@ -219,7 +243,8 @@ impl Bucket {
         self.count(Op::Upload);
         let path = ObjectPath::from(key);
         let opts = PutMultipartOptions { attributes: self.upload.attributes.clone(), ..Default::default() };
-        let upload = self.store.put_multipart_opts(&path, opts).await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
+        let upload =
+            self.store.put_multipart_opts(&path, opts).await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
         let part = usize::try_from(self.upload.part_size).unwrap_or(usize::MAX).max(5 << 20);
         let mut w = WriteMultipart::new_with_chunk_size(upload, part);
         let mut f = tokio::fs::File::open(file).await.map_err(|e| LocalError::io(file, e))?;
@@ -387,7 +412,8 @@ mod tests {
     #[test]
     fn large_files_go_up_in_parts_and_come_back_whole() {
         rt().block_on(async {
-            let b = Bucket::from_store(Arc::new(InMemory::new()), "mem").with_upload_settings(UploadSettings { part_size: 5 << 20, ..Default::default() });
+            let b = Bucket::from_store(Arc::new(InMemory::new()), "mem")
+                .with_upload_settings(UploadSettings { part_size: 5 << 20, ..Default::default() });
             let dir = tempfile::tempdir().unwrap();
             let src = dir.path().join("big");
             let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::client::{HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService, ReqwestConnector};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
@@ -45,7 +47,10 @@ impl HttpCounters {
     /// Attempts that failed in a retryable way; each one was retried unless it was the
     /// last attempt allowed.
     pub fn transient_failures(&self) -> u64 {
-        self.server_errors.load(Ordering::Relaxed) + self.throttled.load(Ordering::Relaxed) + self.timeouts.load(Ordering::Relaxed) + self.network_errors.load(Ordering::Relaxed)
+        self.server_errors.load(Ordering::Relaxed)
+            + self.throttled.load(Ordering::Relaxed)
+            + self.timeouts.load(Ordering::Relaxed)
+            + self.network_errors.load(Ordering::Relaxed)
     }
 }
 
@@ -138,16 +143,28 @@ pub async fn build(cfg: &ObjstoreConfig, counters: Arc<HttpCounters>) -> Result<
         }
         Provider::Azure(c) => {
             let s = build_azure(c, counters)?;
-            (s, UploadSettings::default(), vec![c.storage_account_key.expose().to_string(), c.storage_connection_string.expose().to_string(), c.client_secret.expose().to_string()])
+            (
+                s,
+                UploadSettings::default(),
+                vec![
+                    c.storage_account_key.expose().to_string(),
+                    c.storage_connection_string.expose().to_string(),
+                    c.client_secret.expose().to_string(),
+                ],
+            )
         }
         Provider::Filesystem(c) => {
             let dir = PathBuf::from(&c.directory);
-            std::fs::create_dir_all(&dir).map_err(|e| BucketError::Setup(format!("config.directory {}: cannot create: {e}", dir.display())))?;
-            let fs = LocalFileSystem::new_with_prefix(&dir).map_err(|e| BucketError::Setup(format!("config.directory {}: {e}", dir.display())))?.with_automatic_cleanup(true);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BucketError::Setup(format!("config.directory {}: cannot create: {e}", dir.display())))?;
+            let fs = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| BucketError::Setup(format!("config.directory {}: {e}", dir.display())))?
+                .with_automatic_cleanup(true);
             (Arc::new(fs), UploadSettings::default(), Vec::new())
         }
     };
-    let store: Arc<dyn ObjectStore> = if cfg.prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, cfg.prefix.as_str())) };
+    let store: Arc<dyn ObjectStore> =
+        if cfg.prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, cfg.prefix.as_str())) };
     Ok(Built { store, upload, secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect() })
 }
 
@@ -183,8 +200,14 @@ fn client_options(h: &HttpConfig, allow_http: bool) -> Result<ClientOptions> {
     }
     let t = &h.tls_config;
     if !t.ca_file.is_empty() {
-        let pem = std::fs::read(&t.ca_file).map_err(|e| BucketError::Setup(format!("http_config.tls_config.ca_file {}: {e}", t.ca_file)))?;
-        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| BucketError::Setup(format!("http_config.tls_config.ca_file {}: not a PEM certificate bundle: {e}", t.ca_file)))?;
+        let pem = std::fs::read(&t.ca_file)
+            .map_err(|e| BucketError::Setup(format!("http_config.tls_config.ca_file {}: {e}", t.ca_file)))?;
+        let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            BucketError::Setup(format!(
+                "http_config.tls_config.ca_file {}: not a PEM certificate bundle: {e}",
+                t.ca_file
+            ))
+        })?;
         for c in certs {
             o = o.with_root_certificate(c);
         }
@@ -206,7 +229,10 @@ pub fn virtual_hosted(c: &S3Config) -> bool {
         BucketLookup::Path => false,
         BucketLookup::Auto => {
             let host = c.endpoint.split(':').next().unwrap_or("").to_ascii_lowercase();
-            let known = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn") || host.ends_with(".aliyuncs.com") || host == "storage.googleapis.com";
+            let known = host.ends_with(".amazonaws.com")
+                || host.ends_with(".amazonaws.com.cn")
+                || host.ends_with(".aliyuncs.com")
+                || host == "storage.googleapis.com";
             // A dotted name breaks the wildcard certificate of `*.s3.amazonaws.com`.
             known && (c.insecure || !c.bucket.contains('.'))
         }
@@ -233,7 +259,11 @@ async fn build_s3(c: &S3Config, counters: Arc<HttpCounters>) -> Result<(Arc<dyn 
     // AWS_REGION, web identity, ECS/EKS container credentials, then instance metadata),
     // then the config file's keys on top.
     let options = client_options(&c.http_config, c.insecure)?;
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&c.bucket).with_client_options(options.clone()).with_retry(retry_config(c.max_retries)).with_http_connector(CountingConnector { counters });
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&c.bucket)
+        .with_client_options(options.clone())
+        .with_retry(retry_config(c.max_retries))
+        .with_http_connector(CountingConnector { counters });
     let scheme = if c.insecure { "http" } else { "https" };
     if virtual_hosted(c) {
         b = b.with_endpoint(format!("{scheme}://{}.{}", c.bucket, c.endpoint)).with_virtual_hosted_style_request(true);
@@ -255,7 +285,13 @@ async fn build_s3(c: &S3Config, counters: Arc<HttpCounters>) -> Result<(Arc<dyn 
         Some(r)
     } else if c.endpoint.to_ascii_lowercase().ends_with("amazonaws.com") {
         // s3.amazonaws.com: ask Amazon where the bucket lives, as minio-go does.
-        let r = object_store::aws::resolve_bucket_region(&c.bucket, &options).await.map_err(|e| BucketError::Setup(format!("cannot find the region of bucket {:?} (set config.region): {}", c.bucket, e.to_string().replace('\n', " "))))?;
+        let r = object_store::aws::resolve_bucket_region(&c.bucket, &options).await.map_err(|e| {
+            BucketError::Setup(format!(
+                "cannot find the region of bucket {:?} (set config.region): {}",
+                c.bucket,
+                e.to_string().replace('\n', " ")
+            ))
+        })?;
         Some(r)
     } else {
         Some("us-east-1".to_string())
@@ -274,19 +310,27 @@ async fn build_s3(c: &S3Config, counters: Arc<HttpCounters>) -> Result<(Arc<dyn 
             b = b.with_sse_kms_encryption(&c.sse_config.kms_key_id);
         }
         "SSE-C" => {
-            let key = std::fs::read(&c.sse_config.encryption_key).map_err(|e| BucketError::Setup(format!("sse_config.encryption_key {}: {e}", c.sse_config.encryption_key)))?;
+            let key = std::fs::read(&c.sse_config.encryption_key).map_err(|e| {
+                BucketError::Setup(format!("sse_config.encryption_key {}: {e}", c.sse_config.encryption_key))
+            })?;
             if key.len() != 32 {
-                return Err(BucketError::Setup(format!("sse_config.encryption_key {}: an SSE-C key is 32 bytes, the file holds {}", c.sse_config.encryption_key, key.len())));
+                return Err(BucketError::Setup(format!(
+                    "sse_config.encryption_key {}: an SSE-C key is 32 bytes, the file holds {}",
+                    c.sse_config.encryption_key,
+                    key.len()
+                )));
             }
             b = b.with_ssec_encryption(base64_encode(&key));
         }
         "SSE-S3" => {
-            let key: object_store::aws::AmazonS3ConfigKey = "aws_server_side_encryption".parse().map_err(|e| BucketError::Setup(format!("sse_config: {e}")))?;
+            let key: object_store::aws::AmazonS3ConfigKey =
+                "aws_server_side_encryption".parse().map_err(|e| BucketError::Setup(format!("sse_config: {e}")))?;
             b = b.with_config(key, "AES256");
         }
         _ => {}
     }
-    let store = b.build().map_err(|e| BucketError::Setup(format!("S3 client: {}", e.to_string().replace('\n', " "))))?;
+    let store =
+        b.build().map_err(|e| BucketError::Setup(format!("S3 client: {}", e.to_string().replace('\n', " "))))?;
     let mut attributes = Attributes::new();
     for (k, v) in &c.put_user_metadata {
         if k.eq_ignore_ascii_case("X-Amz-Storage-Class") {
@@ -295,7 +339,10 @@ async fn build_s3(c: &S3Config, counters: Arc<HttpCounters>) -> Result<(Arc<dyn 
             attributes.insert(Attribute::Metadata(k.clone().into()), AttributeValue::from(v.clone()));
         }
     }
-    Ok((Arc::new(store), UploadSettings { part_size: c.part_size.max(5 << 20), multipart: !c.disable_multipart, attributes }))
+    Ok((
+        Arc::new(store),
+        UploadSettings { part_size: c.part_size.max(5 << 20), multipart: !c.disable_multipart, attributes },
+    ))
 }
 
 fn build_gcs(c: &GcsConfig, counters: Arc<HttpCounters>) -> Result<Arc<dyn ObjectStore>> {
@@ -309,7 +356,8 @@ fn build_gcs(c: &GcsConfig, counters: Arc<HttpCounters>) -> Result<Arc<dyn Objec
     if !c.service_account.is_empty() {
         b = b.with_service_account_key(c.service_account.expose());
     }
-    let store = b.build().map_err(|e| BucketError::Setup(format!("GCS client: {}", e.to_string().replace('\n', " "))))?;
+    let store =
+        b.build().map_err(|e| BucketError::Setup(format!("GCS client: {}", e.to_string().replace('\n', " "))))?;
     Ok(Arc::new(store))
 }
 
@@ -359,7 +407,11 @@ fn build_azure(c: &AzureConfig, counters: Arc<HttpCounters>) -> Result<Arc<dyn O
     }
     // AZURE_STORAGE_ACCOUNT_KEY, AZURE_CLIENT_ID/SECRET, AZURE_TENANT_ID, federated
     // token files, ... then managed identity.
-    let mut b = MicrosoftAzureBuilder::from_env().with_account(&c.storage_account).with_container_name(&c.container).with_retry(retry).with_http_connector(CountingConnector { counters });
+    let mut b = MicrosoftAzureBuilder::from_env()
+        .with_account(&c.storage_account)
+        .with_container_name(&c.container)
+        .with_retry(retry)
+        .with_http_connector(CountingConnector { counters });
     let mut endpoint = format!("https://{}.{}", c.storage_account, c.endpoint);
     if !c.storage_connection_string.is_empty() {
         let cs = parse_connection_string(c.storage_connection_string.expose());
@@ -373,7 +425,12 @@ fn build_azure(c: &AzureConfig, counters: Arc<HttpCounters>) -> Result<Arc<dyn O
             b = b.with_access_key(k);
         }
         if let Some(sas) = &cs.sas {
-            let pairs: Vec<(String, String)> = sas.trim_start_matches('?').split('&').filter_map(|p| p.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let pairs: Vec<(String, String)> = sas
+                .trim_start_matches('?')
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             b = b.with_sas_authorization(pairs);
         }
         if let Some(e) = &cs.blob_endpoint {
@@ -397,7 +454,8 @@ fn build_azure(c: &AzureConfig, counters: Arc<HttpCounters>) -> Result<Arc<dyn O
         b = b.with_client_id(&c.user_assigned_id);
     }
     b = b.with_endpoint(endpoint).with_client_options(options);
-    let store = b.build().map_err(|e| BucketError::Setup(format!("Azure client: {}", e.to_string().replace('\n', " "))))?;
+    let store =
+        b.build().map_err(|e| BucketError::Setup(format!("Azure client: {}", e.to_string().replace('\n', " "))))?;
     Ok(Arc::new(store))
 }
 
@@ -436,14 +494,19 @@ mod tests {
     #[test]
     fn auto_lookup_is_virtual_hosted_only_for_known_clouds() {
         let cfg = |endpoint: &str, bucket: &str, lookup| {
-            let y = format!("type: S3\nconfig: {{bucket: {bucket}, endpoint: '{endpoint}', bucket_lookup_type: {lookup}}}\n");
+            let y = format!(
+                "type: S3\nconfig: {{bucket: {bucket}, endpoint: '{endpoint}', bucket_lookup_type: {lookup}}}\n"
+            );
             match ObjstoreConfig::parse(&y).unwrap().provider {
                 Provider::S3(c) => c,
                 _ => unreachable!(),
             }
         };
         assert!(virtual_hosted(&cfg("s3.eu-west-1.amazonaws.com", "b", "auto")));
-        assert!(!virtual_hosted(&cfg("s3.eu-west-1.amazonaws.com", "a.b", "auto")), "dotted names break TLS wildcard certs");
+        assert!(
+            !virtual_hosted(&cfg("s3.eu-west-1.amazonaws.com", "a.b", "auto")),
+            "dotted names break TLS wildcard certs"
+        );
         assert!(!virtual_hosted(&cfg("127.0.0.1:9000", "b", "auto")));
         assert!(virtual_hosted(&cfg("minio:9000", "b", "virtual-hosted")));
         assert!(!virtual_hosted(&cfg("s3.amazonaws.com", "b", "path")));
@@ -451,7 +514,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64_encode(i.as_bytes()), o);
         }
     }
@@ -475,7 +546,8 @@ mod tests {
                 assert_eq!(built.upload.attributes.len(), 2);
             }
         }
-        let cfg = ObjstoreConfig::parse("type: GCS\nconfig: {bucket: b, service_account: 'not json TOPSECRET'}\n").unwrap();
+        let cfg =
+            ObjstoreConfig::parse("type: GCS\nconfig: {bucket: b, service_account: 'not json TOPSECRET'}\n").unwrap();
         let e = rt.block_on(build(&cfg, Arc::default())).err().expect("a bad service account is an error");
         assert!(!e.to_string().contains("TOPSECRET"), "{e}");
         let cfg = ObjstoreConfig::parse("type: S3\nconfig: {bucket: b, endpoint: e, http_config: {tls_config: {cert_file: c.pem, key_file: k.pem}}}\n").unwrap();
@@ -502,10 +574,16 @@ mod tests {
                     }
                 }
                 let (status, body) = match statuses.pop() {
-                    Some(s) => (s, "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"),
+                    Some(s) => {
+                        (s, "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+                    }
                     None => (200, last),
                 };
-                let _ = write!(c, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             }
         });
         port
@@ -539,7 +617,9 @@ mod tests {
 
     #[test]
     fn connection_strings() {
-        let c = parse_connection_string("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net");
+        let c = parse_connection_string(
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+        );
         assert_eq!(c.account.as_deref(), Some("acct"));
         assert_eq!(c.key.as_deref(), Some("a2V5"));
         assert_eq!(c.suffix.as_deref(), Some("core.windows.net"));

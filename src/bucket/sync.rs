@@ -30,7 +30,9 @@ use super::block::{block_key, parse_meta, BlockObjects, MarkerRead, MetaRead};
 use super::error::Result;
 use super::time::{is_zero_time, now_ms, parse_rfc3339_ms};
 use super::Bucket;
-use crate::format::meta::{BlockMeta, DeletionMark, NoCompactMark, NoDownsampleMark, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
+use crate::format::meta::{
+    BlockMeta, DeletionMark, NoCompactMark, NoDownsampleMark, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK,
+};
 
 /// Thanos's `PartialUploadThresholdAge`.
 pub const PARTIAL_UPLOAD_THRESHOLD_MS: i64 = 48 * 3_600_000;
@@ -56,7 +58,13 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { concurrency: 32, consistency_delay_ms: 30 * 60_000, delete_delay_ms: 48 * 3_600_000, deduplicate: false, now_ms: None }
+        SyncOptions {
+            concurrency: 32,
+            consistency_delay_ms: 30 * 60_000,
+            delete_delay_ms: 48 * 3_600_000,
+            deduplicate: false,
+            now_ms: None,
+        }
     }
 }
 
@@ -77,7 +85,12 @@ impl BlockInfo {
     /// Age for the consistency delay: since `thanos.upload_time` if set, else since the
     /// ULID was made.
     pub fn age_ms(&self, now_ms: i64) -> i64 {
-        let uploaded = self.meta.thanos.as_ref().filter(|t| !is_zero_time(&t.upload_time)).and_then(|t| parse_rfc3339_ms(&t.upload_time));
+        let uploaded = self
+            .meta
+            .thanos
+            .as_ref()
+            .filter(|t| !is_zero_time(&t.upload_time))
+            .and_then(|t| parse_rfc3339_ms(&t.upload_time));
         now_ms - uploaded.unwrap_or(self.meta.ulid.timestamp_ms() as i64)
     }
 
@@ -101,8 +114,12 @@ impl std::fmt::Display for Exclusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use crate::gofmt::go_duration_ms;
         match self {
-            Exclusion::TooFresh { age_ms } => write!(f, "too fresh (age {}, under the consistency delay)", go_duration_ms(*age_ms / 1000 * 1000)),
-            Exclusion::MarkedForDeletion { marked_ms_ago } => write!(f, "marked for deletion {} ago", go_duration_ms(*marked_ms_ago / 1000 * 1000)),
+            Exclusion::TooFresh { age_ms } => {
+                write!(f, "too fresh (age {}, under the consistency delay)", go_duration_ms(*age_ms / 1000 * 1000))
+            }
+            Exclusion::MarkedForDeletion { marked_ms_ago } => {
+                write!(f, "marked for deletion {} ago", go_duration_ms(*marked_ms_ago / 1000 * 1000))
+            }
             Exclusion::Duplicate { of } => write!(f, "duplicate: its sources are all in {of}"),
         }
     }
@@ -153,7 +170,11 @@ enum Found {
 pub async fn sync(bucket: &Bucket, opts: &SyncOptions) -> Result<Synced> {
     let now = opts.now_ms.unwrap_or_else(now_ms);
     let ids = bucket.block_ids().await?;
-    let results: Vec<(Found, Vec<String>)> = futures::stream::iter(ids.into_iter().map(|id| read_block(bucket, id, now))).buffer_unordered(opts.concurrency.max(1)).try_collect().await?;
+    let results: Vec<(Found, Vec<String>)> =
+        futures::stream::iter(ids.into_iter().map(|id| read_block(bucket, id, now)))
+            .buffer_unordered(opts.concurrency.max(1))
+            .try_collect()
+            .await?;
     let mut all = Vec::new();
     let mut out = Synced { now_ms: now, ..Default::default() };
     for (found, warnings) in results {
@@ -174,7 +195,11 @@ pub async fn sync(bucket: &Bucket, opts: &SyncOptions) -> Result<Synced> {
 async fn read_block(bucket: &Bucket, id: Ulid, now: i64) -> Result<(Found, Vec<String>)> {
     let objects: BlockObjects = bucket.block_objects(id).await?;
     let mut warnings = Vec::new();
-    let deletion_mark = if objects.markers.iter().any(|m| m == DELETION_MARK) { marker::<DeletionMark>(bucket, id, DELETION_MARK, &mut warnings).await? } else { None };
+    let deletion_mark = if objects.markers.iter().any(|m| m == DELETION_MARK) {
+        marker::<DeletionMark>(bucket, id, DELETION_MARK, &mut warnings).await?
+    } else {
+        None
+    };
     let meta = match &objects.meta {
         None => MetaRead::Missing,
         Some(_) => match bucket.get(&block_key(id, crate::block::META_FILE)).await? {
@@ -184,9 +209,20 @@ async fn read_block(bucket: &Bucket, id: Ulid, now: i64) -> Result<(Found, Vec<S
     };
     let problem = match meta {
         MetaRead::Ok(meta) => {
-            let no_compact_mark = if objects.markers.iter().any(|m| m == NO_COMPACT_MARK) { marker(bucket, id, NO_COMPACT_MARK, &mut warnings).await? } else { None };
-            let no_downsample_mark = if objects.markers.iter().any(|m| m == NO_DOWNSAMPLE_MARK) { marker(bucket, id, NO_DOWNSAMPLE_MARK, &mut warnings).await? } else { None };
-            return Ok((Found::Block(BlockInfo { meta, deletion_mark, no_compact_mark, no_downsample_mark }), warnings));
+            let no_compact_mark = if objects.markers.iter().any(|m| m == NO_COMPACT_MARK) {
+                marker(bucket, id, NO_COMPACT_MARK, &mut warnings).await?
+            } else {
+                None
+            };
+            let no_downsample_mark = if objects.markers.iter().any(|m| m == NO_DOWNSAMPLE_MARK) {
+                marker(bucket, id, NO_DOWNSAMPLE_MARK, &mut warnings).await?
+            } else {
+                None
+            };
+            return Ok((
+                Found::Block(BlockInfo { meta, deletion_mark, no_compact_mark, no_downsample_mark }),
+                warnings,
+            ));
         }
         MetaRead::Missing => "no meta.json".to_string(),
         MetaRead::Corrupt(why) => format!("meta.json unusable: {why}"),
@@ -198,7 +234,12 @@ async fn read_block(bucket: &Bucket, id: Ulid, now: i64) -> Result<(Found, Vec<S
     Ok((Found::Partial(PartialBlock { id, problem, age_ms: now - since, objects: all.len(), deletion_mark }), warnings))
 }
 
-async fn marker<T: serde::de::DeserializeOwned>(bucket: &Bucket, id: Ulid, name: &'static str, warnings: &mut Vec<String>) -> Result<Option<T>> {
+async fn marker<T: serde::de::DeserializeOwned>(
+    bucket: &Bucket,
+    id: Ulid,
+    name: &'static str,
+    warnings: &mut Vec<String>,
+) -> Result<Option<T>> {
     Ok(match bucket.read_marker::<T>(id, name).await? {
         MarkerRead::Ok(m) => Some(m),
         MarkerRead::Missing => None,
@@ -211,7 +252,11 @@ async fn marker<T: serde::de::DeserializeOwned>(bucket: &Bucket, id: Ulid, name:
 
 /// The filters of a sync, over metas already read; pure. Returns (kept, set aside),
 /// both sorted by ULID.
-pub fn filter_blocks(mut blocks: Vec<BlockInfo>, opts: &SyncOptions, now_ms: i64) -> (Vec<BlockInfo>, Vec<(BlockInfo, Exclusion)>) {
+pub fn filter_blocks(
+    mut blocks: Vec<BlockInfo>,
+    opts: &SyncOptions,
+    now_ms: i64,
+) -> (Vec<BlockInfo>, Vec<(BlockInfo, Exclusion)>) {
     blocks.sort_by_key(|b| b.id());
     let mut kept = Vec::with_capacity(blocks.len());
     let mut excluded = Vec::new();
@@ -255,11 +300,15 @@ pub fn duplicates(blocks: &[BlockInfo]) -> HashMap<Ulid, Ulid> {
     }
     let mut out = HashMap::new();
     for (_, mut g) in groups {
-        g.sort_by(|a, b| b.meta.compaction.sources.len().cmp(&a.meta.compaction.sources.len()).then(a.id().cmp(&b.id())));
+        g.sort_by(|a, b| {
+            b.meta.compaction.sources.len().cmp(&a.meta.compaction.sources.len()).then(a.id().cmp(&b.id()))
+        });
         let mut covering: Vec<(Ulid, HashSet<Ulid>)> = Vec::new();
         for b in g {
             let sources = &b.meta.compaction.sources;
-            if let Some((of, _)) = covering.iter().find(|(_, set)| !sources.is_empty() && sources.iter().all(|s| set.contains(s))) {
+            if let Some((of, _)) =
+                covering.iter().find(|(_, set)| !sources.is_empty() && sources.iter().all(|s| set.contains(s)))
+            {
                 out.insert(b.id(), *of);
                 continue;
             }
@@ -317,7 +366,9 @@ pub fn plan_cleanup(synced: &Synced, opts: &CleanupOptions) -> Vec<(Ulid, Cleanu
     let threshold = PARTIAL_UPLOAD_THRESHOLD_MS.max(opts.consistency_delay_ms);
     for p in &synced.partial {
         match &p.deletion_mark {
-            Some(m) if marked_ago(m) >= opts.delete_delay_ms => out.push((p.id, CleanupReason::Marked { ago_ms: marked_ago(m) })),
+            Some(m) if marked_ago(m) >= opts.delete_delay_ms => {
+                out.push((p.id, CleanupReason::Marked { ago_ms: marked_ago(m) }))
+            }
             Some(_) => {}
             None if p.age_ms > threshold => out.push((p.id, CleanupReason::AbortedPartialUpload { age_ms: p.age_ms })),
             None => {}
@@ -365,7 +416,8 @@ mod tests {
     }
 
     fn marked(mut b: BlockInfo, ago_ms: i64) -> BlockInfo {
-        b.deletion_mark = Some(DeletionMark { id: b.id(), version: 1, details: String::new(), deletion_time: (NOW - ago_ms) / 1000 });
+        b.deletion_mark =
+            Some(DeletionMark { id: b.id(), version: 1, details: String::new(), deletion_time: (NOW - ago_ms) / 1000 });
         b
     }
 
@@ -381,11 +433,27 @@ mod tests {
         let cases = [
             ("an old block with no upload time is kept", block(old_ulid, "sidecar", None), true),
             ("a block made a minute ago is too fresh", block(new_ulid, "sidecar", None), false),
-            ("an old block uploaded a minute ago is too fresh", block(ulid_at(NOW - 5 * H, 3), "sidecar", Some(&crate::bucket::time::rfc3339_nano((NOW as i128 - 60_000) * 1_000_000))), false),
+            (
+                "an old block uploaded a minute ago is too fresh",
+                block(
+                    ulid_at(NOW - 5 * H, 3),
+                    "sidecar",
+                    Some(&crate::bucket::time::rfc3339_nano((NOW as i128 - 60_000) * 1_000_000)),
+                ),
+                false,
+            ),
             ("a fresh compactor output is exempt", block(ulid_at(NOW - 1000, 4), "compactor", None), true),
             ("a fresh bucket.repair output is exempt", block(ulid_at(NOW - 1000, 5), "bucket.repair", None), true),
-            ("a fresh compactor.repair output is exempt", block(ulid_at(NOW - 1000, 6), "compactor.repair", None), true),
-            ("a new block uploaded long ago (clock skew) is kept", block(ulid_at(NOW + 1000, 7), "receive", Some("2020-01-01T00:00:00Z")), true),
+            (
+                "a fresh compactor.repair output is exempt",
+                block(ulid_at(NOW - 1000, 6), "compactor.repair", None),
+                true,
+            ),
+            (
+                "a new block uploaded long ago (clock skew) is kept",
+                block(ulid_at(NOW + 1000, 7), "receive", Some("2020-01-01T00:00:00Z")),
+                true,
+            ),
         ];
         for (name, b, keep) in cases {
             let id = b.id();
@@ -399,7 +467,8 @@ mod tests {
 
     #[test]
     fn deletion_marks_older_than_half_the_delete_delay_set_blocks_aside() {
-        let opts = SyncOptions { now_ms: Some(NOW), consistency_delay_ms: 0, delete_delay_ms: 48 * H, ..Default::default() };
+        let opts =
+            SyncOptions { now_ms: Some(NOW), consistency_delay_ms: 0, delete_delay_ms: 48 * H, ..Default::default() };
         let a = marked(block(ulid_at(NOW - 100 * H, 1), "sidecar", None), 23 * H);
         let b = marked(block(ulid_at(NOW - 100 * H, 2), "sidecar", None), 25 * H);
         let (kept, excluded) = filter_blocks(vec![a.clone(), b.clone()], &opts, NOW);
@@ -444,12 +513,22 @@ mod tests {
             problem: "no meta.json".into(),
             age_ms,
             objects: 1,
-            deletion_mark: mark.map(|ago| DeletionMark { id: ulid_at(NOW - 100 * H, n), version: 1, details: String::new(), deletion_time: (NOW - ago) / 1000 }),
+            deletion_mark: mark.map(|ago| DeletionMark {
+                id: ulid_at(NOW - 100 * H, n),
+                version: 1,
+                details: String::new(),
+                deletion_time: (NOW - ago) / 1000,
+            }),
         };
         let synced = Synced {
             blocks: vec![young.clone()],
             excluded: vec![(old.clone(), Exclusion::MarkedForDeletion { marked_ms_ago: 49 * H })],
-            partial: vec![partial(3, 49 * H, None), partial(4, 47 * H, None), partial(5, H, Some(49 * H)), partial(6, 49 * H, Some(H))],
+            partial: vec![
+                partial(3, 49 * H, None),
+                partial(4, 47 * H, None),
+                partial(5, H, Some(49 * H)),
+                partial(6, 49 * H, Some(H)),
+            ],
             warnings: vec![],
             now_ms: NOW,
         };
@@ -458,6 +537,9 @@ mod tests {
         let zero = CleanupOptions { delete_delay_ms: 0, ..opts.clone() };
         assert_eq!(plan_cleanup(&synced, &zero).len(), 5, "delete delay 0 deletes every marked block at once");
         let long_delay = CleanupOptions { consistency_delay_ms: 72 * H, ..opts };
-        assert!(!plan_cleanup(&synced, &long_delay).iter().any(|(id, _)| *id == ulid_at(NOW - 100 * H, 3)), "a consistency delay above 48h raises the partial threshold");
+        assert!(
+            !plan_cleanup(&synced, &long_delay).iter().any(|(id, _)| *id == ulid_at(NOW - 100 * H, 3)),
+            "a consistency delay above 48h raises the partial threshold"
+        );
     }
 }

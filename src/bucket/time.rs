@@ -37,7 +37,13 @@ pub fn rfc3339_nano(unix_nanos: i128) -> String {
 /// (`0001-01-01T00:00:00Z`) parses to its (very negative) value; see [`is_zero_time`].
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse::<u32>().ok().map(i64::from) };
@@ -114,7 +120,14 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2025-01-01T02:00:00+02:00"), Some(1_735_689_600_000));
         assert_eq!(parse_rfc3339_ms("2025-01-01T00:00:00.5Z"), Some(1_735_689_600_500));
         assert!(parse_rfc3339_ms("0001-01-01T00:00:00Z").unwrap() < -62_000_000_000_000);
-        for bad in ["", "2025-01-01", "2025-13-01T00:00:00Z", "2025-01-01T00:00:00", "2025-01-01T00:00:00.Z", "2025-01-01T00:00:00+0200"] {
+        for bad in [
+            "",
+            "2025-01-01",
+            "2025-13-01T00:00:00Z",
+            "2025-01-01T00:00:00",
+            "2025-01-01T00:00:00.Z",
+            "2025-01-01T00:00:00+0200",
+        ] {
             assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
         }
         assert!(is_zero_time("0001-01-01T00:00:00Z"));

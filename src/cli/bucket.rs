@@ -18,7 +18,10 @@ use strata::block::list_blocks;
 use strata::bucket::block::MARKERS;
 use strata::bucket::sync::{cleanup, plan_cleanup, CleanupReason};
 use strata::bucket::time::{now_ms, parse_rfc3339_ms};
-use strata::bucket::{BlockInfo, Bucket, BucketError, CleanupOptions, DownloadOptions, ErrorKind, ObjstoreConfig, SyncOptions, Synced, UploadOptions};
+use strata::bucket::{
+    BlockInfo, Bucket, BucketError, CleanupOptions, DownloadOptions, ErrorKind, ObjstoreConfig, SyncOptions, Synced,
+    UploadOptions,
+};
 use strata::format::meta::{BlockMeta, ThanosMeta, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
 use strata::gofmt::{go_duration_ms, rfc3339_ms};
 
@@ -53,8 +56,10 @@ impl ObjstoreFlags {
             (Some(_), Some(_)) => bail!("--objstore.config-file and --objstore.config are both set; use one"),
             (None, None) => bail!("no bucket configured: set --objstore.config-file FILE or --objstore.config YAML"),
             (Some(path), None) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("--objstore.config-file {}", path.display()))?;
-                ObjstoreConfig::parse(&text).map_err(|e| anyhow::anyhow!("--objstore.config-file {}: {e}", path.display()))
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--objstore.config-file {}", path.display()))?;
+                ObjstoreConfig::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--objstore.config-file {}: {e}", path.display()))
             }
             (None, Some(text)) => ObjstoreConfig::parse(text).map_err(|e| anyhow::anyhow!("--objstore.config: {e}")),
         }
@@ -173,7 +178,13 @@ pub fn run(args: BucketArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
     // Flags are checked before the bucket is touched.
-    let sync_all = SyncOptions { concurrency: args.meta_concurrency.max(1), consistency_delay_ms: 0, delete_delay_ms: i64::MAX, deduplicate: false, now_ms: None };
+    let sync_all = SyncOptions {
+        concurrency: args.meta_concurrency.max(1),
+        consistency_delay_ms: 0,
+        delete_delay_ms: i64::MAX,
+        deduplicate: false,
+        now_ms: None,
+    };
     match args.command {
         BucketCommand::Ls { output } => {
             let bucket = args.objstore.open().await?;
@@ -192,14 +203,25 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             verify(&bucket, &sync_all, &ids, data_dir, concurrency).await
         }
         BucketCommand::Mark { ids, marker, details, remove } => {
-            let name = MARKERS.iter().copied().find(|m| *m == marker).with_context(|| format!("--marker {marker:?}: want one of {}", MARKERS.join(", ")))?;
+            let name = MARKERS
+                .iter()
+                .copied()
+                .find(|m| *m == marker)
+                .with_context(|| format!("--marker {marker:?}: want one of {}", MARKERS.join(", ")))?;
             let bucket = args.objstore.open().await?;
             mark(&bucket, &ids, name, &details, remove).await
         }
         BucketCommand::Cleanup { delete_delay, consistency_delay, dry_run } => {
-            let opts = CleanupOptions { delete_delay_ms: parse_duration_ms(&delete_delay).context("--delete-delay")?, consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")? };
+            let opts = CleanupOptions {
+                delete_delay_ms: parse_duration_ms(&delete_delay).context("--delete-delay")?,
+                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
+            };
             let bucket = args.objstore.open().await?;
-            let sync_opts = SyncOptions { consistency_delay_ms: opts.consistency_delay_ms, delete_delay_ms: opts.delete_delay_ms, ..sync_all };
+            let sync_opts = SyncOptions {
+                consistency_delay_ms: opts.consistency_delay_ms,
+                delete_delay_ms: opts.delete_delay_ms,
+                ..sync_all
+            };
             run_cleanup(&bucket, &sync_opts, &opts, dry_run).await
         }
         BucketCommand::Upload { dir, labels, source, concurrency } => {
@@ -207,7 +229,18 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             if labels.is_empty() {
                 bail!("--label: at least one external label is needed (Thanos refuses blocks without them)");
             }
-            const SOURCES: [&str; 10] = ["", "sidecar", "receive", "compactor", "compactor.repair", "ruler", "bucket.repair", "bucket.rewrite", "bucket.upload", "test"];
+            const SOURCES: [&str; 10] = [
+                "",
+                "sidecar",
+                "receive",
+                "compactor",
+                "compactor.repair",
+                "ruler",
+                "bucket.repair",
+                "bucket.rewrite",
+                "bucket.upload",
+                "test",
+            ];
             if !SOURCES.contains(&source.as_str()) {
                 bail!("--source {source:?}: want one of {}", SOURCES[1..].join(", "));
             }
@@ -243,7 +276,13 @@ fn report_sync_problems(s: &Synced) {
         eprintln!("strata: warning: {w}");
     }
     for p in &s.partial {
-        eprintln!("strata: partial upload {}: {} ({} objects, nothing written for {})", p.id, p.problem, p.objects, go_duration_ms(p.age_ms.max(0) / 1000 * 1000));
+        eprintln!(
+            "strata: partial upload {}: {} ({} objects, nothing written for {})",
+            p.id,
+            p.problem,
+            p.objects,
+            go_duration_ms(p.age_ms.max(0) / 1000 * 1000)
+        );
     }
 }
 
@@ -274,7 +313,8 @@ fn resolution_of(m: &BlockMeta) -> String {
 }
 
 fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
-    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = io::stdout().lock();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -300,7 +340,19 @@ fn ls(s: &Synced, output: LsFormat) -> anyhow::Result<ExitCode> {
             }
         }
         LsFormat::Wide => {
-            let mut rows = vec![["ULID", "MIN TIME", "MAX TIME", "DURATION", "LEVEL", "RESOLUTION", "SOURCE", "LABELS", "MARKERS"].map(String::from).to_vec()];
+            let mut rows = vec![[
+                "ULID",
+                "MIN TIME",
+                "MAX TIME",
+                "DURATION",
+                "LEVEL",
+                "RESOLUTION",
+                "SOURCE",
+                "LABELS",
+                "MARKERS",
+            ]
+            .map(String::from)
+            .to_vec()];
             for b in &blocks {
                 let m = &b.meta;
                 rows.push(vec![
@@ -324,7 +376,22 @@ fn ls(s: &Synced, output: LsFormat) -> anyhow::Result<ExitCode> {
 fn inspect(s: &Synced) -> anyhow::Result<ExitCode> {
     let mut blocks: Vec<&BlockInfo> = s.all_blocks().collect();
     blocks.sort_by_key(|b| b.id());
-    let mut rows = vec![["BLOCK ULID", "MIN TIME", "MAX TIME", "DURATION", "NUM SAMPLES", "NUM CHUNKS", "NUM SERIES", "LEVEL", "RESOLUTION", "SOURCE", "LABELS", "MARKERS"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "BLOCK ULID",
+        "MIN TIME",
+        "MAX TIME",
+        "DURATION",
+        "NUM SAMPLES",
+        "NUM CHUNKS",
+        "NUM SERIES",
+        "LEVEL",
+        "RESOLUTION",
+        "SOURCE",
+        "LABELS",
+        "MARKERS",
+    ]
+    .map(String::from)
+    .to_vec()];
     for b in blocks {
         let m = &b.meta;
         rows.push(vec![
@@ -346,7 +413,13 @@ fn inspect(s: &Synced) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn verify(bucket: &Bucket, sync_opts: &SyncOptions, ids: &[Ulid], data_dir: Option<PathBuf>, concurrency: usize) -> anyhow::Result<ExitCode> {
+async fn verify(
+    bucket: &Bucket,
+    sync_opts: &SyncOptions,
+    ids: &[Ulid],
+    data_dir: Option<PathBuf>,
+    concurrency: usize,
+) -> anyhow::Result<ExitCode> {
     let synced = strata::bucket::sync::sync(bucket, sync_opts).await?;
     report_sync_problems(&synced);
     let all: Vec<Ulid> = synced.all_blocks().map(BlockInfo::id).collect();
@@ -410,7 +483,13 @@ impl Drop for Scratch {
     }
 }
 
-async fn mark(bucket: &Bucket, ids: &[Ulid], name: &'static str, details: &str, remove: bool) -> anyhow::Result<ExitCode> {
+async fn mark(
+    bucket: &Bucket,
+    ids: &[Ulid],
+    name: &'static str,
+    details: &str,
+    remove: bool,
+) -> anyhow::Result<ExitCode> {
     for id in ids {
         if remove {
             if bucket.remove_marker(*id, name).await? {
@@ -435,19 +514,33 @@ async fn mark(bucket: &Bucket, ids: &[Ulid], name: &'static str, details: &str, 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_cleanup(bucket: &Bucket, sync_opts: &SyncOptions, opts: &CleanupOptions, dry_run: bool) -> anyhow::Result<ExitCode> {
+async fn run_cleanup(
+    bucket: &Bucket,
+    sync_opts: &SyncOptions,
+    opts: &CleanupOptions,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
     let synced = strata::bucket::sync::sync(bucket, sync_opts).await?;
     for w in &synced.warnings {
         eprintln!("strata: warning: {w}");
     }
     let describe = |r: &CleanupReason| match r {
-        CleanupReason::Marked { ago_ms } => format!("marked for deletion {} ago", go_duration_ms(*ago_ms / 1000 * 1000)),
-        CleanupReason::AbortedPartialUpload { age_ms } => format!("aborted partial upload, nothing written for {}", go_duration_ms(*age_ms / 1000 * 1000)),
+        CleanupReason::Marked { ago_ms } => {
+            format!("marked for deletion {} ago", go_duration_ms(*ago_ms / 1000 * 1000))
+        }
+        CleanupReason::AbortedPartialUpload { age_ms } => {
+            format!("aborted partial upload, nothing written for {}", go_duration_ms(*age_ms / 1000 * 1000))
+        }
     };
     let plan = plan_cleanup(&synced, opts);
     for p in &synced.partial {
         if !plan.iter().any(|(id, _)| *id == p.id) {
-            eprintln!("strata: left partial upload {} alone ({}; nothing written for {}: it may still be uploading)", p.id, p.problem, go_duration_ms(p.age_ms.max(0) / 1000 * 1000));
+            eprintln!(
+                "strata: left partial upload {} alone ({}; nothing written for {}: it may still be uploading)",
+                p.id,
+                p.problem,
+                go_duration_ms(p.age_ms.max(0) / 1000 * 1000)
+            );
         }
     }
     if dry_run {
@@ -467,12 +560,20 @@ async fn run_cleanup(bucket: &Bucket, sync_opts: &SyncOptions, opts: &CleanupOpt
     Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn upload(bucket: &Bucket, blocks: &[strata::block::BlockDirEntry], labels: &BTreeMap<String, String>, source: &str, concurrency: usize) -> anyhow::Result<ExitCode> {
+async fn upload(
+    bucket: &Bucket,
+    blocks: &[strata::block::BlockDirEntry],
+    labels: &BTreeMap<String, String>,
+    source: &str,
+    concurrency: usize,
+) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut uploaded = 0;
     for e in blocks {
         let meta_path = e.path.join(strata::block::META_FILE);
-        let meta = std::fs::read(&meta_path).map_err(anyhow::Error::from).and_then(|b| BlockMeta::parse(&b).map_err(anyhow::Error::from));
+        let meta = std::fs::read(&meta_path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| BlockMeta::parse(&b).map_err(anyhow::Error::from));
         let mut meta = match meta {
             Ok(m) => m,
             Err(err) => {
@@ -493,7 +594,10 @@ async fn upload(bucket: &Bucket, blocks: &[strata::block::BlockDirEntry], labels
         match bucket.upload_block(&e.path, &opts).await {
             Ok(m) => {
                 let bytes: i64 = m.thanos.as_ref().map(|t| t.files.iter().map(|f| f.size_bytes).sum()).unwrap_or(0);
-                println!("uploaded {id} ({} files, {bytes} bytes)", m.thanos.as_ref().map(|t| t.files.len()).unwrap_or(0));
+                println!(
+                    "uploaded {id} ({} files, {bytes} bytes)",
+                    m.thanos.as_ref().map(|t| t.files.len()).unwrap_or(0)
+                );
                 uploaded += 1;
             }
             Err(err) if whole_bucket_failure(&err) => return Err(err.into()),
@@ -503,12 +607,25 @@ async fn upload(bucket: &Bucket, blocks: &[strata::block::BlockDirEntry], labels
             }
         }
     }
-    eprintln!("strata bucket upload: {uploaded} uploaded, {} already there, {failed} failed", blocks.len() - uploaded - failed);
+    eprintln!(
+        "strata bucket upload: {uploaded} uploaded, {} already there, {failed} failed",
+        blocks.len() - uploaded - failed
+    );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn download(bucket: &Bucket, sync_opts: &SyncOptions, dir: &Path, min: i64, max: i64, labels: &BTreeMap<String, String>, include_downsampled: bool, verify: bool, concurrency: usize) -> anyhow::Result<ExitCode> {
+async fn download(
+    bucket: &Bucket,
+    sync_opts: &SyncOptions,
+    dir: &Path,
+    min: i64,
+    max: i64,
+    labels: &BTreeMap<String, String>,
+    include_downsampled: bool,
+    verify: bool,
+    concurrency: usize,
+) -> anyhow::Result<ExitCode> {
     let synced = strata::bucket::sync::sync(bucket, sync_opts).await?;
     report_sync_problems(&synced);
     let chosen: Vec<&BlockInfo> = synced
@@ -542,7 +659,10 @@ async fn download(bucket: &Bucket, sync_opts: &SyncOptions, dir: &Path, min: i64
             }
         }
     }
-    eprintln!("strata bucket download: {done} blocks downloaded, {} already there, {failed} failed", chosen.len() - done - failed);
+    eprintln!(
+        "strata bucket download: {done} blocks downloaded, {} already there, {failed} failed",
+        chosen.len() - done - failed
+    );
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -557,7 +677,9 @@ fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     for l in v {
         let (k, val) = l.split_once('=').with_context(|| format!("--label {l:?}: want name=value"))?;
         let val = val.trim_matches('"');
-        if k.is_empty() || !k.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())) {
+        if k.is_empty()
+            || !k.chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+        {
             bail!("--label {l:?}: {k:?} is not a valid label name");
         }
         if out.insert(k.to_string(), val.to_string()).is_some() {
@@ -580,6 +702,7 @@ pub(crate) fn parse_time_arg(s: &str, now: i64) -> anyhow::Result<i64> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let ms = parse_duration_ms(d).context("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d")?;
+    let ms = parse_duration_ms(d)
+        .context("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d")?;
     Ok(if neg { now - ms } else { now + ms })
 }

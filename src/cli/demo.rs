@@ -29,7 +29,8 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let config = dir.join("bucket.yaml");
     std::fs::create_dir_all(&bucket_dir).with_context(|| format!("{}", bucket_dir.display()))?;
     let abs = std::fs::canonicalize(&bucket_dir)?;
-    std::fs::write(&config, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", abs.display())).with_context(|| format!("{}", config.display()))?;
+    std::fs::write(&config, format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", abs.display()))
+        .with_context(|| format!("{}", config.display()))?;
     let cfg = config.to_str().context("demo directory path is not UTF-8")?;
     let empty = std::fs::read_dir(&bucket_dir)?.next().is_none();
     if empty {
@@ -48,21 +49,41 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         let paths = generate(&incoming, &opts)?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(async {
-            let bucket = strata::bucket::Bucket::open(&strata::bucket::ObjstoreConfig::parse(&std::fs::read_to_string(&config)?)?).await?;
+            let bucket = strata::bucket::Bucket::open(&strata::bucket::ObjstoreConfig::parse(
+                &std::fs::read_to_string(&config)?,
+            )?)
+            .await?;
             for p in &paths {
                 bucket.upload_block(p, &Default::default()).await?;
             }
             anyhow::Ok(())
         })?;
         std::fs::remove_dir_all(&incoming)?;
-        println!("demo: uploaded {} sample blocks (2 replicas, 26h, 2000 series, cluster=\"demo\") to the bucket in {}", paths.len(), bucket_dir.display());
+        println!(
+            "demo: uploaded {} sample blocks (2 replicas, 26h, 2000 series, cluster=\"demo\") to the bucket in {}",
+            paths.len(),
+            bucket_dir.display()
+        );
     }
     println!("== the bucket before (`strata bucket inspect --objstore.config-file {cfg}`)");
     super::bucket::run(parse::<BucketArgs>(&["--objstore.config-file", cfg, "inspect"]))?;
     let data = dir.join("data");
     let data_s = data.to_str().context("demo directory path is not UTF-8")?;
     println!("== one iteration of `strata run --objstore.config-file {cfg} --deduplication.replica-label replica --consistency-delay 0s --delete-delay 0s`");
-    let code = super::run::run(parse::<RunArgs>(&["--objstore.config-file", cfg, "--data-dir", data_s, "--consistency-delay", "0s", "--delete-delay", "0s", "--deduplication.replica-label", "replica", "--http-address", "127.0.0.1:0"]))?;
+    let code = super::run::run(parse::<RunArgs>(&[
+        "--objstore.config-file",
+        cfg,
+        "--data-dir",
+        data_s,
+        "--consistency-delay",
+        "0s",
+        "--delete-delay",
+        "0s",
+        "--deduplication.replica-label",
+        "replica",
+        "--http-address",
+        "127.0.0.1:0",
+    ]))?;
     println!("== the bucket after");
     super::bucket::run(parse::<BucketArgs>(&["--objstore.config-file", cfg, "inspect"]))?;
     Ok(code)

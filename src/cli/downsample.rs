@@ -103,13 +103,17 @@ pub fn run(a: DownsampleArgs) -> anyhow::Result<ExitCode> {
     let opts = DirOptions { output: a.output.clone(), block };
     let bar = if !a.quiet && io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
-        b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}").expect("template"));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}")
+                .expect("template"),
+        );
         Some(b)
     } else {
         None
     };
     let obs = Progress { bar };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
+    let pool =
+        rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
     let report = pool.install(|| downsample_dir(&a.dir, &opts, &obs))?;
     if let Some(b) = &obs.bar {
         b.finish_and_clear();

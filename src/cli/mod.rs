@@ -17,11 +17,15 @@ use strata::verify::verify_block;
 
 mod bucket;
 mod demo;
-mod run;
 mod downsample;
+mod run;
 
 #[derive(Parser)]
-#[command(name = "strata", version, about = "Compacts, deduplicates, downsamples and applies retention to Prometheus TSDB blocks")]
+#[command(
+    name = "strata",
+    version,
+    about = "Compacts, deduplicates, downsamples and applies retention to Prometheus TSDB blocks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -159,7 +163,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // A closed pipe (`strata dump | head`) is not an error worth a message.
-            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) || format!("{e:#}").contains("Broken pipe") {
+            if e.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe))
+                || format!("{e:#}").contains("Broken pipe")
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("strata: {e:#}");
@@ -177,7 +183,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let aggr = match aggr {
-                Some(a) => Some(AggrType::parse(&a).with_context(|| format!("--aggr {a:?}: want count, sum, min, max or counter"))?),
+                Some(a) => Some(
+                    AggrType::parse(&a)
+                        .with_context(|| format!("--aggr {a:?}: want count, sum, min, max or counter"))?,
+                ),
                 None => None,
             };
             if min_time > max_time {
@@ -198,7 +207,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Downsample(args) => downsample::run(args),
     }
 }
-
 
 fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     use strata::gen::{generate, GenOptions, Shape};
@@ -237,7 +245,6 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-
 /// `--deduplication.*` flags, shared by `compact` and `run`.
 #[derive(clap::Args)]
 pub struct DedupFlags {
@@ -253,8 +260,10 @@ impl DedupFlags {
     /// The replica labels (trimmed, empties dropped) and the merge function.
     pub fn parse(&self) -> anyhow::Result<(Vec<String>, strata::compact::dedup::DedupFunc)> {
         use strata::compact::dedup::DedupFunc;
-        let dedup = DedupFunc::parse(&self.dedup_func).with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", self.dedup_func))?;
-        let labels: Vec<String> = self.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let dedup = DedupFunc::parse(&self.dedup_func)
+            .with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", self.dedup_func))?;
+        let labels: Vec<String> =
+            self.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         if dedup == DedupFunc::Penalty && labels.is_empty() {
             bail!("--deduplication.func=penalty needs at least one --deduplication.replica-label");
         }
@@ -361,7 +370,8 @@ impl strata::compact::run::Observer for CompactObserver {
     }
     fn failed(&self, f: &strata::compact::run::GroupFailure) {
         let ids: Vec<String> = f.blocks.iter().map(|u| u.to_string()).collect();
-        let line = format!("group {} failed, its blocks are left as they were ({}): {}", f.group, ids.join(","), f.error);
+        let line =
+            format!("group {} failed, its blocks are left as they were ({}): {}", f.group, ids.join(","), f.error);
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -377,7 +387,17 @@ struct DownsampledLines {
 impl strata::downsample::dir::Observer for DownsampledLines {
     fn written(&self, w: &strata::downsample::dir::Written) {
         let m = &w.meta;
-        let line = format!("downsampled {} to {} resolution={} mint={} maxt={} series={} samples={} took={:.2?}", w.source, m.ulid, go_duration_ms(m.resolution()), m.min_time, m.max_time, m.stats.num_series, m.stats.num_samples, w.took);
+        let line = format!(
+            "downsampled {} to {} resolution={} mint={} maxt={} series={} samples={} took={:.2?}",
+            w.source,
+            m.ulid,
+            go_duration_ms(m.resolution()),
+            m.min_time,
+            m.max_time,
+            m.stats.num_series,
+            m.stats.num_samples,
+            w.took
+        );
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -418,13 +438,17 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     }
     let bar = if !a.quiet && io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
-        b.set_style(indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}").expect("template"));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}")
+                .expect("template"),
+        );
         Some(b)
     } else {
         None
     };
     let obs = CompactObserver { bar };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
+    let pool =
+        rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
     let mut report = pool.install(|| compact_dir(&a.dir, &opts, &obs))?;
     // Downsampling after compaction, as Thanos does; new 5m/1h blocks are compacted among
     // themselves, until a pass downsamples nothing.
@@ -432,7 +456,9 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         let out_dir = a.output.clone().unwrap_or_else(|| a.dir.clone());
         let ds_opts = strata::downsample::dir::DirOptions { output: a.output.clone(), block: Default::default() };
         loop {
-            let d = pool.install(|| strata::downsample::dir::downsample_dir(&a.dir, &ds_opts, &DownsampledLines { bar: obs.bar.clone() }))?;
+            let d = pool.install(|| {
+                strata::downsample::dir::downsample_dir(&a.dir, &ds_opts, &DownsampledLines { bar: obs.bar.clone() })
+            })?;
             for f in &d.failures {
                 eprintln!("downsampling {} failed, left as it was: {}", f.block.display(), f.error);
             }
@@ -477,7 +503,20 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
 
 fn inspect(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
     let blocks = list_blocks(dir)?;
-    let mut rows = vec![["BLOCK ULID", "MIN TIME", "MAX TIME", "DURATION", "NUM SAMPLES", "NUM CHUNKS", "NUM SERIES", "LEVEL", "RESOLUTION", "LABELS"].map(String::from).to_vec()];
+    let mut rows = vec![[
+        "BLOCK ULID",
+        "MIN TIME",
+        "MAX TIME",
+        "DURATION",
+        "NUM SAMPLES",
+        "NUM CHUNKS",
+        "NUM SERIES",
+        "LEVEL",
+        "RESOLUTION",
+        "LABELS",
+    ]
+    .map(String::from)
+    .to_vec()];
     for e in &blocks {
         let b = Block::open(&e.path)?;
         let m = &b.meta;
@@ -523,7 +562,13 @@ fn verify(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
         if !problems.is_empty() {
             bad += 1;
         } else if stderr_tty {
-            eprintln!("{}: ok ({} series, {} chunks, {} samples)", e.path.display(), counts.series, counts.chunks, counts.samples);
+            eprintln!(
+                "{}: ok ({} series, {} chunks, {} samples)",
+                e.path.display(),
+                counts.series,
+                counts.chunks,
+                counts.samples
+            );
         }
     }
     if bad > 0 {

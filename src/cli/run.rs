@@ -108,11 +108,13 @@ impl Log {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let log = Log { json: match a.log_format.as_str() {
-        "logfmt" => false,
-        "json" => true,
-        f => bail!("--log.format {f:?}: want logfmt or json"),
-    } };
+    let log = Log {
+        json: match a.log_format.as_str() {
+            "logfmt" => false,
+            "json" => true,
+            f => bail!("--log.format {f:?}: want logfmt or json"),
+        },
+    };
     let dur = |s: &str, flag: &str| parse_duration_ms(s).with_context(|| flag.to_string());
     let mut ranges = Vec::new();
     for r in &a.block_ranges {
@@ -123,7 +125,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let delete_delay_ms = dur(&a.delete_delay, "--delete-delay")?;
     let opts = JobOptions {
         data_dir: a.data_dir.clone(),
-        sync: SyncOptions { concurrency: a.meta_fetch_concurrency.max(1), consistency_delay_ms, delete_delay_ms, deduplicate: false, now_ms: None },
+        sync: SyncOptions {
+            concurrency: a.meta_fetch_concurrency.max(1),
+            consistency_delay_ms,
+            delete_delay_ms,
+            deduplicate: false,
+            now_ms: None,
+        },
         policy: Policy { ranges, vertical: a.vertical || !replica_labels.is_empty() },
         replica_labels,
         dedup,
@@ -137,19 +145,28 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         selector: Selector::default(),
     };
     let rules = match (&a.relabel_file, &a.relabel) {
-        (Some(_), Some(_)) => bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one"),
+        (Some(_), Some(_)) => {
+            bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one")
+        }
         (Some(f), None) => {
-            let text = std::fs::read_to_string(f).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
             Selector::parse_relabel(&text).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?
         }
         (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
         (None, None) => Vec::new(),
     };
     let now = strata::compact::run::now_ms();
-    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> { v.as_deref().map(|s| super::bucket::parse_time_arg(s, now).with_context(|| flag.to_string())).transpose() };
+    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
+        v.as_deref().map(|s| super::bucket::parse_time_arg(s, now).with_context(|| flag.to_string())).transpose()
+    };
     let mut opts = opts;
     opts.selector = Selector::new(rules, time(&a.min_time, "--min-time")?, time(&a.max_time, "--max-time")?);
-    let wait = if a.wait { Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64)) } else { None };
+    let wait = if a.wait {
+        Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64))
+    } else {
+        None
+    };
 
     let status = Arc::new(Status::default());
     let server = serve(&a.http_address, status.clone())?;
@@ -159,7 +176,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let result = rt.block_on(async {
         let bucket = a.objstore.open().await?;
         let cfg_desc = a.objstore.load().map(|c| c.describe()).unwrap_or_default();
-        log.line("info", "starting compactor", &[("bucket", cfg_desc), ("mode", if wait.is_some() { "wait".into() } else { "one-shot".into() })]);
+        log.line(
+            "info",
+            "starting compactor",
+            &[("bucket", cfg_desc), ("mode", if wait.is_some() { "wait".into() } else { "one-shot".into() })],
+        );
         {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -174,10 +195,28 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 for (group, sources, output) in &rep.compacted {
                     let ids: Vec<String> = sources.iter().map(|u| u.to_string()).collect();
                     let out = output.map(|u| u.to_string()).unwrap_or_else(|| "none (every series deleted)".into());
-                    log.line("info", "compacted, sources marked for deletion", &[("phase", "compact".into()), ("group", group.clone()), ("sources", ids.join(",")), ("output", out)]);
+                    log.line(
+                        "info",
+                        "compacted, sources marked for deletion",
+                        &[
+                            ("phase", "compact".into()),
+                            ("group", group.clone()),
+                            ("sources", ids.join(",")),
+                            ("output", out),
+                        ],
+                    );
                 }
                 for (src, new, res) in &rep.downsampled {
-                    log.line("info", "downsampled", &[("phase", "downsample".into()), ("source", src.to_string()), ("output", new.to_string()), ("resolution", strata::gofmt::go_duration_ms(*res))]);
+                    log.line(
+                        "info",
+                        "downsampled",
+                        &[
+                            ("phase", "downsample".into()),
+                            ("source", src.to_string()),
+                            ("output", new.to_string()),
+                            ("resolution", strata::gofmt::go_duration_ms(*res)),
+                        ],
+                    );
                 }
                 for w in &rep.warnings {
                     log.line("warn", w, &[]);
@@ -186,7 +225,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     log.line("warn", line, &[]);
                 }
                 for (id, why) in &rep.no_compact_marked {
-                    log.line("error", "bad block marked no-compact; the other groups went on", &[("block", id.to_string()), ("reason", why.clone())]);
+                    log.line(
+                        "error",
+                        "bad block marked no-compact; the other groups went on",
+                        &[("block", id.to_string()), ("reason", why.clone())],
+                    );
                 }
                 log.line(
                     "info",
@@ -201,7 +244,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                     ],
                 );
             }
-            Err(e) if e.is_transient() => log.line("warn", "transient bucket error, retrying", &[("err", e.to_string())]),
+            Err(e) if e.is_transient() => {
+                log.line("warn", "transient bucket error, retrying", &[("err", e.to_string())])
+            }
             Err(e) => log.line("error", "iteration failed", &[("err", e.to_string())]),
         };
         let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
@@ -209,7 +254,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         log.line(
             "info",
             "bucket requests",
-            &[("http_requests", st.http_requests.to_string()), ("retried_failures", st.transient_failures.to_string()), ("server_errors", st.server_errors.to_string()), ("throttled", st.throttled.to_string()), ("timeouts", st.timeouts.to_string()), ("network_errors", st.network_errors.to_string())],
+            &[
+                ("http_requests", st.http_requests.to_string()),
+                ("retried_failures", st.transient_failures.to_string()),
+                ("server_errors", st.server_errors.to_string()),
+                ("throttled", st.throttled.to_string()),
+                ("timeouts", st.timeouts.to_string()),
+                ("network_errors", st.network_errors.to_string()),
+            ],
         );
         r
     });

@@ -10,8 +10,8 @@
 //! Must not: decide which blocks to merge (the planner) or delete anything.
 
 use std::borrow::Cow;
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -49,7 +49,13 @@ pub struct MergeOptions {
 
 impl Default for MergeOptions {
     fn default() -> Self {
-        MergeOptions { dedup: DedupFunc::OneToOne, batch_series: 2048, batch_chunks: 16_384, segment_size: DEFAULT_SEGMENT_SIZE, write_tombstones: true }
+        MergeOptions {
+            dedup: DedupFunc::OneToOne,
+            batch_series: 2048,
+            batch_chunks: 16_384,
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            write_tombstones: true,
+        }
     }
 }
 
@@ -73,10 +79,16 @@ pub struct OutChunk<'a> {
 /// Where an output chunk's bytes are.
 enum Bytes<'a> {
     /// Copied from a source block's segment file: the payload and the whole record.
-    Source { data: &'a [u8], record: &'a [u8] },
+    Source {
+        data: &'a [u8],
+        record: &'a [u8],
+    },
     /// Re-encoded and framed as a record (CRC included, computed by the worker), in the
     /// sub-batch's `arena`: the record's range and the payload's.
-    Arena { record: Range<usize>, data: Range<usize> },
+    Arena {
+        record: Range<usize>,
+        data: Range<usize>,
+    },
     Owned(Vec<u8>),
 }
 
@@ -126,7 +138,12 @@ impl Ord for Pending<'_> {
 }
 
 /// Reads source `p.src`'s next series into `p`; `false` when the source has no more.
-fn read_next<'a>(srcs: &[Source<'a>], postings: &mut [Postings<'a>], refs: &mut SeriesRefs, p: &mut Pending<'a>) -> Result<bool> {
+fn read_next<'a>(
+    srcs: &[Source<'a>],
+    postings: &mut [Postings<'a>],
+    refs: &mut SeriesRefs,
+    p: &mut Pending<'a>,
+) -> Result<bool> {
     let Some(id) = postings[p.src].next() else { return Ok(false) };
     let src = &srcs[p.src];
     std::mem::swap(&mut refs.chunks, &mut p.chunks);
@@ -167,8 +184,16 @@ struct Source<'a> {
 /// Merges `sources` into a new block `ulid` under `parent` with `meta` (time range,
 /// compaction and thanos sections already set; stats are filled in). Returns `None`
 /// when nothing is left (every series deleted).
-pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMeta, opts: &MergeOptions, progress: &(dyn Fn(MergeProgress) + Sync)) -> Result<Option<(PathBuf, BlockMeta)>> {
-    let srcs: Vec<Source<'_>> = sources.iter().map(|b| Ok(Source { block: b, index: b.index()? })).collect::<Result<_>>()?;
+pub fn merge_blocks(
+    sources: &[&Block],
+    parent: &Path,
+    ulid: Ulid,
+    meta: BlockMeta,
+    opts: &MergeOptions,
+    progress: &(dyn Fn(MergeProgress) + Sync),
+) -> Result<Option<(PathBuf, BlockMeta)>> {
+    let srcs: Vec<Source<'_>> =
+        sources.iter().map(|b| Ok(Source { block: b, index: b.index()? })).collect::<Result<_>>()?;
 
     // Per-source series, merged by label set through a heap that owns each source's
     // next series (labels borrowed from the mapped index, nothing copied).
@@ -197,7 +222,11 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
             // table is sorted already, so they are merged rather than sorted together.
             let mut symbols: Vec<&[u8]> = Vec::new();
             for s in srcs_ref {
-                let table = s.index.symbols().collect::<std::result::Result<Vec<&[u8]>, _>>().map_err(|e| Error::corrupt(s.block.index_path(), e))?;
+                let table = s
+                    .index
+                    .symbols()
+                    .collect::<std::result::Result<Vec<&[u8]>, _>>()
+                    .map_err(|e| Error::corrupt(s.block.index_path(), e))?;
                 symbols = merge_sorted_unique(symbols, table);
             }
             let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
@@ -213,12 +242,23 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                         chunks.extend(sub.chunks[range.start as usize..range.end as usize].iter().map(|c| {
                             let (data, record): (&[u8], Option<&[u8]>) = match &c.data {
                                 Bytes::Source { data, record } => (data, Some(record)),
-                                Bytes::Arena { record, data } => (&sub.arena[data.clone()], Some(&sub.arena[record.clone()])),
+                                Bytes::Arena { record, data } => {
+                                    (&sub.arena[data.clone()], Some(&sub.arena[record.clone()]))
+                                }
                                 Bytes::Owned(v) => (v, None),
                             };
-                            ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time, record }
+                            ChunkToWrite {
+                                encoding: c.encoding,
+                                data,
+                                min_time: c.min_time,
+                                max_time: c.max_time,
+                                record,
+                            }
                         }));
-                        if writer_ref.add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?.is_some() {
+                        if writer_ref
+                            .add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?
+                            .is_some()
+                        {
                             written += 1;
                             done.chunks += chunks.len() as u64;
                             done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
@@ -254,12 +294,18 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
                         if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
                             let prev = &g.labels[lr.clone()];
                             if cur.labels.cmp_pairs(prev).is_le() {
-                                return Err(Error::BadSeries { path: srcs_ref[cur.src].block.index_path(), series: cur.labels.to_label_string(), problem: format!("series out of order (after {})", prev.to_label_string()) });
+                                return Err(Error::BadSeries {
+                                    path: srcs_ref[cur.src].block.index_path(),
+                                    series: cur.labels.to_label_string(),
+                                    problem: format!("series out of order (after {})", prev.to_label_string()),
+                                });
                             }
                             heap.push(Reverse(cur));
                         }
                         match heap.peek() {
-                            Some(Reverse(p)) if p.labels[..] == g.labels[lr.clone()] => cur = heap.pop().expect("peeked").0,
+                            Some(Reverse(p)) if p.labels[..] == g.labels[lr.clone()] => {
+                                cur = heap.pop().expect("peeked").0
+                            }
                             _ => break,
                         }
                     }
@@ -273,7 +319,8 @@ pub fn merge_blocks(sources: &[&Block], parent: &Path, ulid: Ulid, meta: BlockMe
         });
         let process = || -> Result<()> {
             for g in grx.iter() {
-                let subs: Vec<Range<usize>> = (0..g.series.len()).step_by(SUB_BATCH).map(|s| s..(s + SUB_BATCH).min(g.series.len())).collect();
+                let subs: Vec<Range<usize>> =
+                    (0..g.series.len()).step_by(SUB_BATCH).map(|s| s..(s + SUB_BATCH).min(g.series.len())).collect();
                 let outs: Vec<SubOut<'_>> = subs
                     .into_par_iter()
                     .map_init(Scratch::default, |scratch, range| {
@@ -373,7 +420,14 @@ struct Scratch<'a> {
 }
 
 /// Merges series `s` of batch `g` (its chunks from every source that has it) into `out`.
-fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: DedupFunc, scratch: &mut Scratch<'a>, out: &mut SubOut<'a>) -> Result<()> {
+fn merge_series<'a>(
+    srcs: &[Source<'a>],
+    g: &Gathered<'a>,
+    s: usize,
+    dedup: DedupFunc,
+    scratch: &mut Scratch<'a>,
+    out: &mut SubOut<'a>,
+) -> Result<()> {
     let (parts, labels_range) = &g.series[s];
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
     let Scratch { items, keep, streams, merged } = scratch;
@@ -386,24 +440,55 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
         let mut prev: Option<&ChunkMeta> = None;
         for m in &g.metas[e.chunks.start as usize..e.chunks.end as usize] {
             if m.max_time < m.min_time || prev.is_some_and(|p| m.min_time <= p.max_time) {
-                return Err(bad(block.index_path(), labels, format!("chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}", m.chunk_ref, m.min_time, m.max_time, block.meta.ulid)));
+                return Err(bad(
+                    block.index_path(),
+                    labels,
+                    format!(
+                        "chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}",
+                        m.chunk_ref, m.min_time, m.max_time, block.meta.ulid
+                    ),
+                ));
             }
             prev = Some(m);
             let raw = block.chunk(m.chunk_ref).map_err(|e| match e {
-                Error::Corrupt { path, source } => Error::BadSeries { path, series: labels.to_label_string(), problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source) },
+                Error::Corrupt { path, source } => Error::BadSeries {
+                    path,
+                    series: labels.to_label_string(),
+                    problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source),
+                },
                 other => other,
             })?;
             let sticks_out = m.min_time < bmin || m.max_time > bmax;
             let hit = deleted.iter().any(|iv| iv.overlaps(m.min_time, m.max_time));
             if !sticks_out && !hit {
-                items.push(Item { source: i, min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: Cow::Borrowed(raw.data), record: Some(raw.record) });
+                items.push(Item {
+                    source: i,
+                    min_time: m.min_time,
+                    max_time: m.max_time,
+                    encoding: raw.encoding,
+                    data: Cow::Borrowed(raw.data),
+                    record: Some(raw.record),
+                });
                 continue;
             }
             // Re-encode as one chunk without the samples outside the range or deleted.
-            let samples = decode(raw.encoding, raw.data).map_err(|err| bad(seg_path(block, m), labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref)))?;
-            let kept: Vec<(i64, Value)> = samples.into_values().into_iter().filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t))).collect();
+            let samples = decode(raw.encoding, raw.data).map_err(|err| {
+                bad(seg_path(block, m), labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref))
+            })?;
+            let kept: Vec<(i64, Value)> = samples
+                .into_values()
+                .into_iter()
+                .filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t)))
+                .collect();
             for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), labels, p))? {
-                items.push(Item { source: i, min_time: c.min_time, max_time: c.max_time, encoding: c.encoding, data: c.data, record: None });
+                items.push(Item {
+                    source: i,
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                    encoding: c.encoding,
+                    data: c.data,
+                    record: None,
+                });
             }
         }
     }
@@ -423,7 +508,12 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
         keep.clear();
         for k in at..end {
             let c = &items[k];
-            if !keep.iter().any(|&p| items[p].min_time == c.min_time && items[p].max_time == c.max_time && items[p].encoding == c.encoding && items[p].data == c.data) {
+            if !keep.iter().any(|&p| {
+                items[p].min_time == c.min_time
+                    && items[p].max_time == c.max_time
+                    && items[p].encoding == c.encoding
+                    && items[p].data == c.data
+            }) {
                 keep.push(k);
             }
         }
@@ -452,7 +542,16 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
                         used - 1
                     }
                 };
-                crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| bad(srcs[c.source].block.dir.clone(), labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+                crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| {
+                    bad(
+                        srcs[c.source].block.dir.clone(),
+                        labels,
+                        format!(
+                            "block {}: chunk [{}, {}]: {err}",
+                            srcs[c.source].block.meta.ulid, c.min_time, c.max_time
+                        ),
+                    )
+                })?;
             }
             for (_, v) in streams[..used].iter_mut() {
                 if !v.is_sorted_by_key(|s| s.0) {
@@ -479,14 +578,28 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
                 out.arena.resize(room + RECORD_HEAD_ROOM, 0);
                 crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
                 let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
-                out.chunks.push(OutRef { encoding: Encoding::Xor as u8, data: Bytes::Arena { record, data }, min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                out.chunks.push(OutRef {
+                    encoding: Encoding::Xor as u8,
+                    data: Bytes::Arena { record, data },
+                    min_time: piece[0].0,
+                    max_time: piece[piece.len() - 1].0,
+                });
             }
         } else {
             // One stream per source (a source's chunks never overlap each other).
             let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
             for &k in keep.iter() {
                 let c = &items[k];
-                let samples = decode(c.encoding, &c.data).map_err(|err| bad(srcs[c.source].block.dir.clone(), labels, format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time)))?;
+                let samples = decode(c.encoding, &c.data).map_err(|err| {
+                    bad(
+                        srcs[c.source].block.dir.clone(),
+                        labels,
+                        format!(
+                            "block {}: chunk [{}, {}]: {err}",
+                            srcs[c.source].block.meta.ulid, c.min_time, c.max_time
+                        ),
+                    )
+                })?;
                 let vals = samples.into_values();
                 match streams.iter_mut().find(|(s, _)| *s == c.source) {
                     Some((_, v)) => v.extend(vals),
@@ -497,8 +610,17 @@ fn merge_series<'a>(srcs: &[Source<'a>], g: &Gathered<'a>, s: usize, dedup: Dedu
                 v.sort_by_key(|s| s.0);
             }
             let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
-            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries { path: srcs[items[keep[0]].source].block.dir.clone(), series: labels.to_label_string(), problem: p })? {
-                out.chunks.push(OutRef { encoding: c.encoding, data: Bytes::Owned(c.data.into_owned()), min_time: c.min_time, max_time: c.max_time });
+            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries {
+                path: srcs[items[keep[0]].source].block.dir.clone(),
+                series: labels.to_label_string(),
+                problem: p,
+            })? {
+                out.chunks.push(OutRef {
+                    encoding: c.encoding,
+                    data: Bytes::Owned(c.data.into_owned()),
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                });
             }
         }
         at = end;
@@ -513,7 +635,10 @@ fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {
 
 /// Encodes samples into chunks of at most `per_chunk` samples, cutting also where the
 /// value type changes and wherever the histogram encoders need a new chunk.
-pub fn encode_values(samples: &[(i64, Value)], per_chunk: usize) -> std::result::Result<Vec<OutChunk<'static>>, String> {
+pub fn encode_values(
+    samples: &[(i64, Value)],
+    per_chunk: usize,
+) -> std::result::Result<Vec<OutChunk<'static>>, String> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < samples.len() {
@@ -526,18 +651,39 @@ pub fn encode_values(samples: &[(i64, Value)], per_chunk: usize) -> std::result:
         for piece in run.chunks(per_chunk.clamp(1, crate::format::xor::MAX_SAMPLES)) {
             match &piece[0].1 {
                 Value::Float(_) => {
-                    let floats: Vec<(i64, f64)> = piece.iter().filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None }).collect();
+                    let floats: Vec<(i64, f64)> = piece
+                        .iter()
+                        .filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None })
+                        .collect();
                     let mut data = Vec::new();
                     crate::format::xor::encode_into(&floats, &mut data).map_err(|e| e.to_string())?;
-                    out.push(OutChunk { encoding: Encoding::Xor as u8, data: Cow::Owned(data), min_time: piece[0].0, max_time: piece[piece.len() - 1].0 });
+                    out.push(OutChunk {
+                        encoding: Encoding::Xor as u8,
+                        data: Cow::Owned(data),
+                        min_time: piece[0].0,
+                        max_time: piece[piece.len() - 1].0,
+                    });
                 }
                 Value::Histogram(_) => {
-                    let hs: Vec<(i64, Histogram)> = piece.iter().filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None }).collect();
+                    let hs: Vec<(i64, Histogram)> = piece
+                        .iter()
+                        .filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None })
+                        .collect();
                     push_cut(&mut out, &hs, Encoding::Histogram, encode_histograms(&hs).map_err(|e| e.to_string())?)?;
                 }
                 Value::FloatHistogram(_) => {
-                    let hs: Vec<(i64, FloatHistogram)> = piece.iter().filter_map(|(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None }).collect();
-                    push_cut(&mut out, &hs, Encoding::FloatHistogram, encode_float_histograms(&hs).map_err(|e| e.to_string())?)?;
+                    let hs: Vec<(i64, FloatHistogram)> = piece
+                        .iter()
+                        .filter_map(
+                            |(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None },
+                        )
+                        .collect();
+                    push_cut(
+                        &mut out,
+                        &hs,
+                        Encoding::FloatHistogram,
+                        encode_float_histograms(&hs).map_err(|e| e.to_string())?,
+                    )?;
                 }
             }
         }
@@ -547,14 +693,24 @@ pub fn encode_values(samples: &[(i64, Value)], per_chunk: usize) -> std::result:
 }
 
 /// Assigns time ranges to the chunks a histogram encoder cut, by their sample counts.
-fn push_cut<T>(out: &mut Vec<OutChunk<'static>>, samples: &[(i64, T)], enc: Encoding, chunks: Vec<Vec<u8>>) -> std::result::Result<(), String> {
+fn push_cut<T>(
+    out: &mut Vec<OutChunk<'static>>,
+    samples: &[(i64, T)],
+    enc: Encoding,
+    chunks: Vec<Vec<u8>>,
+) -> std::result::Result<(), String> {
     let mut at = 0;
     for c in chunks {
         let n = u16::from_be_bytes([c[0], c[1]]) as usize;
         if n == 0 || at + n > samples.len() {
             return Err("histogram encoder produced an inconsistent chunk".into());
         }
-        out.push(OutChunk { encoding: enc as u8, data: Cow::Owned(c), min_time: samples[at].0, max_time: samples[at + n - 1].0 });
+        out.push(OutChunk {
+            encoding: enc as u8,
+            data: Cow::Owned(c),
+            min_time: samples[at].0,
+            max_time: samples[at + n - 1].0,
+        });
         at += n;
     }
     Ok(())

@@ -156,9 +156,17 @@ fn plan_group(key: &GroupKey, metas: &[&PlanBlock], policy: &Policy, out: &mut O
     if !clusters.is_empty() {
         for c in clusters {
             if key.resolution != RES_RAW {
-                out.refused.push(Refusal { group: key.clone(), blocks: ids(&c), reason: "overlapping downsampled blocks are never compacted vertically".into() });
+                out.refused.push(Refusal {
+                    group: key.clone(),
+                    blocks: ids(&c),
+                    reason: "overlapping downsampled blocks are never compacted vertically".into(),
+                });
             } else if !policy.vertical {
-                out.refused.push(Refusal { group: key.clone(), blocks: ids(&c), reason: "blocks overlap; enable vertical compaction (or set a replica label) to merge them".into() });
+                out.refused.push(Refusal {
+                    group: key.clone(),
+                    blocks: ids(&c),
+                    reason: "blocks overlap; enable vertical compaction (or set a replica label) to merge them".into(),
+                });
             } else {
                 out.plans.push(Plan { group: key.clone(), kind: PlanKind::Vertical, blocks: ids(&c) });
             }
@@ -322,7 +330,16 @@ mod tests {
     }
 
     fn blk(n: u128, min: i64, max: i64) -> PlanBlock {
-        PlanBlock { ulid: id(n), min_time: min, max_time: max, group: GroupKey::new(0, BTreeMap::new(), &[]), num_series: 100, num_tombstones: 0, failed: false, no_compact: false }
+        PlanBlock {
+            ulid: id(n),
+            min_time: min,
+            max_time: max,
+            group: GroupKey::new(0, BTreeMap::new(), &[]),
+            num_series: 100,
+            num_tombstones: 0,
+            failed: false,
+            no_compact: false,
+        }
     }
 
     fn ids(v: &[u128]) -> Vec<Ulid> {
@@ -364,7 +381,13 @@ mod tests {
         let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 4 * H, 5 * H), blk(4, 5 * H, 6 * H)];
         assert!(planned(&b).is_empty());
         // Once a block starts in the next window, the part ends before it: compact.
-        let b = vec![blk(1, 0, 2 * H), blk(2, 2 * H, 4 * H), blk(3, 4 * H, 5 * H), blk(4, 8 * H, 10 * H), blk(5, 10 * H, 12 * H)];
+        let b = vec![
+            blk(1, 0, 2 * H),
+            blk(2, 2 * H, 4 * H),
+            blk(3, 4 * H, 5 * H),
+            blk(4, 8 * H, 10 * H),
+            blk(5, 10 * H, 12 * H),
+        ];
         assert_eq!(planned(&b), vec![(PlanKind::Leveled, ids(&[1, 2, 3]))]);
     }
 
@@ -439,22 +462,35 @@ mod tests {
     #[test]
     fn groups_are_planned_separately() {
         let mut b: Vec<_> = (0..5).map(twohour).collect();
-        let mut other: Vec<_> = (10..15).map(|n| {
-            let mut x = twohour(n - 10);
-            x.ulid = id(n);
-            x.group = GroupKey::new(0, BTreeMap::from([("cluster".to_string(), "b".to_string())]), &[]);
-            x
-        }).collect();
+        let mut other: Vec<_> = (10..15)
+            .map(|n| {
+                let mut x = twohour(n - 10);
+                x.ulid = id(n);
+                x.group = GroupKey::new(0, BTreeMap::from([("cluster".to_string(), "b".to_string())]), &[]);
+                x
+            })
+            .collect();
         b.append(&mut other);
         let p = planned(&b);
         assert_eq!(p.len(), 2);
-        assert!(p.contains(&(PlanKind::Leveled, ids(&[0, 1, 2, 3]))) && p.contains(&(PlanKind::Leveled, ids(&[10, 11, 12, 13]))));
+        assert!(
+            p.contains(&(PlanKind::Leveled, ids(&[0, 1, 2, 3])))
+                && p.contains(&(PlanKind::Leveled, ids(&[10, 11, 12, 13])))
+        );
     }
 
     #[test]
     fn replica_labels_merge_groups_and_empty_sets_get_deduped() {
-        let a = GroupKey::new(0, BTreeMap::from([("replica".into(), "A".into()), ("cluster".into(), "x".into())]), &["replica".into()]);
-        let b = GroupKey::new(0, BTreeMap::from([("replica".into(), "B".into()), ("cluster".into(), "x".into())]), &["replica".into()]);
+        let a = GroupKey::new(
+            0,
+            BTreeMap::from([("replica".into(), "A".into()), ("cluster".into(), "x".into())]),
+            &["replica".into()],
+        );
+        let b = GroupKey::new(
+            0,
+            BTreeMap::from([("replica".into(), "B".into()), ("cluster".into(), "x".into())]),
+            &["replica".into()],
+        );
         assert_eq!(a, b);
         let only = GroupKey::new(0, BTreeMap::from([("replica".into(), "A".into())]), &["replica".into()]);
         assert_eq!(only.labels, BTreeMap::from([("replica".to_string(), "deduped".to_string())]));
@@ -464,13 +500,27 @@ mod tests {
     fn tombstones_over_five_percent_rewrite_a_long_block() {
         let mut b = vec![blk(1, 0, 8 * H), blk(2, 8 * H, 16 * H), blk(3, 16 * H, 18 * H)];
         b[1].num_tombstones = 6; // 6 / 101 > 5%
-        // No leveled plan: [0,8h) and [8h,16h) fill their own 8h windows alone, and in
-        // the 2d window they would end after the last block left (2) starts.
+                                 // No leveled plan: [0,8h) and [8h,16h) fill their own 8h windows alone, and in
+                                 // the 2d window they would end after the last block left (2) starts.
         assert_eq!(planned(&b), vec![(PlanKind::Tombstones, ids(&[2]))]);
         // With nothing to merge it with, the block is rewritten alone.
-        let b2 = vec![{ let mut x = blk(2, 48 * H, 56 * H); x.num_tombstones = 6; x }, blk(3, 96 * H, 98 * H)];
+        let b2 = vec![
+            {
+                let mut x = blk(2, 48 * H, 56 * H);
+                x.num_tombstones = 6;
+                x
+            },
+            blk(3, 96 * H, 98 * H),
+        ];
         assert_eq!(planned(&b2), vec![(PlanKind::Tombstones, ids(&[2]))]);
-        let b3 = vec![{ let mut x = blk(2, 48 * H, 50 * H); x.num_tombstones = 60; x }, blk(3, 96 * H, 98 * H)];
+        let b3 = vec![
+            {
+                let mut x = blk(2, 48 * H, 50 * H);
+                x.num_tombstones = 60;
+                x
+            },
+            blk(3, 96 * H, 98 * H),
+        ];
         assert!(planned(&b3).is_empty(), "short blocks are not rewritten for tombstones");
     }
 

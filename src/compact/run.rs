@@ -41,7 +41,15 @@ pub struct CompactOptions {
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { policy: Policy::default(), replica_labels: Vec::new(), dedup: DedupFunc::OneToOne, output: None, merge: MergeOptions::default(), retention: Retention::default(), now_ms: now_ms() }
+        CompactOptions {
+            policy: Policy::default(),
+            replica_labels: Vec::new(),
+            dedup: DedupFunc::OneToOne,
+            output: None,
+            merge: MergeOptions::default(),
+            retention: Retention::default(),
+            now_ms: now_ms(),
+        }
     }
 }
 
@@ -129,7 +137,8 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
             break;
         }
         report.iterations += 1;
-        let series_total: u64 = outcome.plans.iter().flat_map(|p| &p.blocks).map(|u| set[u].meta.stats.num_series).sum();
+        let series_total: u64 =
+            outcome.plans.iter().flat_map(|p| &p.blocks).map(|u| set[u].meta.stats.num_series).sum();
         obs.iteration(&outcome.plans, series_total);
 
         let results: Vec<(Plan, Result<Option<Written>>)> = outcome
@@ -153,7 +162,15 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
                     remove_blocks(&gone)?;
                     match out {
                         Some(w) => {
-                            set.insert(w.meta.ulid, Entry { path: w.path.clone(), meta: w.meta.clone(), no_compact: false, removable: true });
+                            set.insert(
+                                w.meta.ulid,
+                                Entry {
+                                    path: w.path.clone(),
+                                    meta: w.meta.clone(),
+                                    no_compact: false,
+                                    removable: true,
+                                },
+                            );
                             report.written.push(w);
                         }
                         None => report.emptied.extend(p.blocks.iter().copied()),
@@ -205,7 +222,13 @@ fn load(set: &mut BTreeMap<Ulid, Entry>, dir: &Path, removable: bool) -> Result<
 }
 
 /// Runs one plan: opens its blocks, merges them, returns the written block.
-fn execute(p: &Plan, set: &BTreeMap<Ulid, Entry>, out_dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Result<Option<Written>> {
+fn execute(
+    p: &Plan,
+    set: &BTreeMap<Ulid, Entry>,
+    out_dir: &Path,
+    opts: &CompactOptions,
+    obs: &dyn Observer,
+) -> Result<Option<Written>> {
     let start = Instant::now();
     let blocks: Vec<Block> = p.blocks.iter().map(|u| Block::open(&set[u].path)).collect::<Result<_>>()?;
     let refs: Vec<&Block> = blocks.iter().collect();
@@ -240,17 +263,29 @@ pub fn compacted_meta(sources: &[&BlockMeta], group: &GroupKey, ulid: Ulid) -> B
         }
     }
     let ooo = "from-out-of-order".to_string();
-    let hints = if !sources.is_empty() && sources.iter().all(|m| m.compaction.hints.contains(&ooo)) { vec![ooo] } else { Vec::new() };
+    let hints = if !sources.is_empty() && sources.iter().all(|m| m.compaction.hints.contains(&ooo)) {
+        vec![ooo]
+    } else {
+        Vec::new()
+    };
     let mut meta = BlockMeta::new(ulid, min_time, max_time);
     meta.compaction = Compaction {
         level: sources.iter().map(|m| m.compaction.level).max().unwrap_or(0) + 1,
         sources: all.into_iter().collect(),
-        parents: sources.iter().map(|m| BlockDesc { ulid: m.ulid, min_time: m.min_time, max_time: m.max_time }).collect(),
+        parents: sources
+            .iter()
+            .map(|m| BlockDesc { ulid: m.ulid, min_time: m.min_time, max_time: m.max_time })
+            .collect(),
         hints,
         ..Default::default()
     };
     if sources.iter().any(|m| m.thanos.is_some()) {
-        meta.thanos = Some(ThanosMeta { labels: group.labels.clone(), downsample: Downsample { resolution: group.resolution }, source: "compactor".into(), ..Default::default() });
+        meta.thanos = Some(ThanosMeta {
+            labels: group.labels.clone(),
+            downsample: Downsample { resolution: group.resolution },
+            source: "compactor".into(),
+            ..Default::default()
+        });
     }
     meta
 }
@@ -291,7 +326,9 @@ pub fn finish_interrupted(dir: &Path) -> Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(dir).at(dir)? {
         let e = e.at(dir)?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if (name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion")) && e.file_type().at(&e.path())?.is_dir() {
+        if (name.ends_with(".tmp-for-creation") || name.ends_with(".tmp-for-deletion"))
+            && e.file_type().at(&e.path())?.is_dir()
+        {
             std::fs::remove_dir_all(e.path()).at(&e.path())?;
             removed.push(e.path());
         }
@@ -305,7 +342,8 @@ pub fn finish_interrupted(dir: &Path) -> Result<Vec<PathBuf>> {
             }
         }
     }
-    let parents: BTreeSet<Ulid> = metas.values().flat_map(|(_, m)| m.compaction.parents.iter().map(|p| p.ulid)).collect();
+    let parents: BTreeSet<Ulid> =
+        metas.values().flat_map(|(_, m)| m.compaction.parents.iter().map(|p| p.ulid)).collect();
     for u in parents {
         if let Some((path, _)) = metas.get(&u) {
             remove_block(path)?;

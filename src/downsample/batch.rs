@@ -170,13 +170,21 @@ mod tests {
             (5, 4, 1, 1, 3),
         ];
         for (mint, maxt, i, o, n) in cases {
-            assert_eq!(target_chunk_count(mint, maxt, i, o, n), target_chunk_count_loop(mint, maxt, i, o, n), "{mint} {maxt} {i} {o} {n}");
+            assert_eq!(
+                target_chunk_count(mint, maxt, i, o, n),
+                target_chunk_count_loop(mint, maxt, i, o, n),
+                "{mint} {maxt} {i} {o} {n}"
+            );
         }
         for exp in 0..5000i64 {
             // A range that gives exactly `exp - 1` window slots, completely full.
             let maxt = (exp - 1).max(0) * 100;
             let n = (maxt / 10) as usize + 1;
-            assert_eq!(target_chunk_count(0, maxt, 10, 100, n), target_chunk_count_loop(0, maxt, 10, 100, n), "exp {exp}");
+            assert_eq!(
+                target_chunk_count(0, maxt, 10, 100, n),
+                target_chunk_count_loop(0, maxt, 10, 100, n),
+                "exp {exp}"
+            );
         }
     }
 
@@ -192,10 +200,16 @@ mod tests {
     fn the_last_aggregate_of_a_batch_is_stamped_at_its_last_sample() {
         let data = [(20, 1.0), (40, 2.0), (120, 3.0), (250, 4.0)];
         let mut got = Vec::new();
-        let last = downsample_batch(&data, |s| s.0, 100, &mut FloatAgg::default(), |t, a| {
-            got.push((t, a.count, a.sum));
-            Ok(())
-        })
+        let last = downsample_batch(
+            &data,
+            |s| s.0,
+            100,
+            &mut FloatAgg::default(),
+            |t, a| {
+                got.push((t, a.count, a.sum));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(got, vec![(99, 2, 3.0), (199, 1, 3.0), (250, 1, 4.0)]);
         assert_eq!(last, 250);

@@ -65,9 +65,20 @@ pub fn downsample_block(src: &Block, out_parent: &Path, opts: &DownsampleOptions
 /// that the source is done). `progress` is called after every written batch. A broken
 /// chunk or series fails the whole block with an error naming both; nothing is left
 /// behind in `out_parent` then.
-pub fn downsample_block_with_progress(src: &Block, out_parent: &Path, opts: &DownsampleOptions, progress: &(dyn Fn(DownsampleProgress) + Sync)) -> Result<(PathBuf, BlockMeta)> {
+pub fn downsample_block_with_progress(
+    src: &Block,
+    out_parent: &Path,
+    opts: &DownsampleOptions,
+    progress: &(dyn Fn(DownsampleProgress) + Sync),
+) -> Result<(PathBuf, BlockMeta)> {
     let from = src.meta.resolution();
-    let to = target_resolution(from).ok_or_else(|| Error::Invalid(format!("{}: block {} has resolution {from} ms, which is not downsampled further", src.dir.display(), src.meta.ulid)))?;
+    let to = target_resolution(from).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: block {} has resolution {from} ms, which is not downsampled further",
+            src.dir.display(),
+            src.meta.ulid
+        ))
+    })?;
     let index = src.index()?;
     let index_path = src.index_path();
     let symbols: Vec<&[u8]> = index.symbols().collect::<FormatResult<_>>().at(&index_path)?;
@@ -85,7 +96,17 @@ pub fn downsample_block_with_progress(src: &Block, out_parent: &Path, opts: &Dow
             let mut done = DownsampleProgress::default();
             for outs in rx {
                 for s in outs {
-                    let chunks: Vec<ChunkToWrite<'_>> = s.chunks.iter().map(|c| ChunkToWrite { encoding: Encoding::Aggr as u8, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
+                    let chunks: Vec<ChunkToWrite<'_>> = s
+                        .chunks
+                        .iter()
+                        .map(|c| ChunkToWrite {
+                            encoding: Encoding::Aggr as u8,
+                            data: &c.data,
+                            min_time: c.min_time,
+                            max_time: c.max_time,
+                            record: None,
+                        })
+                        .collect();
                     writer_ref.add_series(&s.labels, &chunks)?;
                     done.series += 1;
                     done.chunk_bytes_in += s.bytes_in;
@@ -119,7 +140,10 @@ pub fn downsample_block_with_progress(src: &Block, out_parent: &Path, opts: &Dow
 
         let process = || -> Result<()> {
             for group in grx.iter() {
-                let outs = group.into_par_iter().map_init(Scratch::default, |s, p| series(src, p, from, to, s)).collect::<Result<Vec<_>>>()?;
+                let outs = group
+                    .into_par_iter()
+                    .map_init(Scratch::default, |s, p| series(src, p, from, to, s))
+                    .collect::<Result<Vec<_>>>()?;
                 if tx.send(outs).is_err() {
                     return Ok(()); // the writer stopped; its error is reported below
                 }
@@ -161,7 +185,11 @@ fn replace_meta(dir: &Path, meta: &BlockMeta) -> Result<()> {
 
 /// Aggregates one series, its chunk bytes borrowed from the source's mapped segments.
 fn series<'a>(src: &'a Block, p: Pending<'a>, from: i64, to: i64, s: &mut Scratch) -> Result<SeriesOut<'a>> {
-    let bad = |problem: String, path: PathBuf| Error::BadSeries { path, series: p.labels.to_label_string(), problem: format!("block {}: {problem}", src.meta.ulid) };
+    let bad = |problem: String, path: PathBuf| Error::BadSeries {
+        path,
+        series: p.labels.to_label_string(),
+        problem: format!("block {}: {problem}", src.meta.ulid),
+    };
     let mut ins = Vec::with_capacity(p.chunks.len());
     let mut bytes_in = 0u64;
     for m in &p.chunks {
@@ -173,6 +201,7 @@ fn series<'a>(src: &'a Block, p: Pending<'a>, from: i64, to: i64, s: &mut Scratc
         ins.push(InChunk { min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: raw.data });
     }
     let mut chunks = Vec::new();
-    downsample_series(&ins, from, to, src.tombstones.get(p.id as u64), s, &mut chunks).map_err(|problem| bad(problem, src.dir.clone()))?;
+    downsample_series(&ins, from, to, src.tombstones.get(p.id as u64), s, &mut chunks)
+        .map_err(|problem| bad(problem, src.dir.clone()))?;
     Ok(SeriesOut { labels: p.labels, chunks, bytes_in })
 }

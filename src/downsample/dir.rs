@@ -99,7 +99,9 @@ fn scan(dirs: &[&Path], report: &mut DirReport) -> Result<Vec<Found>> {
                 }
             };
             // As in Thanos, an unreadable marker is treated as absent (a partial upload).
-            let no_downsample = std::fs::read(e.path.join(NO_DOWNSAMPLE_MARK)).ok().is_some_and(|b| parse_marker::<NoDownsampleMark>(&b, "no-downsample mark").is_ok());
+            let no_downsample = std::fs::read(e.path.join(NO_DOWNSAMPLE_MARK))
+                .ok()
+                .is_some_and(|b| parse_marker::<NoDownsampleMark>(&b, "no-downsample mark").is_ok());
             found.push(Found { path: e.path, meta, no_downsample });
         }
     }
@@ -163,7 +165,14 @@ pub fn downsample_dir(dir: &Path, opts: &DirOptions, obs: &dyn Observer) -> Resu
             });
             match result {
                 Ok(((path, meta), source_resolution, bytes)) => {
-                    let w = Written { source: f.meta.ulid, source_resolution, path, meta, took: start.elapsed(), chunk_bytes_in: bytes };
+                    let w = Written {
+                        source: f.meta.ulid,
+                        source_resolution,
+                        path,
+                        meta,
+                        took: start.elapsed(),
+                        chunk_bytes_in: bytes,
+                    };
                     obs.written(&w);
                     report.written.push(w);
                 }

@@ -24,12 +24,14 @@ pub(crate) fn is_stale(v: f64) -> bool {
 }
 
 pub(crate) fn append(e: &mut XorEncoder, t: i64, v: f64) -> HResult<()> {
-    e.append(t, v).map_err(|_| "an aggregate would hold more than 65535 samples, the most a chunk can count".to_string())
+    e.append(t, v)
+        .map_err(|_| "an aggregate would hold more than 65535 samples, the most a chunk can count".to_string())
 }
 
 /// Encodes the five slots (`None`: unset) into an aggregate chunk's data.
 pub(crate) fn encode_slots(slots: [Option<(Encoding, Vec<u8>)>; 5]) -> Vec<u8> {
-    let subs: Slots<'_> = std::array::from_fn(|i| slots[i].as_ref().map(|(e, d)| SubChunk { encoding: *e as u8, data: d }));
+    let subs: Slots<'_> =
+        std::array::from_fn(|i| slots[i].as_ref().map(|(e, d)| SubChunk { encoding: *e as u8, data: d }));
     aggr::encode(&subs)
 }
 
@@ -37,7 +39,12 @@ pub(crate) fn encode_slots(slots: [Option<(Encoding, Vec<u8>)>; 5]) -> Vec<u8> {
 /// `DownsampleRaw` for floats). Batches hold `len / chunks + 1` samples, extended to the
 /// end of the window their last sample falls into, so the raw path never splits a window;
 /// NaN samples are dropped from each batch; an empty batch yields no chunk.
-pub(crate) fn raw_float_chunks(data: &[(i64, f64)], resolution: i64, batch: &mut Vec<(i64, f64)>, out: &mut Vec<AggrChunk>) -> HResult<()> {
+pub(crate) fn raw_float_chunks(
+    data: &[(i64, f64)],
+    resolution: i64,
+    batch: &mut Vec<(i64, f64)>,
+    out: &mut Vec<AggrChunk>,
+) -> HResult<()> {
     let (Some(first), Some(last)) = (data.first(), data.last()) else { return Ok(()) };
     let chunks = target_chunk_count(first.0, last.0, RAW_ASSUMED_INTERVAL_MS, resolution, data.len());
     raw_float_chunks_n(data, resolution, chunks, batch, out)
@@ -45,7 +52,13 @@ pub(crate) fn raw_float_chunks(data: &[(i64, f64)], resolution: i64, batch: &mut
 
 /// [`raw_float_chunks`] with the number of target chunks given (Thanos's
 /// `downsampleRawLoop`).
-pub(crate) fn raw_float_chunks_n(data: &[(i64, f64)], resolution: i64, chunks: usize, batch: &mut Vec<(i64, f64)>, out: &mut Vec<AggrChunk>) -> HResult<()> {
+pub(crate) fn raw_float_chunks_n(
+    data: &[(i64, f64)],
+    resolution: i64,
+    chunks: usize,
+    batch: &mut Vec<(i64, f64)>,
+    out: &mut Vec<AggrChunk>,
+) -> HResult<()> {
     let batch_size = data.len() / chunks.max(1) + 1;
     let mut rest = data;
     while !rest.is_empty() {
@@ -145,7 +158,11 @@ pub(crate) fn keep_expanded(out: &mut Vec<(i64, f64)>, start: usize) {
 /// Decodes an XOR slot and appends its samples as Thanos expands them.
 fn expand_xor_slot(sub: SubChunk<'_>, which: usize, out: &mut Vec<(i64, f64)>) -> HResult<()> {
     if sub.encoding != Encoding::Xor as u8 {
-        return Err(format!("{} slot holds a chunk of encoding {}, not XOR", AggrType::ALL[which].name(), sub.encoding));
+        return Err(format!(
+            "{} slot holds a chunk of encoding {}, not XOR",
+            AggrType::ALL[which].name(),
+            sub.encoding
+        ));
     }
     let start = out.len();
     xor::decode_into(sub.data, out).map_err(|e| format!("{} slot: {e}", AggrType::ALL[which].name()))?;
@@ -182,11 +199,17 @@ pub(crate) fn aggregate_slot(
         return Ok(None);
     }
     let mut e = XorEncoder::new();
-    downsample_batch(buf, |s| s.0, resolution, &mut FloatAgg::default(), |t, a| {
-        range.0 = range.0.min(t);
-        range.1 = range.1.max(t);
-        append(&mut e, t, pick(a))
-    })?;
+    downsample_batch(
+        buf,
+        |s| s.0,
+        resolution,
+        &mut FloatAgg::default(),
+        |t, a| {
+            range.0 = range.0.min(t);
+            range.1 = range.1.max(t);
+            append(&mut e, t, pick(a))
+        },
+    )?;
     Ok(Some(e.finish()))
 }
 
@@ -195,13 +218,18 @@ pub(crate) fn aggregate_slot(
 /// counter slots are joined with [`CounterResets`] (resets between chunks detected through
 /// each chunk's trailing raw value), then aggregated like raw counters, keeping the first
 /// raw value and the true last raw value. `None` when no slot has any sample.
-pub(crate) fn aggr_float_batch(chunks: &[Slots<'_>], resolution: i64, s: &mut AggrScratch) -> HResult<Option<AggrChunk>> {
+pub(crate) fn aggr_float_batch(
+    chunks: &[Slots<'_>],
+    resolution: i64,
+    s: &mut AggrScratch,
+) -> HResult<Option<AggrChunk>> {
     let mut range = (i64::MAX, i64::MIN);
     let mut slots: [Option<(Encoding, Vec<u8>)>; 5] = Default::default();
     type Pick = (usize, fn(&FloatAgg) -> f64);
     let picks: [Pick; 4] = [(COUNT, |a| a.sum), (SUM, |a| a.sum), (MIN, |a| a.min), (MAX, |a| a.max)];
     for (which, pick) in picks {
-        slots[which] = aggregate_slot(chunks, which, resolution, pick, &mut s.buf, &mut range)?.map(|d| (Encoding::Xor, d));
+        slots[which] =
+            aggregate_slot(chunks, which, resolution, pick, &mut s.buf, &mut range)?.map(|d| (Encoding::Xor, d));
     }
 
     let mut used = 0;
@@ -227,11 +255,17 @@ pub(crate) fn aggr_float_batch(chunks: &[Slots<'_>], resolution: i64, s: &mut Ag
     if !s.buf.is_empty() {
         let mut e = XorEncoder::new();
         append(&mut e, s.buf[0].0, s.buf[0].1)?;
-        let last_t = downsample_batch(&s.buf, |x| x.0, resolution, &mut FloatAgg::default(), |t, a| {
-            range.0 = range.0.min(t);
-            range.1 = range.1.max(t);
-            append(&mut e, t, a.counter)
-        })?;
+        let last_t = downsample_batch(
+            &s.buf,
+            |x| x.0,
+            resolution,
+            &mut FloatAgg::default(),
+            |t, a| {
+                range.0 = range.0.min(t);
+                range.1 = range.1.max(t);
+                append(&mut e, t, a.counter)
+            },
+        )?;
         append(&mut e, last_t, it.last_v())?;
         slots[COUNTER] = Some((Encoding::Xor, e.finish()));
     }
@@ -342,11 +376,12 @@ mod tests {
     use super::*;
 
     fn slot(data: &[u8], which: AggrType) -> Vec<(i64, f64)> {
-        crate::format::sample::decode_aggr(data, which).map(|s| match s {
-            crate::format::sample::ChunkSamples::Float(v) => v,
-            other => panic!("not floats: {other:?}"),
-        })
-        .unwrap()
+        crate::format::sample::decode_aggr(data, which)
+            .map(|s| match s {
+                crate::format::sample::ChunkSamples::Float(v) => v,
+                other => panic!("not floats: {other:?}"),
+            })
+            .unwrap()
     }
 
     #[test]

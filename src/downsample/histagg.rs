@@ -18,11 +18,15 @@ use std::borrow::Cow;
 
 use super::batch::{downsample_batch, target_chunk_count, window_end, Aggregate, RAW_ASSUMED_INTERVAL_MS};
 use super::float::{append, encode_slots, AggrScratch, COUNT, COUNTER, SUM};
-use super::histmath::{self, add, copy, copy_to_schema, detect_reset, indexed, spans_of, zero_count_for_larger_threshold, HResult};
+use super::histmath::{
+    self, add, copy, copy_to_schema, detect_reset, indexed, spans_of, zero_count_for_larger_threshold, HResult,
+};
 use super::AggrChunk;
 use crate::format::aggr::Slots;
 use crate::format::chunks::Encoding;
-use crate::format::histogram::{AppendError, CounterResetHint, FloatHistogram, FloatHistogramEncoder, FloatHistogramIter, HistogramIter, Span};
+use crate::format::histogram::{
+    AppendError, CounterResetHint, FloatHistogram, FloatHistogramEncoder, FloatHistogramIter, HistogramIter, Span,
+};
 use crate::format::tombstones::Interval;
 use crate::format::xor::XorEncoder;
 
@@ -53,9 +57,16 @@ impl Aggregate<(i64, FloatHistogram)> for HistAgg {
     fn add(&mut self, s: &(i64, FloatHistogram)) -> HResult<()> {
         let original = &s.1;
         if original.schema < self.schema {
-            return Err(format!("histogram schema {} is below the batch's smallest schema {}", original.schema, self.schema));
+            return Err(format!(
+                "histogram schema {} is below the batch's smallest schema {}",
+                original.schema, self.schema
+            ));
         }
-        let fh: Cow<'_, FloatHistogram> = if original.schema > self.schema { Cow::Owned(copy_to_schema(original, self.schema)?) } else { Cow::Borrowed(original) };
+        let fh: Cow<'_, FloatHistogram> = if original.schema > self.schema {
+            Cow::Owned(copy_to_schema(original, self.schema)?)
+        } else {
+            Cow::Borrowed(original)
+        };
         match (&mut self.counter, &self.previous) {
             (Some(counter), Some(previous)) if self.total > 0 => {
                 // The reset check looks at the sample before its schema was reduced, so a
@@ -105,21 +116,27 @@ pub(crate) fn hist_batch(batch: &[(i64, FloatHistogram)], resolution: i64) -> HR
     let mut sums: Vec<(i64, FloatHistogram)> = Vec::new();
     let mut counters: Vec<(i64, FloatHistogram)> = Vec::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
-    downsample_batch(batch, |s| s.0, resolution, &mut HistAgg::new(min_schema(batch)), |t, a| {
-        mint = mint.min(t);
-        maxt = maxt.max(t);
-        if gauge {
-            if let Some(c) = &mut a.counter {
-                c.counter_reset_hint = CounterResetHint::Gauge;
+    downsample_batch(
+        batch,
+        |s| s.0,
+        resolution,
+        &mut HistAgg::new(min_schema(batch)),
+        |t, a| {
+            mint = mint.min(t);
+            maxt = maxt.max(t);
+            if gauge {
+                if let Some(c) = &mut a.counter {
+                    c.counter_reset_hint = CounterResetHint::Gauge;
+                }
+                if let Some(s) = &mut a.sum {
+                    s.counter_reset_hint = CounterResetHint::Gauge;
+                }
             }
-            if let Some(s) = &mut a.sum {
-                s.counter_reset_hint = CounterResetHint::Gauge;
-            }
-        }
-        counters.extend(a.counter.clone().map(|c| (t, c)));
-        sums.extend(a.sum.clone().map(|s| (t, s)));
-        append(&mut counts, t, a.count as f64)
-    })?;
+            counters.extend(a.counter.clone().map(|c| (t, c)));
+            sums.extend(a.sum.clone().map(|s| (t, s)));
+            append(&mut counts, t, a.count as f64)
+        },
+    )?;
     let mut slots: [Option<(Encoding, Vec<u8>)>; 5] = Default::default();
     slots[COUNT] = Some((Encoding::Xor, counts.finish()));
     slots[SUM] = Some((Encoding::FloatHistogram, encode_slot(sums)?));
@@ -138,7 +155,11 @@ fn check_spans(t: i64, positive: &[Span], negative: &[Span]) -> HResult<()> {
 
 /// Appends an integer histogram chunk's samples as float histograms, as Thanos expands
 /// them (see [`expand_float_histograms`]).
-pub(crate) fn expand_histograms(data: &[u8], deleted: &[Interval], out: &mut Vec<(i64, FloatHistogram)>) -> HResult<()> {
+pub(crate) fn expand_histograms(
+    data: &[u8],
+    deleted: &[Interval],
+    out: &mut Vec<(i64, FloatHistogram)>,
+) -> HResult<()> {
     let it = HistogramIter::new(data).map_err(|e| e.to_string())?;
     let mut last_t = 0i64;
     for s in it {
@@ -160,7 +181,11 @@ pub(crate) fn expand_histograms(data: &[u8], deleted: &[Interval], out: &mut Vec
 /// Splits a run of raw histograms into batches and aggregates each, exactly as
 /// [`super::float::raw_float_chunks`] does for floats; histograms whose sum is NaN are
 /// dropped from each batch.
-pub(crate) fn raw_hist_chunks(data: &[(i64, FloatHistogram)], resolution: i64, out: &mut Vec<AggrChunk>) -> HResult<()> {
+pub(crate) fn raw_hist_chunks(
+    data: &[(i64, FloatHistogram)],
+    resolution: i64,
+    out: &mut Vec<AggrChunk>,
+) -> HResult<()> {
     let (Some(first), Some(last)) = (data.first(), data.last()) else { return Ok(()) };
     let chunks = target_chunk_count(first.0, last.0, RAW_ASSUMED_INTERVAL_MS, resolution, data.len());
     let batch_size = data.len() / chunks + 1;
@@ -186,7 +211,11 @@ pub(crate) fn raw_hist_chunks(data: &[(i64, FloatHistogram)], resolution: i64, o
 /// samples earlier than the previous kept one dropped), with the counter-reset hints
 /// Prometheus v3.9 gives them: the first sample of a counter chunk is `Unknown` whatever
 /// the header says, later ones `NotCounterReset`, every sample of a gauge chunk `Gauge`.
-pub(crate) fn expand_float_histograms(data: &[u8], deleted: &[Interval], out: &mut Vec<(i64, FloatHistogram)>) -> HResult<()> {
+pub(crate) fn expand_float_histograms(
+    data: &[u8],
+    deleted: &[Interval],
+    out: &mut Vec<(i64, FloatHistogram)>,
+) -> HResult<()> {
     let it = FloatHistogramIter::new(data).map_err(|e| e.to_string())?;
     let mut last_t = 0i64;
     for s in it {
@@ -208,7 +237,11 @@ pub(crate) fn expand_float_histograms(data: &[u8], deleted: &[Interval], out: &m
 /// `downsampleHistogramAggrBatch`): the counter slots are aggregated again as counters
 /// (a drop between chunks is a reset), the sum slots summed per window, the count slots
 /// added up. `None` when no slot has any sample.
-pub(crate) fn aggr_hist_batch(chunks: &[Slots<'_>], resolution: i64, s: &mut AggrScratch) -> HResult<Option<AggrChunk>> {
+pub(crate) fn aggr_hist_batch(
+    chunks: &[Slots<'_>],
+    resolution: i64,
+    s: &mut AggrScratch,
+) -> HResult<Option<AggrChunk>> {
     let hbuf = &mut s.hists;
     let mut range = (i64::MAX, i64::MIN);
     let mut slots: [Option<(Encoding, Vec<u8>)>; 5] = Default::default();
@@ -217,7 +250,11 @@ pub(crate) fn aggr_hist_batch(chunks: &[Slots<'_>], resolution: i64, s: &mut Agg
         for c in chunks {
             if let Some(sub) = c[which] {
                 if sub.encoding != Encoding::FloatHistogram as u8 {
-                    return Err(format!("{} slot holds a chunk of encoding {}, not a float histogram", if take { "counter" } else { "sum" }, sub.encoding));
+                    return Err(format!(
+                        "{} slot holds a chunk of encoding {}, not a float histogram",
+                        if take { "counter" } else { "sum" },
+                        sub.encoding
+                    ));
                 }
                 expand_float_histograms(sub.data, &[], hbuf)?;
             }
@@ -226,13 +263,19 @@ pub(crate) fn aggr_hist_batch(chunks: &[Slots<'_>], resolution: i64, s: &mut Agg
             continue;
         }
         let mut out: Vec<(i64, FloatHistogram)> = Vec::new();
-        downsample_batch(hbuf, |x| x.0, resolution, &mut HistAgg::new(min_schema(hbuf)), |t, a| {
-            range.0 = range.0.min(t);
-            range.1 = range.1.max(t);
-            let h = if take { &a.counter } else { &a.sum };
-            out.extend(h.clone().map(|h| (t, h)));
-            Ok(())
-        })?;
+        downsample_batch(
+            hbuf,
+            |x| x.0,
+            resolution,
+            &mut HistAgg::new(min_schema(hbuf)),
+            |t, a| {
+                range.0 = range.0.min(t);
+                range.1 = range.1.max(t);
+                let h = if take { &a.counter } else { &a.sum };
+                out.extend(h.clone().map(|h| (t, h)));
+                Ok(())
+            },
+        )?;
         slots[which] = Some((Encoding::FloatHistogram, encode_slot(out)?));
     }
     let counts = super::float::aggregate_slot(chunks, COUNT, resolution, |a| a.sum, &mut s.buf, &mut range)?;
@@ -330,7 +373,8 @@ pub(crate) fn encode_slot(mut samples: Vec<(i64, FloatHistogram)>) -> HResult<Ve
         // A counter slot whose values drop cannot be a counter chunk; Thanos would start a
         // new chunk and lose the earlier windows. Keep them all, as a gauge chunk.
         Err(AppendError::CounterReset) | Err(AppendError::KindChanged) if header != CounterResetHint::Gauge => {
-            encode_as(&mut samples, CounterResetHint::Gauge).map_err(|e| format!("cannot encode an aggregate histogram slot: {e}"))
+            encode_as(&mut samples, CounterResetHint::Gauge)
+                .map_err(|e| format!("cannot encode an aggregate histogram slot: {e}"))
         }
         Err(e) => Err(format!("cannot encode an aggregate histogram slot: {e}")),
     }

@@ -86,7 +86,8 @@ struct Bucket {
 /// those whose upper bound is ≤ `abs_start` (exponential schemas only), as Prometheus's
 /// `floatBucketIterator` yields them.
 fn buckets(h: &FloatHistogram, positive: bool, abs_start: f64, target: i32) -> Vec<Bucket> {
-    let (spans, counts) = if positive { (&h.positive_spans, &h.positive_buckets) } else { (&h.negative_spans, &h.negative_buckets) };
+    let (spans, counts) =
+        if positive { (&h.positive_spans, &h.positive_buckets) } else { (&h.negative_spans, &h.negative_buckets) };
     let mut out: Vec<Bucket> = Vec::with_capacity(counts.len());
     let mut idx = 0i32;
     let mut k = 0usize;
@@ -201,13 +202,18 @@ pub(crate) fn copy_to_schema(h: &FloatHistogram, target: i32) -> HResult<FloatHi
         return Ok(copy(h));
     }
     if is_custom(h.schema) || is_custom(target) {
-        return Err(format!("cannot convert a histogram from schema {} to schema {target} (custom buckets mixed with exponential ones)", h.schema));
+        return Err(format!(
+            "cannot convert a histogram from schema {} to schema {target} (custom buckets mixed with exponential ones)",
+            h.schema
+        ));
     }
     if target > h.schema {
         return Err(format!("cannot copy a histogram from schema {} to the higher schema {target}", h.schema));
     }
-    let (positive_spans, positive_buckets) = reduce_resolution(&h.positive_spans, &h.positive_buckets, h.schema, target)?;
-    let (negative_spans, negative_buckets) = reduce_resolution(&h.negative_spans, &h.negative_buckets, h.schema, target)?;
+    let (positive_spans, positive_buckets) =
+        reduce_resolution(&h.positive_spans, &h.positive_buckets, h.schema, target)?;
+    let (negative_spans, negative_buckets) =
+        reduce_resolution(&h.negative_spans, &h.negative_buckets, h.schema, target)?;
     Ok(FloatHistogram {
         counter_reset_hint: CounterResetHint::Unknown,
         schema: target,
@@ -356,7 +362,15 @@ fn reconcile_zero_buckets(h: &mut FloatHistogram, other: &FloatHistogram) -> f64
 /// inserting missing buckets into `a`'s spans exactly where Prometheus inserts them.
 /// Buckets of `b` whose upper bound is ≤ `threshold` are ignored (exponential schemas).
 #[allow(clippy::too_many_arguments)]
-fn add_buckets(schema: i32, threshold: f64, negative: bool, mut spans_a: Vec<Span>, mut counts_a: Vec<f64>, spans_b: &[Span], counts_b: &[f64]) -> (Vec<Span>, Vec<f64>) {
+fn add_buckets(
+    schema: i32,
+    threshold: f64,
+    negative: bool,
+    mut spans_a: Vec<Span>,
+    mut counts_a: Vec<f64>,
+    spans_b: &[Span],
+    counts_b: &[f64],
+) -> (Vec<Span>, Vec<f64>) {
     let mut i_span: i64 = -1;
     let mut i_bucket: i64 = -1;
     let mut i_in_span: i32 = 0;
@@ -501,7 +515,8 @@ pub(crate) fn add(h: &mut FloatHistogram, other: &FloatHistogram, subtract: bool
     if is_custom(h.schema) {
         (h.negative_spans, h.negative_buckets) = hn;
     } else {
-        (h.negative_spans, h.negative_buckets) = add_buckets(h.schema, h.zero_threshold, subtract, hn.0, hn.1, on.0, on.1);
+        (h.negative_spans, h.negative_buckets) =
+            add_buckets(h.schema, h.zero_threshold, subtract, hn.0, hn.1, on.0, on.1);
     }
     Ok(())
 }
@@ -615,13 +630,27 @@ mod tests {
         let b = fh(0, &[(0, 1), (3, 1), (1, 1), (2, 1)], &[10.0, 20.0, 30.0, 40.0]);
         let mut s = a.clone();
         add(&mut s, &b, false).unwrap();
-        assert_eq!(indexed(&s.positive_spans, &s.positive_buckets), vec![(0, 10.0), (2, 1.0), (3, 1.0), (4, 20.0), (6, 30.0), (7, 1.0), (9, 40.0)]);
+        assert_eq!(
+            indexed(&s.positive_spans, &s.positive_buckets),
+            vec![(0, 10.0), (2, 1.0), (3, 1.0), (4, 20.0), (6, 30.0), (7, 1.0), (9, 40.0)]
+        );
         assert_eq!(s.count, 103.0);
         // Prometheus keeps the spans it grew, adjacent ones unmerged.
-        assert_eq!(s.positive_spans, vec![Span { offset: 0, length: 1 }, Span { offset: 1, length: 3 }, Span { offset: 1, length: 2 }, Span { offset: 1, length: 1 }]);
+        assert_eq!(
+            s.positive_spans,
+            vec![
+                Span { offset: 0, length: 1 },
+                Span { offset: 1, length: 3 },
+                Span { offset: 1, length: 2 },
+                Span { offset: 1, length: 1 }
+            ]
+        );
         let mut d = s.clone();
         add(&mut d, &b, true).unwrap();
-        assert_eq!(indexed(&d.positive_spans, &d.positive_buckets), vec![(0, 0.0), (2, 1.0), (3, 1.0), (4, 0.0), (6, 0.0), (7, 1.0), (9, 0.0)]);
+        assert_eq!(
+            indexed(&d.positive_spans, &d.positive_buckets),
+            vec![(0, 0.0), (2, 1.0), (3, 1.0), (4, 0.0), (6, 0.0), (7, 1.0), (9, 0.0)]
+        );
     }
 
     #[test]

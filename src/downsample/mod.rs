@@ -42,9 +42,9 @@ mod float;
 mod histagg;
 mod histmath;
 mod plan;
-pub mod series;
 #[cfg(test)]
 mod props;
+pub mod series;
 #[cfg(test)]
 mod thanos_tests;
 

@@ -71,7 +71,8 @@ mod tests {
     fn block(n: u8, span: i64, res: i64, sources: &[u8]) -> BlockMeta {
         let mut m = BlockMeta::new(id(n), 0, span);
         m.compaction.sources = sources.iter().map(|&s| id(s)).collect();
-        m.thanos = Some(ThanosMeta { downsample: crate::format::meta::Downsample { resolution: res }, ..Default::default() });
+        m.thanos =
+            Some(ThanosMeta { downsample: crate::format::meta::Downsample { resolution: res }, ..Default::default() });
         m
     }
 
@@ -87,14 +88,22 @@ mod tests {
 
     #[test]
     fn a_5m_block_of_10_days_goes_to_1h_and_1h_blocks_never_go_anywhere() {
-        let p = plan(&[(block(1, 10 * D, RES_5M, &[1]), false), (block(2, 9 * D, RES_5M, &[2]), false), (block(3, 400 * D, RES_1H, &[3]), false)]);
+        let p = plan(&[
+            (block(1, 10 * D, RES_5M, &[1]), false),
+            (block(2, 9 * D, RES_5M, &[2]), false),
+            (block(3, 400 * D, RES_1H, &[3]), false),
+        ]);
         assert_eq!(p, vec![(id(1), RES_1H)]);
     }
 
     #[test]
     fn a_raw_block_whose_sources_are_all_in_5m_blocks_is_done() {
         // Block 3 (sources 1, 2) is covered by two 5m blocks together.
-        let p = plan(&[(block(3, 2 * D, 0, &[1, 2]), false), (block(4, 2 * D, RES_5M, &[1]), false), (block(5, 2 * D, RES_5M, &[2]), false)]);
+        let p = plan(&[
+            (block(3, 2 * D, 0, &[1, 2]), false),
+            (block(4, 2 * D, RES_5M, &[1]), false),
+            (block(5, 2 * D, RES_5M, &[2]), false),
+        ]);
         assert_eq!(p, vec![]);
     }
 
@@ -125,7 +134,11 @@ mod tests {
     #[test]
     fn both_passes_run_on_one_directory_of_raw_and_5m_blocks() {
         // Raw 1 is new; 5m block 3 (of raw 2) is not yet at 1h.
-        let p = plan(&[(block(1, 3 * D, 0, &[1]), false), (block(2, 14 * D, 0, &[2]), false), (block(3, 14 * D, RES_5M, &[2]), false)]);
+        let p = plan(&[
+            (block(1, 3 * D, 0, &[1]), false),
+            (block(2, 14 * D, 0, &[2]), false),
+            (block(3, 14 * D, RES_5M, &[2]), false),
+        ]);
         assert_eq!(p, vec![(id(1), RES_5M), (id(3), RES_1H)]);
     }
 
@@ -143,7 +156,11 @@ mod tests {
 
     #[test]
     fn tasks_come_sorted_by_ulid() {
-        let p = plan(&[(block(9, 2 * D, 0, &[9]), false), (block(2, 2 * D, 0, &[2]), false), (block(5, 2 * D, 0, &[5]), false)]);
+        let p = plan(&[
+            (block(9, 2 * D, 0, &[9]), false),
+            (block(2, 2 * D, 0, &[2]), false),
+            (block(5, 2 * D, 0, &[5]), false),
+        ]);
         assert_eq!(p.iter().map(|t| t.0).collect::<Vec<_>>(), vec![id(2), id(5), id(9)]);
     }
 }

@@ -42,28 +42,33 @@ fn gap() -> impl Strategy<Value = i64> {
 /// A raw series: (t, v) with increasing t, integer counter values, NaN and stale markers
 /// as generated, cut into XOR chunks of the given sizes.
 fn series() -> impl Strategy<Value = (Vec<(i64, f64)>, Vec<usize>)> {
-    (0i64..10 * 86_400_000, proptest::collection::vec((gap(), step()), 1..2500), proptest::collection::vec(1usize..300, 1..40)).prop_map(|(start, steps, cuts)| {
-        let mut t = start;
-        let mut c = 0.0f64;
-        let mut out = Vec::with_capacity(steps.len());
-        for (dt, s) in steps {
-            t += dt;
-            let v = match s {
-                Step::Inc(d) => {
-                    c += d as f64;
-                    c
-                }
-                Step::Reset(v) => {
-                    c = v as f64;
-                    c
-                }
-                Step::Nan => f64::NAN,
-                Step::Stale => f64::from_bits(STALE_NAN_BITS),
-            };
-            out.push((t, v));
-        }
-        (out, cuts)
-    })
+    (
+        0i64..10 * 86_400_000,
+        proptest::collection::vec((gap(), step()), 1..2500),
+        proptest::collection::vec(1usize..300, 1..40),
+    )
+        .prop_map(|(start, steps, cuts)| {
+            let mut t = start;
+            let mut c = 0.0f64;
+            let mut out = Vec::with_capacity(steps.len());
+            for (dt, s) in steps {
+                t += dt;
+                let v = match s {
+                    Step::Inc(d) => {
+                        c += d as f64;
+                        c
+                    }
+                    Step::Reset(v) => {
+                        c = v as f64;
+                        c
+                    }
+                    Step::Nan => f64::NAN,
+                    Step::Stale => f64::from_bits(STALE_NAN_BITS),
+                };
+                out.push((t, v));
+            }
+            (out, cuts)
+        })
 }
 
 fn chunks_of(samples: &[(i64, f64)], cuts: &[usize]) -> Vec<(i64, i64, Vec<u8>)> {
@@ -81,7 +86,8 @@ fn chunks_of(samples: &[(i64, f64)], cuts: &[usize]) -> Vec<(i64, i64, Vec<u8>)>
 }
 
 fn run(chunks: &[(i64, i64, u8, Vec<u8>)], from: i64, to: i64) -> Vec<AggrChunk> {
-    let ins: Vec<InChunk<'_>> = chunks.iter().map(|(a, b, e, d)| InChunk { min_time: *a, max_time: *b, encoding: *e, data: d }).collect();
+    let ins: Vec<InChunk<'_>> =
+        chunks.iter().map(|(a, b, e, d)| InChunk { min_time: *a, max_time: *b, encoding: *e, data: d }).collect();
     let mut out = Vec::new();
     downsample_series(&ins, from, to, &[], &mut Scratch::default(), &mut out).unwrap();
     out
@@ -193,9 +199,20 @@ mod robustness {
     /// A valid float histogram with a random schema, zero threshold and layout.
     fn random_histogram() -> impl Strategy<Value = crate::format::histogram::FloatHistogram> {
         use crate::format::histogram::{FloatHistogram, Span};
-        (-4i32..=8, prop_oneof![Just(0.0), Just(2f64.powi(-128)), Just(0.001), Just(0.5)], proptest::collection::vec((0i32..4, 1u32..4), 0..4), proptest::collection::vec((0i32..4, 1u32..3), 0..3), 0u32..1000)
+        (
+            -4i32..=8,
+            prop_oneof![Just(0.0), Just(2f64.powi(-128)), Just(0.001), Just(0.5)],
+            proptest::collection::vec((0i32..4, 1u32..4), 0..4),
+            proptest::collection::vec((0i32..4, 1u32..3), 0..3),
+            0u32..1000,
+        )
             .prop_map(|(schema, zt, pos, neg, seed)| {
-                let spans = |v: &[(i32, u32)], first: i32| v.iter().enumerate().map(|(i, &(o, l))| Span { offset: if i == 0 { first + o } else { o }, length: l }).collect::<Vec<_>>();
+                let spans = |v: &[(i32, u32)], first: i32| {
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &(o, l))| Span { offset: if i == 0 { first + o } else { o }, length: l })
+                        .collect::<Vec<_>>()
+                };
                 let ps = spans(&pos, -3);
                 let ns = spans(&neg, -2);
                 let n = |s: &[Span]| s.iter().map(|x| x.length as usize).sum::<usize>();

@@ -60,7 +60,12 @@ fn check_overlaps(chunks: &[InChunk<'_>]) -> Result<(), String> {
 
 /// Appends a raw chunk's samples, as Thanos expands them, to the float or the histogram
 /// buffer.
-fn expand_raw(c: &InChunk<'_>, deleted: &[Interval], floats: &mut Vec<(i64, f64)>, hists: &mut Vec<(i64, FloatHistogram)>) -> Result<(), String> {
+fn expand_raw(
+    c: &InChunk<'_>,
+    deleted: &[Interval],
+    floats: &mut Vec<(i64, f64)>,
+    hists: &mut Vec<(i64, FloatHistogram)>,
+) -> Result<(), String> {
     match Encoding::from_byte(c.encoding) {
         Some(Encoding::Xor) => {
             let start = floats.len();
@@ -88,7 +93,14 @@ fn expand_raw(c: &InChunk<'_>, deleted: &[Interval], floats: &mut Vec<(i64, f64)
 /// Aggregates one series into `out` (appended, in time order). `from` is the input's
 /// resolution (0: raw), `to` the output's; `deleted` are the series' tombstones (applied
 /// to raw input only). Errors are sentences about the series.
-pub fn downsample_series(chunks: &[InChunk<'_>], from: i64, to: i64, deleted: &[Interval], s: &mut Scratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
+pub fn downsample_series(
+    chunks: &[InChunk<'_>],
+    from: i64,
+    to: i64,
+    deleted: &[Interval],
+    s: &mut Scratch,
+    out: &mut Vec<AggrChunk>,
+) -> Result<(), String> {
     if from >= to {
         return Err(format!("target resolution {to} is not lower than the input's {from}"));
     }
@@ -100,7 +112,13 @@ pub fn downsample_series(chunks: &[InChunk<'_>], from: i64, to: i64, deleted: &[
     }
 }
 
-fn raw_series(chunks: &[InChunk<'_>], to: i64, deleted: &[Interval], s: &mut Scratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
+fn raw_series(
+    chunks: &[InChunk<'_>],
+    to: i64,
+    deleted: &[Interval],
+    s: &mut Scratch,
+    out: &mut Vec<AggrChunk>,
+) -> Result<(), String> {
     let Some(first) = chunks.first() else { return Ok(()) };
     s.floats.clear();
     s.hists.clear();
@@ -133,7 +151,13 @@ struct Fixed<'a> {
     data: Cow<'a, [u8]>,
 }
 
-fn aggregated_series(chunks: &[InChunk<'_>], from: i64, to: i64, s: &mut Scratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
+fn aggregated_series(
+    chunks: &[InChunk<'_>],
+    from: i64,
+    to: i64,
+    s: &mut Scratch,
+    out: &mut Vec<AggrChunk>,
+) -> Result<(), String> {
     let mut fixed: Vec<Fixed<'_>> = Vec::with_capacity(chunks.len());
     for c in chunks {
         if c.encoding == Encoding::Aggr as u8 {
@@ -154,9 +178,14 @@ fn aggregated_series(chunks: &[InChunk<'_>], from: i64, to: i64, s: &mut Scratch
         } else {
             raw_float_chunks(&s.floats, RES_5M, &mut s.batch, &mut converted)?;
         }
-        fixed.extend(converted.into_iter().map(|a| Fixed { min_time: a.min_time, max_time: a.max_time, data: Cow::Owned(a.data) }));
+        fixed.extend(converted.into_iter().map(|a| Fixed {
+            min_time: a.min_time,
+            max_time: a.max_time,
+            data: Cow::Owned(a.data),
+        }));
     }
-    let slots: Vec<Slots<'_>> = fixed.iter().map(|f| aggr::parse(&f.data).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let slots: Vec<Slots<'_>> =
+        fixed.iter().map(|f| aggr::parse(&f.data).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let kinds: Vec<bool> = slots.iter().map(|sl| sl[COUNTER].is_some_and(|c| is_histogram(c.encoding))).collect();
     let mut i = 0;
     while i < slots.len() {
@@ -174,15 +203,36 @@ fn aggregated_series(chunks: &[InChunk<'_>], from: i64, to: i64, s: &mut Scratch
 /// batches of `chunks / target` whole input chunks (at least one; Thanos loops forever when
 /// this is zero), each into one output chunk.
 #[allow(clippy::too_many_arguments)]
-fn aggregate_group(slots: &[Slots<'_>], hist: bool, mint: i64, maxt: i64, from: i64, to: i64, s: &mut AggrScratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
-    let samples: usize = slots.iter().map(|sl| sl[0].filter(|c| c.data.len() >= 2).map_or(0, |c| u16::from_be_bytes([c.data[0], c.data[1]]) as usize)).sum();
+fn aggregate_group(
+    slots: &[Slots<'_>],
+    hist: bool,
+    mint: i64,
+    maxt: i64,
+    from: i64,
+    to: i64,
+    s: &mut AggrScratch,
+    out: &mut Vec<AggrChunk>,
+) -> Result<(), String> {
+    let samples: usize = slots
+        .iter()
+        .map(|sl| {
+            sl[0].filter(|c| c.data.len() >= 2).map_or(0, |c| u16::from_be_bytes([c.data[0], c.data[1]]) as usize)
+        })
+        .sum();
     let target = target_chunk_count(mint, maxt, from, to, samples);
     aggregate_batches(slots, hist, target, to, s, out)
 }
 
 /// Cuts a group into batches of `chunks / target` whole input chunks (Thanos's
 /// `downsampleAggrLoop`), at least one per batch, and aggregates each.
-pub(crate) fn aggregate_batches(slots: &[Slots<'_>], hist: bool, target: usize, to: i64, s: &mut AggrScratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
+pub(crate) fn aggregate_batches(
+    slots: &[Slots<'_>],
+    hist: bool,
+    target: usize,
+    to: i64,
+    s: &mut AggrScratch,
+    out: &mut Vec<AggrChunk>,
+) -> Result<(), String> {
     let batch = (slots.len() / target.max(1)).max(1);
     for part in slots.chunks(batch) {
         let c = if hist { aggr_hist_batch(part, to, s)? } else { aggr_float_batch(part, to, s)? };

@@ -14,7 +14,9 @@ use super::series::{aggregate_batches, downsample_series, InChunk, Scratch};
 use super::AggrChunk;
 use crate::format::aggr::{self, AggrType};
 use crate::format::chunks::Encoding;
-use crate::format::histogram::{encode_float_histograms, CounterResetHint, FloatHistogram, FloatHistogramIter, Span, STALE_NAN_BITS};
+use crate::format::histogram::{
+    encode_float_histograms, CounterResetHint, FloatHistogram, FloatHistogramIter, Span, STALE_NAN_BITS,
+};
 use crate::format::meta::{RES_1H, RES_5M};
 use crate::format::sample::{decode_aggr, ChunkSamples};
 use crate::format::xor::{self, XorEncoder};
@@ -72,7 +74,8 @@ fn aggr_chunk(m: &serde_json::Map<String, Json>) -> (i64, i64, Vec<u8>) {
             e.finish()
         })
         .collect();
-    let slots: aggr::Slots<'_> = std::array::from_fn(|i| Some(aggr::SubChunk { encoding: Encoding::Xor as u8, data: &subs[i] }));
+    let slots: aggr::Slots<'_> =
+        std::array::from_fn(|i| Some(aggr::SubChunk { encoding: Encoding::Xor as u8, data: &subs[i] }));
     (mint, maxt, aggr::encode(&slots))
 }
 
@@ -105,7 +108,13 @@ fn expected(v: &Json) -> Vec<BTreeMap<&'static str, Vec<(i64, u64)>>> {
         .iter()
         .map(|m| {
             let m = m.as_object().unwrap();
-            AggrType::ALL.iter().filter_map(|a| m.get(slot_name(*a)).map(|s| (slot_name(*a), samples(s).into_iter().map(|(t, x)| (t, bits(x))).collect()))).collect()
+            AggrType::ALL
+                .iter()
+                .filter_map(|a| {
+                    m.get(slot_name(*a))
+                        .map(|s| (slot_name(*a), samples(s).into_iter().map(|(t, x)| (t, bits(x))).collect()))
+                })
+                .collect()
         })
         .collect()
 }
@@ -114,7 +123,8 @@ fn expected(v: &Json) -> Vec<BTreeMap<&'static str, Vec<(i64, u64)>>> {
 type TestChunk = (i64, i64, u8, Vec<u8>);
 
 fn run(chunks: &[TestChunk], from: i64, to: i64) -> Result<Vec<AggrChunk>, String> {
-    let ins: Vec<InChunk<'_>> = chunks.iter().map(|(a, b, e, d)| InChunk { min_time: *a, max_time: *b, encoding: *e, data: d }).collect();
+    let ins: Vec<InChunk<'_>> =
+        chunks.iter().map(|(a, b, e, d)| InChunk { min_time: *a, max_time: *b, encoding: *e, data: d }).collect();
     let mut out = Vec::new();
     downsample_series(&ins, from, to, &[], &mut Scratch::default(), &mut out)?;
     Ok(out)
@@ -129,10 +139,27 @@ fn thanos_test_downsample_cases() {
         let name = case["name"].as_str().unwrap();
         let res = case["resolution"].as_i64().unwrap();
         let (chunks, from): (Vec<TestChunk>, i64) = if let Some(raw) = case.get("in_raw") {
-            (raw.as_array().unwrap().iter().map(|c| xor_chunk(&samples(c))).map(|(a, b, d)| (a, b, Encoding::Xor as u8, d)).collect(), 0)
+            (
+                raw.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| xor_chunk(&samples(c)))
+                    .map(|(a, b, d)| (a, b, Encoding::Xor as u8, d))
+                    .collect(),
+                0,
+            )
         } else {
             // As Thanos's test: the input's resolution is one below the target.
-            (case["in_aggr"].as_array().unwrap().iter().map(|m| aggr_chunk(m.as_object().unwrap())).map(|(a, b, d)| (a, b, Encoding::Aggr as u8, d)).collect(), res - 1)
+            (
+                case["in_aggr"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| aggr_chunk(m.as_object().unwrap()))
+                    .map(|(a, b, d)| (a, b, Encoding::Aggr as u8, d))
+                    .collect(),
+                res - 1,
+            )
         };
         let got = run(&chunks, from, res);
         if case.get("error").is_some() {
@@ -157,11 +184,13 @@ fn thanos_test_downsample_counter_boundary_reset() {
     raw_float_chunks_n(&raw, r1, raw.len() + 1, &mut Vec::new(), &mut out).unwrap();
     assert_eq!(out.len() as i64, c["raw_chunks"].as_i64().unwrap());
     let counters = |chunks: &[AggrChunk]| -> Vec<Vec<(i64, f64)>> {
-        chunks.iter().map(|ch| match decode_aggr(&ch.data, AggrType::Counter).unwrap() {
-            ChunkSamples::Float(v) => v,
-            _ => unreachable!(),
-        })
-        .collect()
+        chunks
+            .iter()
+            .map(|ch| match decode_aggr(&ch.data, AggrType::Counter).unwrap() {
+                ChunkSamples::Float(v) => v,
+                _ => unreachable!(),
+            })
+            .collect()
     };
     let iterate = |parts: &[Vec<(i64, f64)>]| -> Vec<(i64, f64)> {
         let mut it = CounterResets::new(parts.iter().map(|p| p.as_slice()).collect());
@@ -192,7 +221,10 @@ fn thanos_test_expand_chunk_iterator() {
     let mut v = samples(&c["input"]);
     keep_expanded(&mut v, 0);
     let want = samples(&c["expected"]);
-    assert_eq!(v.iter().map(|s| (s.0, bits(s.1))).collect::<Vec<_>>(), want.iter().map(|s| (s.0, bits(s.1))).collect::<Vec<_>>());
+    assert_eq!(
+        v.iter().map(|s| (s.0, bits(s.1))).collect::<Vec<_>>(),
+        want.iter().map(|s| (s.0, bits(s.1))).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -219,7 +251,8 @@ fn thanos_test_downsample_aggr_and_non_empty_xor_chunks() {
     let (a, b, d) = aggr_chunk(c["aggr"].as_object().unwrap());
     let raw = samples(&c["raw"]);
     // The raw chunk's index entry carries an inverted range, as in the Go test.
-    let chunks = vec![(a, b, Encoding::Aggr as u8, d), (i64::MAX, i64::MIN, Encoding::Xor as u8, xor::encode(&raw).unwrap())];
+    let chunks =
+        vec![(a, b, Encoding::Aggr as u8, d), (i64::MAX, i64::MIN, Encoding::Xor as u8, xor::encode(&raw).unwrap())];
     let got: Vec<_> = run(&chunks, RES_5M, RES_1H).unwrap().iter().map(read_back).collect();
     assert_eq!(got, expected(&c["expected"]));
 }
@@ -230,7 +263,12 @@ fn thanos_test_downsample_aggr_and_empty_xor_chunks() {
     let c = &all["aggr_and_empty_xor"];
     let (a, b, d) = aggr_chunk(c["aggr"].as_object().unwrap());
     let alone = run(&[(a, b, Encoding::Aggr as u8, d.clone())], RES_5M, RES_1H).unwrap();
-    let with_empty = run(&[(a, b, Encoding::Aggr as u8, d), (i64::MAX, i64::MIN, Encoding::Xor as u8, XorEncoder::new().finish())], RES_5M, RES_1H).unwrap();
+    let with_empty = run(
+        &[(a, b, Encoding::Aggr as u8, d), (i64::MAX, i64::MIN, Encoding::Xor as u8, XorEncoder::new().finish())],
+        RES_5M,
+        RES_1H,
+    )
+    .unwrap();
     assert_eq!(with_empty, alone, "an empty XOR chunk in a downsampled block is skipped");
 }
 
@@ -254,7 +292,8 @@ fn thanos_test_downsample_and_read_resulting_data() {
     let five = run(&[(a, b, Encoding::Xor as u8, d)], 0, RES_5M).unwrap();
     assert!(!five.is_empty());
     validate(&five);
-    let as_input: Vec<_> = five.iter().map(|c| (c.min_time, c.max_time, Encoding::Aggr as u8, c.data.clone())).collect();
+    let as_input: Vec<_> =
+        five.iter().map(|c| (c.min_time, c.max_time, Encoding::Aggr as u8, c.data.clone())).collect();
     let hour = run(&as_input, RES_5M, RES_1H).unwrap();
     assert!(!hour.is_empty());
     validate(&hour);
@@ -338,9 +377,19 @@ fn read_floats(c: &AggrChunk, a: AggrType) -> Vec<(i64, f64)> {
 /// Equal within 1e-9 (Thanos's `cmpopts.EquateApprox(0, 1e-9)`), layout and hint exact.
 fn assert_hist_eq(got: &FloatHistogram, want: &FloatHistogram, what: &str) {
     let close = |a: f64, b: f64| a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
-    assert_eq!((got.schema, got.zero_threshold, got.counter_reset_hint), (want.schema, want.zero_threshold, want.counter_reset_hint), "{what}: schema, threshold, hint");
-    assert_eq!((&got.positive_spans, &got.negative_spans), (&want.positive_spans, &want.negative_spans), "{what}: spans");
-    let vals = |h: &FloatHistogram| [vec![h.count, h.zero_count, h.sum], h.positive_buckets.clone(), h.negative_buckets.clone()].concat();
+    assert_eq!(
+        (got.schema, got.zero_threshold, got.counter_reset_hint),
+        (want.schema, want.zero_threshold, want.counter_reset_hint),
+        "{what}: schema, threshold, hint"
+    );
+    assert_eq!(
+        (&got.positive_spans, &got.negative_spans),
+        (&want.positive_spans, &want.negative_spans),
+        "{what}: spans"
+    );
+    let vals = |h: &FloatHistogram| {
+        [vec![h.count, h.zero_count, h.sum], h.positive_buckets.clone(), h.negative_buckets.clone()].concat()
+    };
     let (g, w) = (vals(got), vals(want));
     assert_eq!(g.len(), w.len(), "{what}");
     assert!(g.iter().zip(&w).all(|(a, b)| close(*a, *b)), "{what}: {got:?} != {want:?}");
@@ -367,7 +416,10 @@ fn thanos_test_downsample_native_histograms_regular() {
     let five = run(&hist_chunks(&data), 0, RES_5M).unwrap();
     assert_eq!(five.len(), 1);
     let slots = aggr::parse(&five[0].data).unwrap();
-    assert!(slots[AggrType::Min as usize].is_none() && slots[AggrType::Max as usize].is_none(), "min and max are unset");
+    assert!(
+        slots[AggrType::Min as usize].is_none() && slots[AggrType::Max as usize].is_none(),
+        "min and max are unset"
+    );
     let counts = read_floats(&five[0], AggrType::Count);
     for (i, (_, c)) in counts.iter().enumerate() {
         assert_eq!(*c, if i == 120 { 4.0 } else { 5.0 });
@@ -455,7 +507,8 @@ fn thanos_test_downsample_native_histogram_with_counter_resets() {
     // TestDownSampleNativeHistogram, "float histogram with 30 samples with counter resets
     // and 30s scrape interval" (the case that test runs): runs of 15, 5 and 10.
     let hs: Vec<FloatHistogram> = [15, 5, 10].iter().flat_map(|&n| test_fhs(n)).collect();
-    let samples: Vec<(i64, FloatHistogram)> = hs.iter().enumerate().map(|(i, h)| (i as i64 * 30_000, h.clone())).collect();
+    let samples: Vec<(i64, FloatHistogram)> =
+        hs.iter().enumerate().map(|(i, h)| (i as i64 * 30_000, h.clone())).collect();
     let five = run(&hist_chunks(&samples), 0, RES_5M).unwrap();
     assert_eq!(five.len(), 1);
     let c = &five[0];
@@ -466,14 +519,22 @@ fn thanos_test_downsample_native_histogram_with_counter_resets() {
         elementwise_sum(&lasts, hint)
     };
     let counters = read_hist(c, AggrType::Counter);
-    let want = [(299_999, counter_after(&[10], CounterResetHint::Unknown)), (599_999, counter_after(&[15, 5], CounterResetHint::NotCounterReset)), (870_000, counter_after(&[15, 5, 10], CounterResetHint::NotCounterReset))];
+    let want = [
+        (299_999, counter_after(&[10], CounterResetHint::Unknown)),
+        (599_999, counter_after(&[15, 5], CounterResetHint::NotCounterReset)),
+        (870_000, counter_after(&[15, 5, 10], CounterResetHint::NotCounterReset)),
+    ];
     assert_eq!(counters.len(), 3);
     for ((t, g), (wt, w)) in counters.iter().zip(&want) {
         assert_eq!(t, wt);
         assert_hist_eq(g, w, "5m counter");
     }
     let sums = read_hist(c, AggrType::Sum);
-    let want_sums = [elementwise_sum(&hs[..10], CounterResetHint::Gauge), elementwise_sum(&hs[10..20], CounterResetHint::Gauge), elementwise_sum(&hs[20..], CounterResetHint::Gauge)];
+    let want_sums = [
+        elementwise_sum(&hs[..10], CounterResetHint::Gauge),
+        elementwise_sum(&hs[10..20], CounterResetHint::Gauge),
+        elementwise_sum(&hs[20..], CounterResetHint::Gauge),
+    ];
     for ((_, g), w) in sums.iter().zip(&want_sums) {
         assert_hist_eq(g, w, "5m sum");
     }
@@ -491,7 +552,8 @@ fn thanos_test_downsample_native_histogram_with_counter_resets() {
 #[test]
 fn thanos_test_downsample_mixed_chunk_types() {
     // TestDownsampleMixedChunkTypes: 20 histograms then 20 floats, every 15 s.
-    let hs: Vec<(i64, FloatHistogram)> = test_fhs(20).into_iter().enumerate().map(|(i, h)| (15_000 * (i as i64 + 1), h)).collect();
+    let hs: Vec<(i64, FloatHistogram)> =
+        test_fhs(20).into_iter().enumerate().map(|(i, h)| (15_000 * (i as i64 + 1), h)).collect();
     let fs: Vec<(i64, f64)> = (0..20).map(|i| (15_000 * (21 + i as i64), i as f64)).collect();
     let mut chunks = hist_chunks(&hs);
     let (a, b, d) = xor_chunk(&fs);
@@ -510,7 +572,10 @@ fn thanos_test_downsample_mixed_chunk_types() {
     h19.counter_reset_hint = CounterResetHint::Gauge;
     assert_hist_eq(&sums[1].1, &h19, "sum 1");
     assert_eq!(read_floats(&five[1], AggrType::Count), vec![(599_999, 19.0), (600_000, 1.0)]);
-    assert_eq!(read_floats(&five[1], AggrType::Counter), vec![(315_000, 0.0), (599_999, 18.0), (600_000, 19.0), (600_000, 19.0)]);
+    assert_eq!(
+        read_floats(&five[1], AggrType::Counter),
+        vec![(315_000, 0.0), (599_999, 18.0), (600_000, 19.0), (600_000, 19.0)]
+    );
     assert_eq!(read_floats(&five[1], AggrType::Sum), vec![(599_999, 171.0), (600_000, 19.0)]);
 
     let input: Vec<_> = five.iter().map(|c| (c.min_time, c.max_time, Encoding::Aggr as u8, c.data.clone())).collect();
@@ -530,11 +595,15 @@ fn thanos_test_downsample_mixed_chunk_types() {
 fn histogram_slots_read_back_with_prometheus_3_hints() {
     // The first sample of a counter slot reads back `Unknown` in Prometheus 3; strata's
     // reader passes a `CounterReset` header through, so check the header itself.
-    let hs: Vec<(i64, FloatHistogram)> = test_fhs(3).into_iter().enumerate().map(|(i, h)| (i as i64 * 1000, h)).collect();
+    let hs: Vec<(i64, FloatHistogram)> =
+        test_fhs(3).into_iter().enumerate().map(|(i, h)| (i as i64 * 1000, h)).collect();
     let five = run(&hist_chunks(&hs), 0, RES_5M).unwrap();
     let slots = aggr::parse(&five[0].data).unwrap();
     let counter = slots[AggrType::Counter as usize].unwrap();
     let sum = slots[AggrType::Sum as usize].unwrap();
-    assert_eq!(FloatHistogramIter::new(counter.data).unwrap().counter_reset_header(), CounterResetHint::NotCounterReset);
+    assert_eq!(
+        FloatHistogramIter::new(counter.data).unwrap().counter_reset_header(),
+        CounterResetHint::NotCounterReset
+    );
     assert_eq!(FloatHistogramIter::new(sum.data).unwrap().counter_reset_header(), CounterResetHint::Gauge);
 }

@@ -61,7 +61,9 @@ pub fn parse(data: &[u8]) -> FormatResult<Slots<'_>> {
         }
         let enc = d.u8("slot encoding")?;
         if len > d.remaining() as u64 {
-            return Err(d.err(format!("{} slot of {len} bytes runs past the end of the chunk", AggrType::ALL[i].name())));
+            return Err(
+                d.err(format!("{} slot of {len} bytes runs past the end of the chunk", AggrType::ALL[i].name()))
+            );
         }
         let data = d.bytes(len as usize, "slot data")?;
         *slot = Some(SubChunk { encoding: enc, data });
@@ -93,7 +95,10 @@ pub fn encode(slots: &[Option<SubChunk<'_>>; 5]) -> Vec<u8> {
 /// `NumSamples` of an aggregate chunk: the count slot's sample count (0 if unreadable).
 pub fn count_samples(data: &[u8]) -> u64 {
     match parse(data) {
-        Ok(slots) => slots[0].filter(|s| s.data.len() >= 2).map(|s| u16::from_be_bytes([s.data[0], s.data[1]]) as u64).unwrap_or(0),
+        Ok(slots) => slots[0]
+            .filter(|s| s.data.len() >= 2)
+            .map(|s| u16::from_be_bytes([s.data[0], s.data[1]]) as u64)
+            .unwrap_or(0),
         Err(_) => 0,
     }
 }

@@ -101,14 +101,26 @@ impl RawChunk<'_> {
 /// Checks a segment file's 8-byte header.
 pub fn check_segment_header(file: &[u8]) -> FormatResult<()> {
     if file.len() < SEGMENT_HEADER_LEN {
-        return Err(FormatError::new("chunk segment header", 0, format!("file is {} bytes, shorter than the 8-byte header", file.len())));
+        return Err(FormatError::new(
+            "chunk segment header",
+            0,
+            format!("file is {} bytes, shorter than the 8-byte header", file.len()),
+        ));
     }
     let magic = u32::from_be_bytes([file[0], file[1], file[2], file[3]]);
     if magic != SEGMENT_MAGIC {
-        return Err(FormatError::new("chunk segment header", 0, format!("magic {magic:#010x}, want {SEGMENT_MAGIC:#010x}")));
+        return Err(FormatError::new(
+            "chunk segment header",
+            0,
+            format!("magic {magic:#010x}, want {SEGMENT_MAGIC:#010x}"),
+        ));
     }
     if file[4] != SEGMENT_VERSION {
-        return Err(FormatError::new("chunk segment header", 4, format!("version {}, want {SEGMENT_VERSION}", file[4])));
+        return Err(FormatError::new(
+            "chunk segment header",
+            4,
+            format!("version {}, want {SEGMENT_VERSION}", file[4]),
+        ));
     }
     Ok(())
 }

@@ -101,7 +101,8 @@ impl<'a> Decoder<'a> {
     pub fn uvarint32(&mut self, field: &str) -> FormatResult<u32> {
         let at = self.offset();
         let v = self.uvarint(field)?;
-        u32::try_from(v).map_err(|_| FormatError::new(self.section, at, format!("{field}: {v} does not fit in 32 bits")))
+        u32::try_from(v)
+            .map_err(|_| FormatError::new(self.section, at, format!("{field}: {v} does not fit in 32 bits")))
     }
 
     /// Go `binary.Varint` (zigzag).

@@ -433,7 +433,9 @@ impl<'h> LayoutRef<'h> {
         {
             let spanned = spans.iter().fold(0u64, |n, s| n.saturating_add(s.length as u64));
             if spanned != buckets as u64 {
-                return Err(AppendError::Invalid(format!("{side} spans cover {spanned} buckets but {buckets} are given")));
+                return Err(AppendError::Invalid(format!(
+                    "{side} spans cover {spanned} buckets but {buckets} are given"
+                )));
             }
         }
         Ok(())
@@ -987,7 +989,11 @@ struct IterCore<'a> {
 impl<'a> IterCore<'a> {
     fn new(data: &'a [u8], section: &'static str) -> FormatResult<Self> {
         if data.len() < HEADER_LEN {
-            return Err(FormatError::new(section, 0, format!("chunk of {} bytes is shorter than its 3-byte header", data.len())));
+            return Err(FormatError::new(
+                section,
+                0,
+                format!("chunk of {} bytes is shorter than its 3-byte header", data.len()),
+            ));
         }
         let stream = &data[HEADER_LEN..];
         Ok(IterCore {
@@ -1176,7 +1182,12 @@ impl<'a> HistogramIter<'a> {
         if is_stale(f64::from_bits(self.sum)) {
             return Ok(());
         }
-        for (b, d) in self.positive.iter_mut().zip(self.positive_delta.iter_mut()).chain(self.negative.iter_mut().zip(self.negative_delta.iter_mut())) {
+        for (b, d) in self
+            .positive
+            .iter_mut()
+            .zip(self.positive_delta.iter_mut())
+            .chain(self.negative.iter_mut().zip(self.negative_delta.iter_mut()))
+        {
             *d = d.wrapping_add(read_varbit_int(r, "bucket delta of delta")?);
             *b = b.wrapping_add(*d);
         }
@@ -1483,8 +1494,11 @@ fn for_each_bucket(h: &FloatHistogram, positive: bool, mut visit: impl FnMut(i32
 
 fn write_bucket(f: &mut fmt::Formatter<'_>, h: &FloatHistogram, positive: bool, idx: i32, count: f64) -> fmt::Result {
     let upper_of = |i: i32| bucket_bound(i, h.schema, &h.custom_values);
-    let (lower, upper) =
-        if positive { (upper_of(idx.wrapping_sub(1)), upper_of(idx)) } else { (-upper_of(idx), -upper_of(idx.wrapping_sub(1))) };
+    let (lower, upper) = if positive {
+        (upper_of(idx.wrapping_sub(1)), upper_of(idx))
+    } else {
+        (-upper_of(idx), -upper_of(idx.wrapping_sub(1)))
+    };
     let (lower_inclusive, upper_inclusive) =
         if h.schema == CUSTOM_BUCKETS_SCHEMA { (idx == 0, true) } else { (lower < 0.0, upper > 0.0) };
     write!(
@@ -1859,7 +1873,11 @@ mod tests {
             ),
             (
                 "0003c0ff3f50624dd2f1a9fcb251bca5bbbcaffc00000000000027763eb75a56183fc000000000000002",
-                vec![(-5, gauge(2, 7, &[3, -1, 0])), (10, gauge(1, 4, &[1, 1, -2])), (25, Histogram { sum: stale(), ..Histogram::default() })],
+                vec![
+                    (-5, gauge(2, 7, &[3, -1, 0])),
+                    (10, gauge(1, 4, &[1, 1, -2])),
+                    (25, Histogram { sum: stale(), ..Histogram::default() }),
+                ],
             ),
             (
                 "000180fec41878c4ff40000000000000",
@@ -1904,15 +1922,20 @@ mod tests {
             positive_buckets: buckets.to_vec(),
             ..FloatHistogram::default()
         };
-        let samples =
-            vec![(1000, f(CounterResetHint::Unknown, 3.0, 2.5, &[1.0, 2.0])), (2000, f(CounterResetHint::NotCounterReset, 5.0, 4.5, &[2.0, 2.0]))];
+        let samples = vec![
+            (1000, f(CounterResetHint::Unknown, 3.0, 2.5, &[1.0, 2.0])),
+            (2000, f(CounterResetHint::NotCounterReset, 5.0, 4.5, &[2.0, 2.0])),
+        ];
         let want = "000200749c6478fa1002000000000000000000000000000010010000000000000ffc00000000000010000000000000003c7d1ac3ed625e12fff8";
         assert_eq!(hex(&encode_float_histograms(&samples).unwrap()[0]), want);
         assert_eq!(decode_float_histograms(&unhex(want)).unwrap(), samples);
 
         // A chunk that starts with a stale marker: empty layout, zero count and zero
         // count written raw, then XOR-encoded for the next marker.
-        let stale_samples = vec![(0, FloatHistogram { sum: stale(), ..FloatHistogram::default() }), (15, FloatHistogram { sum: stale(), ..FloatHistogram::default() })];
+        let stale_samples = vec![
+            (0, FloatHistogram { sum: stale(), ..FloatHistogram::default() }),
+            (15, FloatHistogram { sum: stale(), ..FloatHistogram::default() }),
+        ];
         let want = "000200000000000000000000000000000000000007ff0000000000002c78";
         assert_eq!(hex(&encode_float_histograms(&stale_samples).unwrap()[0]), want);
         let back = decode_float_histograms(&unhex(want)).unwrap();
@@ -1979,16 +2002,36 @@ mod tests {
         let cases: Vec<(&str, Histogram, AppendError)> = vec![
             ("count went down", Histogram { count: 11, ..prev.clone() }, CounterReset),
             ("zero count went down", Histogram { zero_count: 4, ..prev.clone() }, CounterReset),
-            ("second bucket went from 4 to 3", Histogram { positive_buckets: vec![3, 0], ..prev.clone() }, CounterReset),
-            ("hint says reset", Histogram { counter_reset_hint: CounterResetHint::CounterReset, ..prev.clone() }, CounterReset),
+            (
+                "second bucket went from 4 to 3",
+                Histogram { positive_buckets: vec![3, 0], ..prev.clone() },
+                CounterReset,
+            ),
+            (
+                "hint says reset",
+                Histogram { counter_reset_hint: CounterResetHint::CounterReset, ..prev.clone() },
+                CounterReset,
+            ),
             ("schema changed", Histogram { schema: 1, ..prev.clone() }, LayoutChanged),
             ("threshold changed", Histogram { zero_threshold: 0.5, ..prev.clone() }, LayoutChanged),
             ("spans changed", Histogram { positive_spans: spans(&[(1, 2)]), ..prev.clone() }, LayoutChanged),
             ("count went down and layout changed", Histogram { count: 1, schema: 2, ..prev.clone() }, CounterReset),
-            ("gauge into counter chunk", Histogram { counter_reset_hint: CounterResetHint::Gauge, ..prev.clone() }, KindChanged),
-            ("spans cover 3 buckets, 2 given", Histogram { positive_spans: spans(&[(0, 3)]), ..prev.clone() }, Invalid(String::new())),
+            (
+                "gauge into counter chunk",
+                Histogram { counter_reset_hint: CounterResetHint::Gauge, ..prev.clone() },
+                KindChanged,
+            ),
+            (
+                "spans cover 3 buckets, 2 given",
+                Histogram { positive_spans: spans(&[(0, 3)]), ..prev.clone() },
+                Invalid(String::new()),
+            ),
             ("unknown schema", Histogram { schema: 60, ..prev.clone() }, Invalid(String::new())),
-            ("custom bounds with exponential schema", Histogram { custom_values: vec![1.0], ..prev.clone() }, Invalid(String::new())),
+            (
+                "custom bounds with exponential schema",
+                Histogram { custom_values: vec![1.0], ..prev.clone() },
+                Invalid(String::new()),
+            ),
         ];
         for (name, h, want) in cases {
             let got = e.append(3000, &h).unwrap_err();
@@ -2003,7 +2046,11 @@ mod tests {
         // -0.0 and 0.0 thresholds write the same layout.
         e.append(3000, &Histogram { zero_threshold: -0.0, ..prev.clone() }).unwrap();
         // A stale marker fits any chunk, even with a layout that does not match its buckets.
-        e.append(4000, &Histogram { sum: stale(), schema: 7, positive_spans: spans(&[(0, 9)]), ..Histogram::default() }).unwrap();
+        e.append(
+            4000,
+            &Histogram { sum: stale(), schema: 7, positive_spans: spans(&[(0, 9)]), ..Histogram::default() },
+        )
+        .unwrap();
         assert_eq!(e.append(5000, &prev), Err(AfterStale));
         e.append(5000, &Histogram { sum: stale(), ..Histogram::default() }).unwrap();
         assert_eq!(e.num_samples(), 5);
@@ -2011,7 +2058,10 @@ mod tests {
 
     #[test]
     fn gauge_chunks_take_decreases_but_not_counters_or_new_layouts() {
-        let g = |count, buckets: &[i64]| Histogram { counter_reset_hint: CounterResetHint::Gauge, ..counter(count, buckets) };
+        let g = |count, buckets: &[i64]| Histogram {
+            counter_reset_hint: CounterResetHint::Gauge,
+            ..counter(count, buckets)
+        };
         let mut e = HistogramEncoder::new();
         e.append(1, &g(10, &[5, 5])).unwrap();
         e.append(2, &g(3, &[1, -1])).unwrap();
@@ -2066,7 +2116,10 @@ mod tests {
         assert_eq!(HistogramIter::new(&c).unwrap().count(), MAX_SAMPLES);
         let series: Vec<_> = (0..MAX_SAMPLES as i64 + 2).map(|t| (t, h.clone())).collect();
         let chunks = encode_histograms(&series).unwrap();
-        assert_eq!(chunks.iter().map(|c| HistogramIter::new(c).unwrap().total()).collect::<Vec<_>>(), vec![MAX_SAMPLES, 2]);
+        assert_eq!(
+            chunks.iter().map(|c| HistogramIter::new(c).unwrap().total()).collect::<Vec<_>>(),
+            vec![MAX_SAMPLES, 2]
+        );
     }
 
     // ---- whole series -------------------------------------------------------------
@@ -2076,10 +2129,10 @@ mod tests {
         let series = vec![
             (1, counter(1, &[1])),
             (2, counter(2, &[2])),
-            (3, counter(1, &[1])),                                  // reset: new chunk, header CounterReset
-            (4, counter(2, &[1, 1])),                               // layout: new chunk, header from hint
+            (3, counter(1, &[1])),    // reset: new chunk, header CounterReset
+            (4, counter(2, &[1, 1])), // layout: new chunk, header from hint
             (5, Histogram { sum: stale(), ..Histogram::default() }),
-            (6, counter(3, &[1, 1])),                               // after stale: new chunk
+            (6, counter(3, &[1, 1])), // after stale: new chunk
             (7, Histogram { counter_reset_hint: CounterResetHint::Gauge, ..counter(0, &[0, 0]) }), // kind
         ];
         let chunks = encode_histograms(&series).unwrap();
@@ -2089,9 +2142,16 @@ mod tests {
         assert_eq!(back.len(), series.len());
         for ((t, a), (u, b)) in back.iter().zip(&series) {
             assert_eq!(t, u);
-            assert_eq!(int_bits(&Histogram { counter_reset_hint: b.counter_reset_hint, ..a.clone() }), int_bits(b), "t={t}");
+            assert_eq!(
+                int_bits(&Histogram { counter_reset_hint: b.counter_reset_hint, ..a.clone() }),
+                int_bits(b),
+                "t={t}"
+            );
         }
-        assert!(matches!(encode_histograms(&[(1, Histogram { schema: 99, ..Histogram::default() })]), Err(AppendError::Invalid(_))));
+        assert!(matches!(
+            encode_histograms(&[(1, Histogram { schema: 99, ..Histogram::default() })]),
+            Err(AppendError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -2110,7 +2170,10 @@ mod tests {
         let f = h.to_float();
         assert_eq!(f.positive_buckets, vec![1.0, 3.0, 2.0]);
         assert_eq!(f.negative_buckets, vec![4.0, 0.0]);
-        assert_eq!((f.count, f.zero_count, f.sum, f.counter_reset_hint), (9.0, 2.0, 1.5, CounterResetHint::NotCounterReset));
+        assert_eq!(
+            (f.count, f.zero_count, f.sum, f.counter_reset_hint),
+            (9.0, 2.0, 1.5, CounterResetHint::NotCounterReset)
+        );
         assert_eq!(f.positive_spans, h.positive_spans);
     }
 
@@ -2118,7 +2181,15 @@ mod tests {
 
     #[test]
     fn display_matches_prometheus_string() {
-        let f = |schema, zero_threshold, zero_count, count, sum, p: &[(i32, u32)], pb: &[f64], n: &[(i32, u32)], nb: &[f64]| FloatHistogram {
+        let f = |schema,
+                 zero_threshold,
+                 zero_count,
+                 count,
+                 sum,
+                 p: &[(i32, u32)],
+                 pb: &[f64],
+                 n: &[(i32, u32)],
+                 nb: &[f64]| FloatHistogram {
             schema,
             zero_threshold,
             zero_count,
@@ -2394,7 +2465,8 @@ mod tests {
     }
 
     fn arb_sum() -> impl Strategy<Value = f64> {
-        prop_oneof![(-1000i32..1000).prop_map(|x| x as f64 / 4.0), any::<f64>()].prop_filter("not a stale marker", |v| !is_stale(*v))
+        prop_oneof![(-1000i32..1000).prop_map(|x| x as f64 / 4.0), any::<f64>()]
+            .prop_filter("not a stale marker", |v| !is_stale(*v))
     }
 
     fn arb_dt() -> impl Strategy<Value = i64> {
@@ -2414,10 +2486,19 @@ mod tests {
 
     fn arb_steps(n_buckets: usize) -> impl Strategy<Value = Vec<Step>> {
         vec(
-            (arb_dt(), any::<u64>(), any::<u64>(), arb_sum(), vec(prop_oneof![-3i64..4, any::<i64>()], n_buckets), 0u8..4),
+            (
+                arb_dt(),
+                any::<u64>(),
+                any::<u64>(),
+                arb_sum(),
+                vec(prop_oneof![-3i64..4, any::<i64>()], n_buckets),
+                0u8..4,
+            ),
             1..30,
         )
-        .prop_map(|v| v.into_iter().map(|(dt, a, b, sum, buckets, hint)| Step { dt, a, b, sum, buckets, hint }).collect())
+        .prop_map(|v| {
+            v.into_iter().map(|(dt, a, b, sum, buckets, hint)| Step { dt, a, b, sum, buckets, hint }).collect()
+        })
     }
 
     /// A series that fits one chunk: (layout, gauge?, first timestamp, steps, stale from).
@@ -2450,7 +2531,12 @@ mod tests {
         for (i, s) in steps.iter().enumerate() {
             t = t.wrapping_add(s.dt);
             if i >= stale_from {
-                let junk = Histogram { sum: stale(), schema: s.hint as i32 * 40, positive_spans: lay.positive_spans.clone(), ..Histogram::default() };
+                let junk = Histogram {
+                    sum: stale(),
+                    schema: s.hint as i32 * 40,
+                    positive_spans: lay.positive_spans.clone(),
+                    ..Histogram::default()
+                };
                 out.push((t, junk));
                 continue;
             }

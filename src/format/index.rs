@@ -39,14 +39,22 @@ pub struct Toc {
 impl Toc {
     fn read(data: &[u8]) -> FormatResult<Toc> {
         if data.len() < HEADER_LEN + TOC_LEN {
-            return Err(FormatError::new("index TOC", 0, format!("index is {} bytes, too short for header and TOC", data.len())));
+            return Err(FormatError::new(
+                "index TOC",
+                0,
+                format!("index is {} bytes, too short for header and TOC", data.len()),
+            ));
         }
         let at = data.len() - TOC_LEN;
         let body = &data[at..at + 48];
         let stored = u32::from_be_bytes(data[at + 48..].try_into().expect("4 bytes"));
         let actual = crc32c(body);
         if stored != actual {
-            return Err(FormatError::new("index TOC", at as u64, format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")));
+            return Err(FormatError::new(
+                "index TOC",
+                at as u64,
+                format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
+            ));
         }
         let mut d = Decoder::new(body, at as u64, "index TOC");
         let toc = Toc {
@@ -58,9 +66,18 @@ impl Toc {
             postings_table: d.be64("postings offset table offset")?,
         };
         let limit = at as u64;
-        for (name, v) in [("symbols", toc.symbols), ("series", toc.series), ("postings", toc.postings), ("postings offset table", toc.postings_table)] {
+        for (name, v) in [
+            ("symbols", toc.symbols),
+            ("series", toc.series),
+            ("postings", toc.postings),
+            ("postings offset table", toc.postings_table),
+        ] {
             if v > limit {
-                return Err(FormatError::new("index TOC", at as u64, format!("{name} offset {v} lies beyond the TOC at {limit}")));
+                return Err(FormatError::new(
+                    "index TOC",
+                    at as u64,
+                    format!("{name} offset {v} lies beyond the TOC at {limit}"),
+                ));
             }
         }
         Ok(toc)
@@ -68,7 +85,14 @@ impl Toc {
 
     fn write(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        for v in [self.symbols, self.series, self.label_indices, self.label_indices_table, self.postings, self.postings_table] {
+        for v in [
+            self.symbols,
+            self.series,
+            self.label_indices,
+            self.label_indices_table,
+            self.postings,
+            self.postings_table,
+        ] {
             put_be64(out, v);
         }
         let crc = crc32c(&out[start..]);
@@ -80,7 +104,11 @@ impl Toc {
 fn section<'a>(data: &'a [u8], off: u64, what: &'static str) -> FormatResult<&'a [u8]> {
     let end_limit = data.len() as u64;
     if off.saturating_add(4) > end_limit {
-        return Err(FormatError::new(what, off, format!("section offset {off} is past the end of the index ({end_limit} bytes)")));
+        return Err(FormatError::new(
+            what,
+            off,
+            format!("section offset {off} is past the end of the index ({end_limit} bytes)"),
+        ));
     }
     let o = off as usize;
     let len = u32::from_be_bytes(data[o..o + 4].try_into().expect("4 bytes")) as u64;
@@ -91,7 +119,11 @@ fn section<'a>(data: &'a [u8], off: u64, what: &'static str) -> FormatResult<&'a
     let stored = u32::from_be_bytes(data[o + 4 + len as usize..o + 8 + len as usize].try_into().expect("4 bytes"));
     let actual = crc32c(body);
     if stored != actual {
-        return Err(FormatError::new(what, off, format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")));
+        return Err(FormatError::new(
+            what,
+            off,
+            format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
+        ));
     }
     Ok(body)
 }
@@ -160,7 +192,11 @@ impl<'a> IndexReader<'a> {
     /// structure, postings offset table CRC and that every label name is a symbol.
     pub fn new(data: &'a [u8]) -> FormatResult<IndexReader<'a>> {
         if data.len() < HEADER_LEN {
-            return Err(FormatError::new("index header", 0, format!("index is {} bytes, shorter than its 5-byte header", data.len())));
+            return Err(FormatError::new(
+                "index header",
+                0,
+                format!("index is {} bytes, shorter than its 5-byte header", data.len()),
+            ));
         }
         let magic = u32::from_be_bytes(data[..4].try_into().expect("4 bytes"));
         if magic != INDEX_MAGIC {
@@ -168,7 +204,11 @@ impl<'a> IndexReader<'a> {
         }
         let version = data[4];
         if version != FORMAT_V1 && version != FORMAT_V2 {
-            return Err(FormatError::new("index header", 4, format!("unsupported index format version {version} (strata reads 1 and 2)")));
+            return Err(FormatError::new(
+                "index header",
+                4,
+                format!("unsupported index format version {version} (strata reads 1 and 2)"),
+            ));
         }
         let toc = Toc::read(data)?;
 
@@ -241,11 +281,21 @@ impl<'a> IndexReader<'a> {
     /// Resolves a symbol reference: an ordinal in v2, an absolute file offset in v1.
     pub fn symbol(&self, r: u32) -> FormatResult<&'a [u8]> {
         let at = if self.version == FORMAT_V2 {
-            *self.symbol_offsets.get(r as usize).ok_or_else(|| FormatError::new("index symbol table", self.symbol_table.0 as u64, format!("unknown symbol reference {r} (table has {})", self.symbol_offsets.len())))?
+            *self.symbol_offsets.get(r as usize).ok_or_else(|| {
+                FormatError::new(
+                    "index symbol table",
+                    self.symbol_table.0 as u64,
+                    format!("unknown symbol reference {r} (table has {})", self.symbol_offsets.len()),
+                )
+            })?
         } else {
             let r = r as usize;
             if r < self.symbol_table.0 + 4 || r >= self.symbol_table.1 {
-                return Err(FormatError::new("index symbol table", r as u64, format!("symbol offset {r} lies outside the symbol table")));
+                return Err(FormatError::new(
+                    "index symbol table",
+                    r as u64,
+                    format!("symbol offset {r} lies outside the symbol table"),
+                ));
             }
             r
         };
@@ -275,7 +325,9 @@ impl<'a> IndexReader<'a> {
         let mut d = Decoder::new(body, offset + 4, "index postings list");
         let n = d.be32("postings count")? as usize;
         if d.remaining() != n * 4 {
-            return Err(d.err(format!("postings count {n} does not match the list length ({} bytes of refs)", d.remaining())));
+            return Err(
+                d.err(format!("postings count {n} does not match the list length ({} bytes of refs)", d.remaining()))
+            );
         }
         Ok(Postings { refs: d.rest() })
     }
@@ -306,19 +358,31 @@ impl<'a> IndexReader<'a> {
     fn series_body(&self, id: u32) -> FormatResult<(&'a [u8], u64)> {
         let off = self.series_offset(id);
         if off < self.toc.series || off >= self.data.len() as u64 {
-            return Err(FormatError::new("index series", off, format!("series reference {id} points outside the index")));
+            return Err(FormatError::new(
+                "index series",
+                off,
+                format!("series reference {id} points outside the index"),
+            ));
         }
         let mut d = Decoder::new(&self.data[off as usize..], off, "index series");
         let len = d.uvarint("series length")?;
         let start = d.offset();
         if len > d.remaining() as u64 || d.remaining() as u64 - len < 4 {
-            return Err(FormatError::new("index series", off, format!("series entry length {len} runs past the end of the index")));
+            return Err(FormatError::new(
+                "index series",
+                off,
+                format!("series entry length {len} runs past the end of the index"),
+            ));
         }
         let body = d.bytes(len as usize, "series entry")?;
         let stored = d.be32("series checksum")?;
         let actual = crc32c(body);
         if stored != actual {
-            return Err(FormatError::new("index series", off, format!("series {id}: checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")));
+            return Err(FormatError::new(
+                "index series",
+                off,
+                format!("series {id}: checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
+            ));
         }
         Ok((body, start))
     }
@@ -368,7 +432,12 @@ impl<'a> IndexReader<'a> {
 
     /// Decodes a series with its label names and values borrowed from the index bytes
     /// (no copies), and its chunk metas.
-    pub fn series_borrowed(&self, id: u32, refs: &mut SeriesRefs, labels: &mut Vec<(&'a [u8], &'a [u8])>) -> FormatResult<()> {
+    pub fn series_borrowed(
+        &self,
+        id: u32,
+        refs: &mut SeriesRefs,
+        labels: &mut Vec<(&'a [u8], &'a [u8])>,
+    ) -> FormatResult<()> {
         self.series_refs(id, refs)?;
         labels.clear();
         for &(n, v) in &refs.labels {
@@ -401,7 +470,15 @@ impl<'a> IndexReader<'a> {
                 Ok(s) => {
                     if let Some(p) = prev {
                         if p >= s {
-                            report(FormatError::new("index symbol table", self.toc.symbols, format!("symbols out of order: {:?} then {:?}", String::from_utf8_lossy(p), String::from_utf8_lossy(s))));
+                            report(FormatError::new(
+                                "index symbol table",
+                                self.toc.symbols,
+                                format!(
+                                    "symbols out of order: {:?} then {:?}",
+                                    String::from_utf8_lossy(p),
+                                    String::from_utf8_lossy(s)
+                                ),
+                            ));
                             break;
                         }
                     }
@@ -416,7 +493,17 @@ impl<'a> IndexReader<'a> {
         // Offset table sorted, label names are symbols.
         for w in self.postings_entries.windows(2) {
             if (w[0].name, w[0].value) >= (w[1].name, w[1].value) {
-                report(FormatError::new("index postings offset table", self.toc.postings_table, format!("entries out of order: {:?}={:?} then {:?}={:?}", String::from_utf8_lossy(w[0].name), String::from_utf8_lossy(w[0].value), String::from_utf8_lossy(w[1].name), String::from_utf8_lossy(w[1].value))));
+                report(FormatError::new(
+                    "index postings offset table",
+                    self.toc.postings_table,
+                    format!(
+                        "entries out of order: {:?}={:?} then {:?}={:?}",
+                        String::from_utf8_lossy(w[0].name),
+                        String::from_utf8_lossy(w[0].value),
+                        String::from_utf8_lossy(w[1].name),
+                        String::from_utf8_lossy(w[1].value)
+                    ),
+                ));
                 break;
             }
         }
@@ -424,7 +511,11 @@ impl<'a> IndexReader<'a> {
             let syms: Vec<&[u8]> = self.symbols().filter_map(|s| s.ok()).collect();
             for name in self.label_names() {
                 if syms.binary_search(&name).is_err() {
-                    report(FormatError::new("index postings offset table", self.toc.postings_table, format!("label name {:?} is not in the symbol table", String::from_utf8_lossy(name))));
+                    report(FormatError::new(
+                        "index postings offset table",
+                        self.toc.postings_table,
+                        format!("label name {:?} is not in the symbol table", String::from_utf8_lossy(name)),
+                    ));
                 }
             }
         }
@@ -475,7 +566,15 @@ impl<'a> IndexReader<'a> {
                 Ok(p) => {
                     let refs: Vec<u32> = p.collect();
                     if refs.windows(2).any(|w| w[0] >= w[1]) {
-                        report(FormatError::new("index postings list", e.offset, format!("postings of {}={:?} are not strictly increasing", String::from_utf8_lossy(e.name), String::from_utf8_lossy(e.value))));
+                        report(FormatError::new(
+                            "index postings list",
+                            e.offset,
+                            format!(
+                                "postings of {}={:?} are not strictly increasing",
+                                String::from_utf8_lossy(e.name),
+                                String::from_utf8_lossy(e.value)
+                            ),
+                        ));
                     }
                     if e.name.is_empty() && e.value.is_empty() {
                         all = Some(refs);
@@ -487,7 +586,11 @@ impl<'a> IndexReader<'a> {
         // Series: decodable, label names sorted, labels strictly increasing across series.
         let Some(all) = all else {
             if !self.postings_entries.iter().any(|e| e.name.is_empty() && e.value.is_empty()) {
-                report(FormatError::new("index postings offset table", self.toc.postings_table, "no all-postings list"));
+                report(FormatError::new(
+                    "index postings offset table",
+                    self.toc.postings_table,
+                    "no all-postings list",
+                ));
             }
             return;
         };
@@ -505,7 +608,11 @@ impl<'a> IndexReader<'a> {
                 report(FormatError::new("index series", off, format!("series {id} has no labels")));
             }
             if labels.0.windows(2).any(|w| w[0].name >= w[1].name) {
-                report(FormatError::new("index series", off, format!("series {labels}: label names out of order or repeated")));
+                report(FormatError::new(
+                    "index series",
+                    off,
+                    format!("series {labels}: label names out of order or repeated"),
+                ));
             }
             if i > 0 && prev >= labels {
                 report(FormatError::new("index series", off, format!("series out of order: {prev} then {labels}")));
@@ -515,14 +622,35 @@ impl<'a> IndexReader<'a> {
             }
             for (j, c) in chunks.iter().enumerate() {
                 if j > 0 && c.min_time <= chunks[j - 1].max_time {
-                    report(FormatError::new("index series", off, format!("series {labels}: chunk {j} [{}, {}] overlaps the chunk before it [{}, {}]", c.min_time, c.max_time, chunks[j - 1].min_time, chunks[j - 1].max_time)));
+                    report(FormatError::new(
+                        "index series",
+                        off,
+                        format!(
+                            "series {labels}: chunk {j} [{}, {}] overlaps the chunk before it [{}, {}]",
+                            c.min_time,
+                            c.max_time,
+                            chunks[j - 1].min_time,
+                            chunks[j - 1].max_time
+                        ),
+                    ));
                 }
                 if c.max_time < c.min_time {
-                    report(FormatError::new("index series", off, format!("series {labels}: chunk {j} ends ({}) before it starts ({})", c.max_time, c.min_time)));
+                    report(FormatError::new(
+                        "index series",
+                        off,
+                        format!("series {labels}: chunk {j} ends ({}) before it starts ({})", c.max_time, c.min_time),
+                    ));
                 }
                 if let Some(p) = prev_ref {
                     if c.chunk_ref.0 < p {
-                        report(FormatError::new("index series", off, format!("series {labels}: chunk {j} ref {} is lower than the previous chunk's", c.chunk_ref)));
+                        report(FormatError::new(
+                            "index series",
+                            off,
+                            format!(
+                                "series {labels}: chunk {j} ref {} is lower than the previous chunk's",
+                                c.chunk_ref
+                            ),
+                        ));
                     }
                 }
                 prev_ref = Some(c.chunk_ref.0);
@@ -620,7 +748,11 @@ impl<W: Write> IndexWriter<W> {
             let s = s.as_ref();
             if let Some(p) = &prev {
                 if **p >= *s {
-                    return Err(WriteError::Invalid(format!("symbols out of order: {:?} then {:?}", String::from_utf8_lossy(p), String::from_utf8_lossy(s))));
+                    return Err(WriteError::Invalid(format!(
+                        "symbols out of order: {:?} then {:?}",
+                        String::from_utf8_lossy(p),
+                        String::from_utf8_lossy(s)
+                    )));
                 }
             }
             put_uvarint_bytes(&mut body, s);
@@ -630,7 +762,8 @@ impl<W: Write> IndexWriter<W> {
             count = count.checked_add(1).ok_or_else(|| WriteError::Invalid("more than 2^32 symbols".into()))?;
         }
         body[..4].copy_from_slice(&count.to_be_bytes());
-        let len = u32::try_from(body.len()).map_err(|_| WriteError::Invalid("symbol table larger than 4 GiB".into()))?;
+        let len =
+            u32::try_from(body.len()).map_err(|_| WriteError::Invalid("symbol table larger than 4 GiB".into()))?;
         put_be32(&mut self.buf, len);
         self.buf.extend_from_slice(&body);
         put_be32(&mut self.buf, crc32c(&body));
@@ -641,7 +774,10 @@ impl<W: Write> IndexWriter<W> {
     }
 
     fn sym(&self, s: &[u8]) -> Result<u32, WriteError> {
-        self.symbols.get(s).copied().ok_or_else(|| WriteError::Invalid(format!("{:?} is not in the symbol table", String::from_utf8_lossy(s))))
+        self.symbols
+            .get(s)
+            .copied()
+            .ok_or_else(|| WriteError::Invalid(format!("{:?} is not in the symbol table", String::from_utf8_lossy(s))))
     }
 
     /// Adds the next series. Returns its series ref (offset / 16).
@@ -653,14 +789,21 @@ impl<W: Write> IndexWriter<W> {
             return Err(WriteError::Invalid("series with no labels".into()));
         }
         if !self.all.is_empty() && labels.cmp_pairs(&self.prev_labels).is_le() {
-            return Err(WriteError::Invalid(format!("series out of order: {} after {}", labels.to_label_string(), self.prev_labels)));
+            return Err(WriteError::Invalid(format!(
+                "series out of order: {} after {}",
+                labels.to_label_string(),
+                self.prev_labels
+            )));
         }
         let mut refs = std::mem::take(&mut self.refs);
         refs.clear();
         let mut prev_name: Option<&[u8]> = None;
         for (n, v) in labels.pairs() {
             if prev_name.is_some_and(|p| p >= n) {
-                return Err(WriteError::Invalid(format!("series {}: label names not sorted and unique", labels.to_label_string())));
+                return Err(WriteError::Invalid(format!(
+                    "series {}: label names not sorted and unique",
+                    labels.to_label_string()
+                )));
             }
             prev_name = Some(n);
             refs.push((self.sym(n)?, self.sym(v)?));
@@ -683,10 +826,20 @@ impl<W: Write> IndexWriter<W> {
         let mut prev: Option<&ChunkMeta> = None;
         for c in chunks {
             if c.max_time < c.min_time {
-                return Err(WriteError::Invalid(format!("series {}: chunk max time {} before min time {}", labels_text(), c.max_time, c.min_time)));
+                return Err(WriteError::Invalid(format!(
+                    "series {}: chunk max time {} before min time {}",
+                    labels_text(),
+                    c.max_time,
+                    c.min_time
+                )));
             }
             if c.chunk_ref.0 < self.last_chunk_ref {
-                return Err(WriteError::Invalid(format!("series {}: chunk refs must not decrease ({} after {})", labels_text(), c.chunk_ref, ChunkRef(self.last_chunk_ref))));
+                return Err(WriteError::Invalid(format!(
+                    "series {}: chunk refs must not decrease ({} after {})",
+                    labels_text(),
+                    c.chunk_ref,
+                    ChunkRef(self.last_chunk_ref)
+                )));
             }
             match prev {
                 None => {
@@ -696,7 +849,14 @@ impl<W: Write> IndexWriter<W> {
                 }
                 Some(p) => {
                     if c.min_time <= p.max_time {
-                        return Err(WriteError::Invalid(format!("series {}: chunk [{}, {}] overlaps or precedes [{}, {}]", labels_text(), c.min_time, c.max_time, p.min_time, p.max_time)));
+                        return Err(WriteError::Invalid(format!(
+                            "series {}: chunk [{}, {}] overlaps or precedes [{}, {}]",
+                            labels_text(),
+                            c.min_time,
+                            c.max_time,
+                            p.min_time,
+                            p.max_time
+                        )));
                     }
                     put_uvarint(&mut e, (c.min_time - p.max_time) as u64);
                     put_uvarint(&mut e, (c.max_time - c.min_time) as u64);
@@ -762,7 +922,10 @@ impl<W: Write> IndexWriter<W> {
         for (key, refs) in lists {
             let off = self.pos + self.buf.len() as u64;
             let len = 4 + 4 * refs.len();
-            put_be32(&mut self.buf, u32::try_from(len).map_err(|_| WriteError::Invalid("postings list larger than 4 GiB".into()))?);
+            put_be32(
+                &mut self.buf,
+                u32::try_from(len).map_err(|_| WriteError::Invalid("postings list larger than 4 GiB".into()))?,
+            );
             let body_start = self.buf.len();
             put_be32(&mut self.buf, refs.len() as u32);
             for &r in refs.iter() {
@@ -787,7 +950,8 @@ impl<W: Write> IndexWriter<W> {
         table[..4].copy_from_slice(&entries.to_be_bytes());
         self.toc.postings_table = self.pos;
         self.toc.label_indices_table = self.pos;
-        let len = u32::try_from(table.len()).map_err(|_| WriteError::Invalid("postings offset table larger than 4 GiB".into()))?;
+        let len = u32::try_from(table.len())
+            .map_err(|_| WriteError::Invalid("postings offset table larger than 4 GiB".into()))?;
         put_be32(&mut self.buf, len);
         self.buf.extend_from_slice(&table);
         put_be32(&mut self.buf, crc32c(&table));
@@ -811,7 +975,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn build(series: &[(Labels, Vec<ChunkMeta>)]) -> Vec<u8> {
-        let mut syms: Vec<Vec<u8>> = series.iter().flat_map(|(l, _)| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
+        let mut syms: Vec<Vec<u8>> =
+            series.iter().flat_map(|(l, _)| l.iter().flat_map(|x| [x.name.clone(), x.value.clone()])).collect();
         syms.sort();
         syms.dedup();
         let mut w = IndexWriter::new(Vec::new()).unwrap();
@@ -825,8 +990,17 @@ mod tests {
     #[test]
     fn writes_and_reads_back() {
         let s = vec![
-            (Labels::from_pairs([("__name__", "a"), ("job", "x")]), vec![ChunkMeta { min_time: -5, max_time: 10, chunk_ref: ChunkRef(8) }, ChunkMeta { min_time: 20, max_time: 30, chunk_ref: ChunkRef(40) }]),
-            (Labels::from_pairs([("__name__", "b"), ("job", "x")]), vec![ChunkMeta { min_time: 0, max_time: 0, chunk_ref: ChunkRef(1 << 32 | 8) }]),
+            (
+                Labels::from_pairs([("__name__", "a"), ("job", "x")]),
+                vec![
+                    ChunkMeta { min_time: -5, max_time: 10, chunk_ref: ChunkRef(8) },
+                    ChunkMeta { min_time: 20, max_time: 30, chunk_ref: ChunkRef(40) },
+                ],
+            ),
+            (
+                Labels::from_pairs([("__name__", "b"), ("job", "x")]),
+                vec![ChunkMeta { min_time: 0, max_time: 0, chunk_ref: ChunkRef(1 << 32 | 8) }],
+            ),
         ];
         let idx = build(&s);
         let r = IndexReader::new(&idx).unwrap();
@@ -863,7 +1037,10 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_is_caught() {
-        let s = vec![(Labels::from_pairs([("__name__", "a"), ("job", "x")]), vec![ChunkMeta { min_time: 1, max_time: 10, chunk_ref: ChunkRef(8) }])];
+        let s = vec![(
+            Labels::from_pairs([("__name__", "a"), ("job", "x")]),
+            vec![ChunkMeta { min_time: 1, max_time: 10, chunk_ref: ChunkRef(8) }],
+        )];
         let idx = build(&s);
         for i in 0..idx.len() {
             let mut bad = idx.clone();

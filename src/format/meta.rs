@@ -203,15 +203,27 @@ impl BlockMeta {
             FormatError::new("meta.json", off, format!("invalid meta.json: {e}"))
         })?;
         if meta.version != 1 {
-            return Err(FormatError::new("meta.json", 0, format!("unsupported meta version {} (want 1)", meta.version)));
+            return Err(FormatError::new(
+                "meta.json",
+                0,
+                format!("unsupported meta version {} (want 1)", meta.version),
+            ));
         }
         if let Some(t) = &meta.thanos {
             if t.version > 1 {
-                return Err(FormatError::new("meta.json", 0, format!("unsupported thanos meta version {} (want 0 or 1)", t.version)));
+                return Err(FormatError::new(
+                    "meta.json",
+                    0,
+                    format!("unsupported thanos meta version {} (want 0 or 1)", t.version),
+                ));
             }
         }
         if meta.max_time < meta.min_time {
-            return Err(FormatError::new("meta.json", 0, format!("maxTime {} is before minTime {}", meta.max_time, meta.min_time)));
+            return Err(FormatError::new(
+                "meta.json",
+                0,
+                format!("maxTime {} is before minTime {}", meta.max_time, meta.min_time),
+            ));
         }
         Ok(meta)
     }
@@ -315,7 +327,8 @@ pub const NO_DOWNSAMPLE_MARK: &str = "no-downsample-mark.json";
 
 /// Parses a marker, checking `version == 1`.
 pub fn parse_marker<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &'static str) -> FormatResult<T> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| FormatError::new(what, 0, format!("invalid JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| FormatError::new(what, 0, format!("invalid JSON: {e}")))?;
     if v.get("version").and_then(Value::as_u64) != Some(1) {
         return Err(FormatError::new(what, 0, "marker version is not 1"));
     }
@@ -393,7 +406,11 @@ mod tests {
         assert!(!s.contains("\"version\": 0"), "thanos.version 0 is left out");
         // Field order as Go writes it.
         let pos = |k: &str| s.find(k).unwrap();
-        assert!(pos("\"ulid\"") < pos("\"minTime\"") && pos("\"stats\"") < pos("\"compaction\"") && pos("\"version\": 1") < pos("\"thanos\""));
+        assert!(
+            pos("\"ulid\"") < pos("\"minTime\"")
+                && pos("\"stats\"") < pos("\"compaction\"")
+                && pos("\"version\": 1") < pos("\"thanos\"")
+        );
     }
 
     #[test]
@@ -410,7 +427,10 @@ mod tests {
             (r#"{"version":2,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1}"#, "version"),
             (r#"{"version":1,"ulid":"nope","minTime":0,"maxTime":1}"#, "ULID"),
             (r#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":5,"maxTime":1}"#, "maxTime"),
-            (r#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1,"thanos":{"version":2}}"#, "thanos"),
+            (
+                r#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1,"thanos":{"version":2}}"#,
+                "thanos",
+            ),
             (r#"{"version":1,"#, "truncated"),
         ] {
             assert!(BlockMeta::parse(bad.as_bytes()).is_err(), "{why}");
@@ -419,8 +439,10 @@ mod tests {
 
     #[test]
     fn escapes_like_go() {
-        let mut m = BlockMeta::parse(br#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1}"#).unwrap();
-        m.thanos = Some(ThanosMeta { labels: [("a".to_string(), "<b>&\u{2028}".to_string())].into(), ..Default::default() });
+        let mut m =
+            BlockMeta::parse(br#"{"version":1,"ulid":"01DXXFZDYD1MQW6079WK0K6EDQ","minTime":0,"maxTime":1}"#).unwrap();
+        m.thanos =
+            Some(ThanosMeta { labels: [("a".to_string(), "<b>&\u{2028}".to_string())].into(), ..Default::default() });
         let s = String::from_utf8(m.to_json()).unwrap();
         assert!(s.contains(r#""a": "\u003cb\u003e\u0026\u2028""#), "{s}");
         assert_eq!(BlockMeta::parse(s.as_bytes()).unwrap(), m);
@@ -428,8 +450,19 @@ mod tests {
 
     #[test]
     fn markers() {
-        let m: DeletionMark = parse_marker(br#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":1,"deletion_time":1700000000}"#, "deletion-mark.json").unwrap();
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":1,"deletion_time":1700000000}"#);
-        assert!(parse_marker::<DeletionMark>(br#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":2,"deletion_time":1}"#, "m").is_err());
+        let m: DeletionMark = parse_marker(
+            br#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":1,"deletion_time":1700000000}"#,
+            "deletion-mark.json",
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":1,"deletion_time":1700000000}"#
+        );
+        assert!(parse_marker::<DeletionMark>(
+            br#"{"id":"01DXXFZDYD1MQW6079WK0K6EDQ","version":2,"deletion_time":1}"#,
+            "m"
+        )
+        .is_err());
     }
 }

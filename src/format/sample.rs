@@ -49,7 +49,9 @@ impl ChunkSamples {
         match self {
             ChunkSamples::Float(v) => v.into_iter().map(|(t, x)| (t, Value::Float(x))).collect(),
             ChunkSamples::Histogram(v) => v.into_iter().map(|(t, h)| (t, Value::Histogram(Box::new(h)))).collect(),
-            ChunkSamples::FloatHistogram(v) => v.into_iter().map(|(t, h)| (t, Value::FloatHistogram(Box::new(h)))).collect(),
+            ChunkSamples::FloatHistogram(v) => {
+                v.into_iter().map(|(t, h)| (t, Value::FloatHistogram(Box::new(h)))).collect()
+            }
         }
     }
 }
@@ -58,9 +60,17 @@ impl ChunkSamples {
 pub fn decode(encoding: u8, data: &[u8]) -> FormatResult<ChunkSamples> {
     match Encoding::from_byte(encoding) {
         Some(Encoding::Xor) => Ok(ChunkSamples::Float(super::xor::decode(data)?)),
-        Some(Encoding::Histogram) => Ok(ChunkSamples::Histogram(HistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
-        Some(Encoding::FloatHistogram) => Ok(ChunkSamples::FloatHistogram(FloatHistogramIter::new(data)?.collect::<FormatResult<_>>()?)),
-        Some(Encoding::Aggr) => Err(FormatError::new("chunk", 0, "aggregate chunk: choose an aggregate (count, sum, min, max, counter) to read it")),
+        Some(Encoding::Histogram) => {
+            Ok(ChunkSamples::Histogram(HistogramIter::new(data)?.collect::<FormatResult<_>>()?))
+        }
+        Some(Encoding::FloatHistogram) => {
+            Ok(ChunkSamples::FloatHistogram(FloatHistogramIter::new(data)?.collect::<FormatResult<_>>()?))
+        }
+        Some(Encoding::Aggr) => Err(FormatError::new(
+            "chunk",
+            0,
+            "aggregate chunk: choose an aggregate (count, sum, min, max, counter) to read it",
+        )),
         None => Err(FormatError::new("chunk", 0, format!("unknown chunk encoding {encoding}"))),
     }
 }

@@ -68,7 +68,11 @@ impl Tombstones {
         let mut d = Decoder::new(data, 0, "tombstones");
         let magic = d.be32("magic")?;
         if magic != TOMBSTONES_MAGIC {
-            return Err(FormatError::new("tombstones", 0, format!("magic {magic:#010x}, want {TOMBSTONES_MAGIC:#010x}")));
+            return Err(FormatError::new(
+                "tombstones",
+                0,
+                format!("magic {magic:#010x}, want {TOMBSTONES_MAGIC:#010x}"),
+            ));
         }
         let version = d.u8("version")?;
         if version != TOMBSTONES_VERSION {
@@ -81,7 +85,11 @@ impl Tombstones {
         let stored = u32::from_be_bytes(data[data.len() - 4..].try_into().expect("4 bytes"));
         let actual = crc32c(stones);
         if stored != actual {
-            return Err(FormatError::new("tombstones", (data.len() - 4) as u64, format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}")));
+            return Err(FormatError::new(
+                "tombstones",
+                (data.len() - 4) as u64,
+                format!("checksum mismatch: stored {stored:#010x}, computed {actual:#010x}"),
+            ));
         }
         let mut d = Decoder::new(stones, 5, "tombstones");
         let mut t = Tombstones::default();

@@ -79,12 +79,20 @@ impl XorState {
                 sig = 64;
             }
             if lead as u32 + sig as u32 > 64 {
-                return Err(FormatError::new("XOR value", r.bit_position() / 8, format!("leading zeros {lead} plus significant bits {sig} exceed 64")));
+                return Err(FormatError::new(
+                    "XOR value",
+                    r.bit_position() / 8,
+                    format!("leading zeros {lead} plus significant bits {sig} exceed 64"),
+                ));
             }
             self.leading = lead;
             self.trailing = 64 - lead - sig;
         } else if self.leading == 0xff {
-            return Err(FormatError::new("XOR value", r.bit_position() / 8, "value reuses a window before any was set"));
+            return Err(FormatError::new(
+                "XOR value",
+                r.bit_position() / 8,
+                "value reuses a window before any was set",
+            ));
         }
         let sig = 64 - self.leading as u32 - self.trailing as u32;
         let bits = r.read_bits(sig, "value bits")?;
@@ -111,7 +119,14 @@ impl Default for XorEncoder {
 
 impl XorEncoder {
     pub fn new() -> Self {
-        XorEncoder { w: BitWriter::with_prefix(&[0, 0], 256), num: 0, t: 0, t_delta: 0, v: 0, state: XorState::default() }
+        XorEncoder {
+            w: BitWriter::with_prefix(&[0, 0], 256),
+            num: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            state: XorState::default(),
+        }
     }
 
     pub fn num_samples(&self) -> usize {
@@ -329,7 +344,16 @@ pub struct XorIter<'a> {
 impl<'a> XorIter<'a> {
     pub fn new(data: &'a [u8]) -> FormatResult<Self> {
         let total = num_samples(data)?;
-        Ok(XorIter { r: BitReader::new(&data[2..], 2, "XOR chunk"), total, read: 0, t: 0, t_delta: 0, v: 0, state: XorState::default(), failed: false })
+        Ok(XorIter {
+            r: BitReader::new(&data[2..], 2, "XOR chunk"),
+            total,
+            read: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            state: XorState::default(),
+            failed: false,
+        })
     }
 
     pub fn total(&self) -> usize {
@@ -472,7 +496,9 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
     let total = num_samples(data)?;
     let body = &data[2..];
     let limit = body.len() * 8;
-    let past_end = |what: &str, pos: usize| FormatError::new("XOR chunk", 2 + (pos / 8) as u64, format!("bit stream ends while reading {what}"));
+    let past_end = |what: &str, pos: usize| {
+        FormatError::new("XOR chunk", 2 + (pos / 8) as u64, format!("bit stream ends while reading {what}"))
+    };
     if total == 0 {
         return Ok(());
     }
@@ -540,10 +566,18 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
                 s = 64;
             }
             if fresh && lead + s > 64 {
-                return Err(FormatError::new("XOR value", 2 + ((pos + 13) / 8) as u64, format!("leading zeros {lead} plus significant bits {s} exceed 64")));
+                return Err(FormatError::new(
+                    "XOR value",
+                    2 + ((pos + 13) / 8) as u64,
+                    format!("leading zeros {lead} plus significant bits {s} exceed 64"),
+                ));
             }
             if !fresh && leading == 0xff {
-                return Err(FormatError::new("XOR value", 2 + ((pos + 2) / 8) as u64, "value reuses a window before any was set"));
+                return Err(FormatError::new(
+                    "XOR value",
+                    2 + ((pos + 2) / 8) as u64,
+                    "value reuses a window before any was set",
+                ));
             }
             if fresh {
                 leading = lead;
@@ -551,7 +585,11 @@ pub fn decode_into(data: &[u8], out: &mut Vec<(i64, f64)>) -> FormatResult<()> {
                 trailing = 64 - lead - s;
             }
             let head = if fresh { 13 } else { 2 };
-            let bits = if head + sig <= avail { (r << head) >> (64 - sig) } else { read_bits_at(body, pos + head as usize, sig) };
+            let bits = if head + sig <= avail {
+                (r << head) >> (64 - sig)
+            } else {
+                read_bits_at(body, pos + head as usize, sig)
+            };
             pos += (head + sig) as usize;
             v ^= bits << trailing;
         } else {
@@ -621,13 +659,23 @@ mod tests {
             Just(f64::from_bits(0x7ff0000000000002)),
             Just(f64::INFINITY),
         ];
-        (any::<i64>().prop_map(|t| t >> 8), proptest::collection::vec((prop_oneof![Just(0i64), 1i64..100_000, any::<i32>().prop_map(|x| x as i64)], value), 0..300)).prop_map(|(t0, steps)| {
-            let mut t = t0;
-            steps.into_iter().map(|(d, v)| {
-                t = t.wrapping_add(d);
-                (t, v)
-            }).collect()
-        })
+        (
+            any::<i64>().prop_map(|t| t >> 8),
+            proptest::collection::vec(
+                (prop_oneof![Just(0i64), 1i64..100_000, any::<i32>().prop_map(|x| x as i64)], value),
+                0..300,
+            ),
+        )
+            .prop_map(|(t0, steps)| {
+                let mut t = t0;
+                steps
+                    .into_iter()
+                    .map(|(d, v)| {
+                        t = t.wrapping_add(d);
+                        (t, v)
+                    })
+                    .collect()
+            })
     }
 
     /// Prometheus's XOR appender, one bit-stream operation per Go call (writeBit,

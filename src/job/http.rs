@@ -34,7 +34,8 @@ pub struct Server {
 
 /// Binds `addr` and serves on a background thread.
 pub fn serve(addr: &str, status: Arc<Status>) -> Result<Server> {
-    let listener = TcpListener::bind(addr).map_err(|e| Error::Invalid(format!("--http-address {addr}: cannot listen: {e}")))?;
+    let listener =
+        TcpListener::bind(addr).map_err(|e| Error::Invalid(format!("--http-address {addr}: cannot listen: {e}")))?;
     let local = listener.local_addr().map_err(|e| Error::Invalid(format!("--http-address {addr}: {e}")))?;
     std::thread::Builder::new()
         .name("strata-http".into())
@@ -74,7 +75,11 @@ fn handle(mut conn: TcpStream, status: &Status) -> std::io::Result<()> {
         405 => "Method Not Allowed",
         _ => "Service Unavailable",
     };
-    write!(conn, "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        conn,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     conn.flush()
 }
 

@@ -67,7 +67,11 @@ impl Metrics {
             let mut f = m.families.lock().expect("metrics lock");
             for &(name, kind, help) in DEFINITIONS {
                 let mut series = BTreeMap::new();
-                if !name.starts_with("thanos_compact_group") && !name.starts_with("thanos_compact_blocks_marked") && !name.starts_with("thanos_objstore") && !name.starts_with("thanos_compact_downsample") {
+                if !name.starts_with("thanos_compact_group")
+                    && !name.starts_with("thanos_compact_blocks_marked")
+                    && !name.starts_with("thanos_objstore")
+                    && !name.starts_with("thanos_compact_downsample")
+                {
                     series.insert(Vec::new(), 0.0);
                 }
                 f.insert(name, Family { help, kind, series });
@@ -139,7 +143,10 @@ mod tests {
         m.inc("thanos_compact_group_compactions_total", &[("group", "0@{a=\"b\"}")]);
         m.set("thanos_compact_halted", &[], 1.0);
         let t = m.render();
-        assert!(t.contains("# TYPE thanos_compact_iterations_total counter\nthanos_compact_iterations_total 1\n"), "{t}");
+        assert!(
+            t.contains("# TYPE thanos_compact_iterations_total counter\nthanos_compact_iterations_total 1\n"),
+            "{t}"
+        );
         assert!(t.contains(r#"thanos_compact_group_compactions_total{group="0@{a=\"b\"}"} 1"#), "{t}");
         assert!(t.contains("# TYPE thanos_compact_halted gauge\nthanos_compact_halted 1\n"));
         assert_eq!(m.get("thanos_compact_iterations_total", &[]), 1.0);

@@ -24,6 +24,7 @@ use futures::StreamExt;
 use ulid::Ulid;
 
 use super::http::Status;
+use super::selector::Selector;
 use crate::block::Block;
 use crate::bucket::block::{DownloadOptions, UploadOptions};
 use crate::bucket::sync::{cleanup, duplicates, sync, CleanupOptions, SyncOptions, Synced};
@@ -35,7 +36,6 @@ use crate::compact::run::compacted_meta;
 use crate::error::Error;
 use crate::retention::Retention;
 use crate::verify::verify_block;
-use super::selector::Selector;
 
 /// Everything one iteration needs.
 #[derive(Clone, Debug)]
@@ -101,11 +101,16 @@ type JobResult<T> = std::result::Result<T, JobError>;
 
 /// The outcome of one plan.
 enum PlanOutcome {
-    Done { output: Ulid },
+    Done {
+        output: Ulid,
+    },
     /// Nothing was left (every series deleted): sources marked, no output.
     Empty,
     /// A source is bad: mark it no-compact and go on.
-    BadSource { block: Ulid, reason: String },
+    BadSource {
+        block: Ulid,
+        reason: String,
+    },
 }
 
 /// Runs one iteration.
@@ -128,7 +133,11 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
             .iter()
             .cloned()
             .map(|mut b| {
-                let key = crate::compact::plan::GroupKey::new(b.meta.resolution(), b.meta.external_labels(), &opts.replica_labels);
+                let key = crate::compact::plan::GroupKey::new(
+                    b.meta.resolution(),
+                    b.meta.external_labels(),
+                    &opts.replica_labels,
+                );
                 if let Some(t) = b.meta.thanos.as_mut() {
                     t.labels = key.labels;
                 }
@@ -158,7 +167,11 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
             }
         }
         m.set("thanos_compact_todo_compactions", &[], outcome.plans.len() as f64);
-        m.set("thanos_compact_todo_compaction_blocks", &[], outcome.plans.iter().map(|p| p.blocks.len()).sum::<usize>() as f64);
+        m.set(
+            "thanos_compact_todo_compaction_blocks",
+            &[],
+            outcome.plans.iter().map(|p| p.blocks.len()).sum::<usize>() as f64,
+        );
         if outcome.plans.is_empty() {
             if opts.downsampling && downsample_pass(bucket, opts, status, &synced, &mut report).await? > 0 {
                 // New 5m/1h blocks: compact them among themselves, then look again.
@@ -168,13 +181,14 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
             return Ok(report);
         }
         let synced_ref = &synced;
-        let results: Vec<(Plan, JobResult<PlanOutcome>)> = futures::stream::iter(outcome.plans.into_iter().map(|p| async move {
-            let r = run_plan(bucket, &p, synced_ref, opts).await;
-            (p, r)
-        }))
-        .buffer_unordered(opts.compact_concurrency.max(1))
-        .collect()
-        .await;
+        let results: Vec<(Plan, JobResult<PlanOutcome>)> =
+            futures::stream::iter(outcome.plans.into_iter().map(|p| async move {
+                let r = run_plan(bucket, &p, synced_ref, opts).await;
+                (p, r)
+            }))
+            .buffer_unordered(opts.compact_concurrency.max(1))
+            .collect()
+            .await;
         for (p, r) in results {
             let group = p.group.to_string();
             let g = [("group", group.as_str())];
@@ -200,7 +214,10 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
                         return Err(JobError::Halt(format!("block {block}: {reason}")));
                     }
                     if bucket.mark_no_compact(block, "block-index-out-of-order-chunk", &reason).await? {
-                        m.inc("thanos_compact_blocks_marked_total", &[("marker", "no-compact-mark.json"), ("reason", "block-index-out-of-order-chunk")]);
+                        m.inc(
+                            "thanos_compact_blocks_marked_total",
+                            &[("marker", "no-compact-mark.json"), ("reason", "block-index-out-of-order-chunk")],
+                        );
                     }
                     report.no_compact_marked.push((block, reason));
                 }
@@ -235,7 +252,9 @@ fn blamed_block(err: &Error, sources: &[Ulid]) -> Option<Ulid> {
         Error::BadSeries { path, .. } | Error::Corrupt { path, .. } | Error::Io { path, .. } => path,
         _ => return None,
     };
-    path.components().filter_map(|c| Ulid::from_string(&c.as_os_str().to_string_lossy()).ok()).find(|u| sources.contains(u))
+    path.components()
+        .filter_map(|c| Ulid::from_string(&c.as_os_str().to_string_lossy()).ok())
+        .find(|u| sources.contains(u))
 }
 
 async fn run_plan(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions) -> JobResult<PlanOutcome> {
@@ -245,14 +264,21 @@ async fn run_plan(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions)
     r
 }
 
-async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions, work: &Path) -> JobResult<PlanOutcome> {
+async fn run_plan_in(
+    bucket: &Bucket,
+    p: &Plan,
+    synced: &Synced,
+    opts: &JobOptions,
+    work: &Path,
+) -> JobResult<PlanOutcome> {
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
     let dl = DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false };
     let mut dirs = Vec::with_capacity(p.blocks.len());
     for id in &p.blocks {
         dirs.push(bucket.download_block(*id, work, &dl).await?);
     }
-    let metas: Vec<_> = p.blocks.iter().filter_map(|id| synced.blocks.iter().find(|b| b.id() == *id).map(|b| b.meta.clone())).collect();
+    let metas: Vec<_> =
+        p.blocks.iter().filter_map(|id| synced.blocks.iter().find(|b| b.id() == *id).map(|b| b.meta.clone())).collect();
     let out_dir = work.join("out");
     std::fs::create_dir_all(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
     let (group, dedup, mut merge) = (p.group.clone(), opts.dedup, opts.merge.clone());
@@ -261,21 +287,25 @@ async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptio
     let sources = p.blocks.clone();
     let out_dir2 = out_dir.clone();
     // Merge and verify on a blocking thread: everything touching samples is synchronous.
-    let merged = tokio::task::spawn_blocking(move || -> std::result::Result<Option<(PathBuf, crate::format::meta::BlockMeta)>, Error> {
-        let blocks: Vec<Block> = dirs.iter().map(|d| Block::open(d)).collect::<crate::Result<_>>()?;
-        let refs: Vec<&Block> = blocks.iter().collect();
-        let ulid = Ulid::new();
-        let mrefs: Vec<_> = metas.iter().collect();
-        let meta = compacted_meta(&mrefs, &group, ulid);
-        let out = merge_blocks(&refs, &out_dir2, ulid, meta, &merge, &|_| {})?;
-        if let Some((path, _)) = &out {
-            let (problems, _) = verify_block(path)?;
-            if let Some(p) = problems.first() {
-                return Err(Error::Invalid(format!("compacted block {ulid} failed verification, not uploaded: {p}")));
+    let merged = tokio::task::spawn_blocking(
+        move || -> std::result::Result<Option<(PathBuf, crate::format::meta::BlockMeta)>, Error> {
+            let blocks: Vec<Block> = dirs.iter().map(|d| Block::open(d)).collect::<crate::Result<_>>()?;
+            let refs: Vec<&Block> = blocks.iter().collect();
+            let ulid = Ulid::new();
+            let mrefs: Vec<_> = metas.iter().collect();
+            let meta = compacted_meta(&mrefs, &group, ulid);
+            let out = merge_blocks(&refs, &out_dir2, ulid, meta, &merge, &|_| {})?;
+            if let Some((path, _)) = &out {
+                let (problems, _) = verify_block(path)?;
+                if let Some(p) = problems.first() {
+                    return Err(Error::Invalid(format!(
+                        "compacted block {ulid} failed verification, not uploaded: {p}"
+                    )));
+                }
             }
-        }
-        Ok(out)
-    })
+            Ok(out)
+        },
+    )
     .await
     .map_err(|e| Error::Invalid(format!("compaction task failed: {e}")))?;
     let out = match merged {
@@ -289,7 +319,9 @@ async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptio
     };
     let outcome = match out {
         Some((path, _meta)) => {
-            let uploaded = bucket.upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None }).await?;
+            let uploaded = bucket
+                .upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None })
+                .await?;
             PlanOutcome::Done { output: uploaded.ulid }
         }
         None => PlanOutcome::Empty,
@@ -308,20 +340,42 @@ async fn run_plan_in(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptio
 /// Downsamples every block that qualifies and is not yet covered (Thanos's rule, with
 /// no-downsample marks honoured), uploading each result; sources are kept. Returns how
 /// many blocks were written.
-async fn downsample_pass(bucket: &Bucket, opts: &JobOptions, status: &Status, synced: &Synced, report: &mut IterationReport) -> JobResult<usize> {
+async fn downsample_pass(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: &Status,
+    synced: &Synced,
+    report: &mut IterationReport,
+) -> JobResult<usize> {
     let m = &status.metrics;
-    let live: Vec<(crate::format::meta::BlockMeta, bool)> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).map(|b| (b.meta.clone(), b.no_downsample_mark.is_some())).collect();
+    let live: Vec<(crate::format::meta::BlockMeta, bool)> = synced
+        .blocks
+        .iter()
+        .filter(|b| b.deletion_mark.is_none())
+        .map(|b| (b.meta.clone(), b.no_downsample_mark.is_some()))
+        .collect();
     let todo = crate::downsample::plan_downsampling(&live);
     m.set("thanos_compact_todo_downsample_blocks", &[], todo.len() as f64);
     let mut written = 0;
     for (id, resolution) in todo {
-        let group = crate::compact::plan::GroupKey::new(resolution, live.iter().find(|(mm, _)| mm.ulid == id).map(|(mm, _)| mm.external_labels()).unwrap_or_default(), &[]).to_string();
+        let group = crate::compact::plan::GroupKey::new(
+            resolution,
+            live.iter().find(|(mm, _)| mm.ulid == id).map(|(mm, _)| mm.external_labels()).unwrap_or_default(),
+            &[],
+        )
+        .to_string();
         let g = [("group", group.as_str())];
         m.inc("thanos_compact_downsample_total", &g);
         let work = opts.data_dir.join(format!("downsample-{}", Ulid::new()));
         let r = async {
             std::fs::create_dir_all(&work).map_err(|e| Error::io(&work, e))?;
-            let dir = bucket.download_block(id, &work, &DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false }).await?;
+            let dir = bucket
+                .download_block(
+                    id,
+                    &work,
+                    &DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false },
+                )
+                .await?;
             let out_parent = work.join("out");
             std::fs::create_dir_all(&out_parent).map_err(|e| Error::io(&out_parent, e))?;
             let (path, meta) = tokio::task::spawn_blocking(move || {
@@ -330,7 +384,9 @@ async fn downsample_pass(bucket: &Bucket, opts: &JobOptions, status: &Status, sy
             })
             .await
             .map_err(|e| Error::Invalid(format!("downsampling task failed: {e}")))??;
-            bucket.upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None }).await?;
+            bucket
+                .upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None })
+                .await?;
             JobResult::Ok(meta.ulid)
         }
         .await;
@@ -348,7 +404,10 @@ async fn downsample_pass(bucket: &Bucket, opts: &JobOptions, status: &Status, sy
                     return Err(JobError::Halt(format!("downsampling {id}: {e}")));
                 }
                 if bucket.mark_no_downsample(id, "manual", &e.to_string()).await? {
-                    m.inc("thanos_compact_blocks_marked_total", &[("marker", "no-downsample-mark.json"), ("reason", "manual")]);
+                    m.inc(
+                        "thanos_compact_blocks_marked_total",
+                        &[("marker", "no-downsample-mark.json"), ("reason", "manual")],
+                    );
                 }
                 report.warnings.push(format!("downsampling {id} failed, marked no-downsample: {e}"));
             }
@@ -357,20 +416,31 @@ async fn downsample_pass(bucket: &Bucket, opts: &JobOptions, status: &Status, sy
     Ok(written)
 }
 
-async fn retention_and_cleanup(bucket: &Bucket, opts: &JobOptions, status: &Status, synced: &Synced, report: &mut IterationReport) -> JobResult<()> {
+async fn retention_and_cleanup(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: &Status,
+    synced: &Synced,
+    report: &mut IterationReport,
+) -> JobResult<()> {
     let m = &status.metrics;
     if !opts.retention.is_unlimited() {
         let live: Vec<_> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).map(|b| &b.meta).collect();
         for id in crate::retention::expired(live, &opts.retention, synced.now_ms) {
             if bucket.mark_for_deletion(id, "retention").await? {
-                m.inc("thanos_compact_blocks_marked_total", &[("marker", "deletion-mark.json"), ("reason", "retention")]);
+                m.inc(
+                    "thanos_compact_blocks_marked_total",
+                    &[("marker", "deletion-mark.json"), ("reason", "retention")],
+                );
                 report.expired.push(id);
             }
         }
     }
     // Cleanup sees the marks written in this iteration too.
-    let fresh = sync_owned(bucket, &SyncOptions { delete_delay_ms: i64::MAX, ..opts.sync.clone() }, &opts.selector).await?;
-    let marked = fresh.blocks.iter().chain(fresh.excluded.iter().map(|(b, _)| b)).filter(|b| b.deletion_mark.is_some()).count();
+    let fresh =
+        sync_owned(bucket, &SyncOptions { delete_delay_ms: i64::MAX, ..opts.sync.clone() }, &opts.selector).await?;
+    let marked =
+        fresh.blocks.iter().chain(fresh.excluded.iter().map(|(b, _)| b)).filter(|b| b.deletion_mark.is_some()).count();
     m.set("thanos_compact_todo_deletion_blocks", &[], marked as f64);
     let c = cleanup(bucket, &fresh, &opts.cleanup).await;
     m.add("thanos_compact_blocks_cleaned_total", &[], c.deleted.len() as f64);
@@ -389,7 +459,14 @@ pub const ONE_SHOT_ATTEMPTS: u32 = 3;
 /// Runs iterations: once, or every `wait_interval` until `stop` is set. Transient
 /// bucket errors are retried with backoff and counted; in one-shot mode at most
 /// [`ONE_SHOT_ATTEMPTS`] times, then the error is returned.
-pub async fn run_job(bucket: &Bucket, opts: &JobOptions, status: Arc<Status>, wait_interval: Option<std::time::Duration>, stop: Arc<std::sync::atomic::AtomicBool>, mut on_iteration: impl FnMut(&JobResult<IterationReport>)) -> JobResult<()> {
+pub async fn run_job(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: Arc<Status>,
+    wait_interval: Option<std::time::Duration>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut on_iteration: impl FnMut(&JobResult<IterationReport>),
+) -> JobResult<()> {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
     let mut backoff = Duration::from_secs(1);

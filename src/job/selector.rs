@@ -70,19 +70,40 @@ pub struct Selector {
 impl Selector {
     /// Parses relabel rules (a YAML list, Prometheus's `relabel_config` fields).
     pub fn parse_relabel(yaml: &str) -> Result<Vec<Rule>> {
-        let raw: Vec<RawRule> = serde_yaml_ng::from_str(yaml).map_err(|e| Error::Invalid(format!("relabel config: {e}")))?;
+        let raw: Vec<RawRule> =
+            serde_yaml_ng::from_str(yaml).map_err(|e| Error::Invalid(format!("relabel config: {e}")))?;
         raw.into_iter()
             .enumerate()
             .map(|(i, r)| {
                 let pattern = r.regex.unwrap_or_else(|| "(.*)".into());
-                let regex = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| Error::Invalid(format!("relabel config rule {}: regex {pattern:?}: {e}", i + 1)))?;
+                let regex = Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| Error::Invalid(format!("relabel config rule {}: regex {pattern:?}: {e}", i + 1)))?;
                 let target = r.target_label.unwrap_or_default();
                 match r.action {
-                    Action::HashMod if r.modulus.unwrap_or(0) == 0 => return Err(Error::Invalid(format!("relabel config rule {}: hashmod needs a modulus above 0", i + 1))),
-                    Action::HashMod | Action::Replace if target.is_empty() => return Err(Error::Invalid(format!("relabel config rule {}: {:?} needs target_label", i + 1, r.action))),
+                    Action::HashMod if r.modulus.unwrap_or(0) == 0 => {
+                        return Err(Error::Invalid(format!(
+                            "relabel config rule {}: hashmod needs a modulus above 0",
+                            i + 1
+                        )))
+                    }
+                    Action::HashMod | Action::Replace if target.is_empty() => {
+                        return Err(Error::Invalid(format!(
+                            "relabel config rule {}: {:?} needs target_label",
+                            i + 1,
+                            r.action
+                        )))
+                    }
                     _ => {}
                 }
-                Ok(Rule { source_labels: r.source_labels, separator: r.separator.unwrap_or_else(|| ";".into()), regex, modulus: r.modulus.unwrap_or(0), target_label: target, replacement: r.replacement.unwrap_or_else(|| "$1".into()), action: r.action })
+                Ok(Rule {
+                    source_labels: r.source_labels,
+                    separator: r.separator.unwrap_or_else(|| ";".into()),
+                    regex,
+                    modulus: r.modulus.unwrap_or(0),
+                    target_label: target,
+                    replacement: r.replacement.unwrap_or_else(|| "$1".into()),
+                    action: r.action,
+                })
             })
             .collect()
     }
@@ -105,7 +126,12 @@ impl Selector {
 /// Applies the rules; `None` when a rule drops the set.
 pub fn relabel(rules: &[Rule], mut labels: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
     for r in rules {
-        let value = r.source_labels.iter().map(|l| labels.get(l).map(String::as_str).unwrap_or("")).collect::<Vec<_>>().join(&r.separator);
+        let value = r
+            .source_labels
+            .iter()
+            .map(|l| labels.get(l).map(String::as_str).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(&r.separator);
         match r.action {
             Action::Keep => {
                 if !r.regex.is_match(&value) {
@@ -142,11 +168,13 @@ pub fn relabel(rules: &[Rule], mut labels: BTreeMap<String, String>) -> Option<B
             Action::LabelMap => {
                 let mapped: Vec<(String, String)> = labels
                     .iter()
-                    .filter_map(|(k, v)| r.regex.captures(k).map(|c| {
-                        let mut n = String::new();
-                        c.expand(&r.replacement, &mut n);
-                        (n, v.clone())
-                    }))
+                    .filter_map(|(k, v)| {
+                        r.regex.captures(k).map(|c| {
+                            let mut n = String::new();
+                            c.expand(&r.replacement, &mut n);
+                            (n, v.clone())
+                        })
+                    })
                     .collect();
                 labels.extend(mapped);
             }
@@ -164,7 +192,10 @@ mod tests {
 
     fn meta(labels: &[(&str, &str)], min: i64, max: i64) -> BlockMeta {
         let mut m = BlockMeta::new(Ulid::new(), min, max);
-        m.thanos = Some(crate::format::meta::ThanosMeta { labels: labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), ..Default::default() });
+        m.thanos = Some(crate::format::meta::ThanosMeta {
+            labels: labels.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            ..Default::default()
+        });
         m
     }
 
@@ -180,7 +211,10 @@ mod tests {
     #[test]
     fn hashmod_shards_blocks_like_prometheus() {
         // Prometheus: md5("eu1") = 8d0f…; sum64 over the digest keeps its last 8 bytes.
-        let rules = Selector::parse_relabel("- action: hashmod\n  source_labels: [cluster]\n  modulus: 2\n  target_label: shard\n").unwrap();
+        let rules = Selector::parse_relabel(
+            "- action: hashmod\n  source_labels: [cluster]\n  modulus: 2\n  target_label: shard\n",
+        )
+        .unwrap();
         let out = relabel(&rules, [("cluster".to_string(), "eu1".to_string())].into()).unwrap();
         let d = Md5::digest(b"eu1");
         let want = u64::from_be_bytes(d[8..16].try_into().unwrap()) % 2;

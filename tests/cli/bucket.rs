@@ -51,9 +51,14 @@ impl Moto {
                 break;
             }
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server did not start ({status}); scripts/install-test-deps.sh installs it. Its log:\n{text}");
+                panic!(
+                    "moto_server did not start ({status}); scripts/install-test-deps.sh installs it. Its log:\n{text}"
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "moto_server did not start within 60s; its log:\n{text}");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "moto_server did not start within 60s; its log:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         moto
@@ -65,7 +70,8 @@ impl Moto {
     fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+        let auth =
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
         write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", self.port, body.len()).unwrap();
         s.write_all(body).unwrap();
         let mut resp = Vec::new();
@@ -145,7 +151,11 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("bucket");
         let config = dir.path().join("bucket.yaml");
-        std::fs::write(&config, format!("type: FILESYSTEM\nconfig:\n  directory: {}\nprefix: {PREFIX}\n", root.display())).unwrap();
+        std::fs::write(
+            &config,
+            format!("type: FILESYSTEM\nconfig:\n  directory: {}\nprefix: {PREFIX}\n", root.display()),
+        )
+        .unwrap();
         Fixture { backend: Backend::Filesystem { root }, dir, config }
     }
 
@@ -167,7 +177,8 @@ impl Fixture {
     }
 
     pub(crate) fn strata(&self, args: &[&str]) -> Output {
-        let out = strata_cmd().arg("bucket").args(args).arg("--objstore.config-file").arg(&self.config).output().unwrap();
+        let out =
+            strata_cmd().arg("bucket").args(args).arg("--objstore.config-file").arg(&self.config).output().unwrap();
         let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(!all.contains(SECRET), "strata bucket {args:?} printed the secret key:\n{all}");
         out
@@ -176,7 +187,8 @@ impl Fixture {
     /// Runs `strata bucket ARGS`, checks it succeeded, returns (stdout, stderr).
     fn ok(&self, args: &[&str]) -> (String, String) {
         let out = self.strata(args);
-        let (o, e) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        let (o, e) =
+            (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
         assert!(out.status.success(), "strata bucket {args:?} failed ({}):\n{o}\n{e}", out.status);
         (o, e)
     }
@@ -220,7 +232,10 @@ impl Fixture {
                         if p.is_dir() {
                             walk(base, &p, out);
                         } else {
-                            out.insert(p.strip_prefix(base).unwrap().to_string_lossy().into_owned(), e.metadata().unwrap().len());
+                            out.insert(
+                                p.strip_prefix(base).unwrap().to_string_lossy().into_owned(),
+                                e.metadata().unwrap().len(),
+                            );
                         }
                     }
                 }
@@ -228,13 +243,19 @@ impl Fixture {
                 walk(&base, &base, &mut out);
             }
             Backend::S3 { moto, bucket } => {
-                let (status, body) = moto.http("GET", &format!("/{bucket}?list-type=2&max-keys=1000&prefix={PREFIX}/"), b"");
+                let (status, body) =
+                    moto.http("GET", &format!("/{bucket}?list-type=2&max-keys=1000&prefix={PREFIX}/"), b"");
                 assert_eq!(status, 200);
                 let xml = String::from_utf8(body).unwrap();
                 assert!(!xml.contains("<IsTruncated>true</IsTruncated>"));
                 for c in xml.split("<Contents>").skip(1) {
-                    let tag = |t: &str| c.split(&format!("<{t}>")).nth(1).unwrap().split(&format!("</{t}>")).next().unwrap().to_string();
-                    out.insert(tag("Key").strip_prefix(&format!("{PREFIX}/")).unwrap().to_string(), tag("Size").parse().unwrap());
+                    let tag = |t: &str| {
+                        c.split(&format!("<{t}>")).nth(1).unwrap().split(&format!("</{t}>")).next().unwrap().to_string()
+                    };
+                    out.insert(
+                        tag("Key").strip_prefix(&format!("{PREFIX}/")).unwrap().to_string(),
+                        tag("Size").parse().unwrap(),
+                    );
                 }
             }
         }
@@ -248,7 +269,12 @@ impl Fixture {
             Backend::Filesystem { .. } => None,
             Backend::S3 { moto, bucket } => {
                 let p = format!("/{bucket}/{PREFIX}/{block}/");
-                Some(moto.requests().into_iter().filter_map(|(m, path)| path.strip_prefix(&p).map(|k| (m, k.to_string()))).collect())
+                Some(
+                    moto.requests()
+                        .into_iter()
+                        .filter_map(|(m, path)| path.strip_prefix(&p).map(|k| (m, k.to_string())))
+                        .collect(),
+                )
             }
         }
     }
@@ -300,12 +326,29 @@ fn conformance(f: &Fixture) {
     }
 
     // Upload both fixtures with external labels; the sources are not modified.
-    let before: Vec<Vec<u8>> = [&small, &varied].iter().flat_map(|d| list_blocks(d).unwrap()).map(|b| std::fs::read(b.path.join("meta.json")).unwrap()).collect();
+    let before: Vec<Vec<u8>> = [&small, &varied]
+        .iter()
+        .flat_map(|d| list_blocks(d).unwrap())
+        .map(|b| std::fs::read(b.path.join("meta.json")).unwrap())
+        .collect();
     let (o, _) = f.ok(&["upload", small.to_str().unwrap(), "--label", "cluster=small"]);
     assert_eq!(o.matches("uploaded ").count(), 1, "{o}");
-    let (o, _) = f.ok(&["upload", varied.to_str().unwrap(), "--label", "cluster=eu1", "--label", "replica=a", "--source", "sidecar"]);
+    let (o, _) = f.ok(&[
+        "upload",
+        varied.to_str().unwrap(),
+        "--label",
+        "cluster=eu1",
+        "--label",
+        "replica=a",
+        "--source",
+        "sidecar",
+    ]);
     assert_eq!(o.matches("uploaded ").count(), 4, "{o}");
-    let after: Vec<Vec<u8>> = [&small, &varied].iter().flat_map(|d| list_blocks(d).unwrap()).map(|b| std::fs::read(b.path.join("meta.json")).unwrap()).collect();
+    let after: Vec<Vec<u8>> = [&small, &varied]
+        .iter()
+        .flat_map(|d| list_blocks(d).unwrap())
+        .map(|b| std::fs::read(b.path.join("meta.json")).unwrap())
+        .collect();
     assert_eq!(before, after, "upload must not touch the local blocks");
     // Again: every block is already there.
     let (o, _) = f.ok(&["upload", varied.to_str().unwrap(), "--label", "cluster=eu1", "--label", "replica=a"]);
@@ -317,26 +360,38 @@ fn conformance(f: &Fixture) {
     all_ids.push(small_id.clone());
     all_ids.sort();
     for (id, src) in varied_ids.iter().map(|i| (i, &varied)).chain(std::iter::once((&small_id, &small))) {
-        let mut want: Vec<String> = vec![format!("{id}/chunks/000001"), format!("{id}/index"), format!("{id}/meta.json")];
+        let mut want: Vec<String> =
+            vec![format!("{id}/chunks/000001"), format!("{id}/index"), format!("{id}/meta.json")];
         want.sort();
         let got: Vec<String> = keys.keys().filter(|k| k.starts_with(id.as_str())).cloned().collect();
         assert_eq!(got, want, "objects of block {id}");
         for rel in ["chunks/000001", "index"] {
-            assert_eq!(f.get(&format!("{id}/{rel}")).unwrap(), std::fs::read(src.join(id).join(rel)).unwrap(), "{id}/{rel} uploaded byte for byte");
+            assert_eq!(
+                f.get(&format!("{id}/{rel}")).unwrap(),
+                std::fs::read(src.join(id).join(rel)).unwrap(),
+                "{id}/{rel} uploaded byte for byte"
+            );
         }
         let meta = BlockMeta::parse(&f.get(&format!("{id}/meta.json")).unwrap()).unwrap();
         let t = meta.thanos.as_ref().expect("uploaded meta.json has a thanos section");
         assert_eq!(t.downsample.resolution, 0);
         let files: Vec<(&str, i64)> = t.files.iter().map(|f| (f.rel_path.as_str(), f.size_bytes)).collect();
         let size = |rel: &str| std::fs::metadata(src.join(id).join(rel)).unwrap().len() as i64;
-        assert_eq!(files, [("chunks/000001", size("chunks/000001")), ("index", size("index")), ("meta.json", 0)], "thanos.files of {id}");
+        assert_eq!(
+            files,
+            [("chunks/000001", size("chunks/000001")), ("index", size("index")), ("meta.json", 0)],
+            "thanos.files of {id}"
+        );
         let uploaded = strata::bucket::time::parse_rfc3339_ms(&t.upload_time).expect("upload_time is RFC 3339");
         assert!((uploaded / 1000 - now_s()).abs() < 600, "upload_time {} is now", t.upload_time);
         if *id == small_id {
             assert_eq!(t.labels, BTreeMap::from([("cluster".to_string(), "small".to_string())]));
             assert_eq!(t.source, "bucket.upload");
         } else {
-            assert_eq!(t.labels, BTreeMap::from([("cluster".to_string(), "eu1".to_string()), ("replica".to_string(), "a".to_string())]));
+            assert_eq!(
+                t.labels,
+                BTreeMap::from([("cluster".to_string(), "eu1".to_string()), ("replica".to_string(), "a".to_string())])
+            );
             assert_eq!(t.source, "sidecar");
         }
     }
@@ -358,7 +413,13 @@ fn conformance(f: &Fixture) {
     for id in &varied_ids {
         let m = BlockMeta::parse(&std::fs::read(varied.join(id).join("meta.json")).unwrap()).unwrap();
         let row = o.lines().find(|l| l.starts_with(id.as_str())).unwrap_or_else(|| panic!("{id} in\n{o}"));
-        for want in [m.stats.num_samples.to_string(), m.stats.num_series.to_string(), m.min_time.to_string(), "{cluster=\"eu1\",replica=\"a\"}".to_string(), "sidecar".to_string()] {
+        for want in [
+            m.stats.num_samples.to_string(),
+            m.stats.num_series.to_string(),
+            m.min_time.to_string(),
+            "{cluster=\"eu1\",replica=\"a\"}".to_string(),
+            "sidecar".to_string(),
+        ] {
             assert!(row.contains(&want), "{want} in {row}");
         }
     }
@@ -382,10 +443,24 @@ fn conformance(f: &Fixture) {
     // A time range selects the blocks that overlap it (the third varied block only).
     let third = BlockMeta::parse(&std::fs::read(varied.join(&varied_ids[2]).join("meta.json")).unwrap()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let (o, _) = f.ok(&["download", out.path().to_str().unwrap(), "--min-time", &third.min_time.to_string(), "--max-time", &(third.max_time - 1).to_string()]);
+    let (o, _) = f.ok(&[
+        "download",
+        out.path().to_str().unwrap(),
+        "--min-time",
+        &third.min_time.to_string(),
+        "--max-time",
+        &(third.max_time - 1).to_string(),
+    ]);
     assert_eq!(ulids(out.path()), [varied_ids[2].clone()], "{o}");
     // Again into the same directory: skipped, nothing half-written left behind.
-    let (o, _) = f.ok(&["download", out.path().to_str().unwrap(), "--min-time", "2023-11-15T02:00:06.016Z", "--max-time", "2023-11-15T03:00:00Z"]);
+    let (o, _) = f.ok(&[
+        "download",
+        out.path().to_str().unwrap(),
+        "--min-time",
+        "2023-11-15T02:00:06.016Z",
+        "--max-time",
+        "2023-11-15T03:00:00Z",
+    ]);
     assert!(o.contains("skipped"), "{o}");
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
 
@@ -400,11 +475,20 @@ fn conformance(f: &Fixture) {
     let (o, _) = f.ok(&["mark", "--id", target, "--marker", "no-compact-mark.json", "--details", "too big <x>"]);
     assert!(o.contains("wrote no-compact-mark.json"), "{o}");
     let raw = String::from_utf8(f.get(&format!("{target}/no-compact-mark.json")).unwrap()).unwrap();
-    assert!(raw.starts_with(&format!("{{\"id\":\"{target}\",\"version\":1,\"details\":\"too big \\u003cx\\u003e\",\"no_compact_time\":")), "{raw}");
+    assert!(
+        raw.starts_with(&format!(
+            "{{\"id\":\"{target}\",\"version\":1,\"details\":\"too big \\u003cx\\u003e\",\"no_compact_time\":"
+        )),
+        "{raw}"
+    );
     assert!(raw.ends_with(",\"reason\":\"manual\"}"), "{raw}");
     let (o, _) = f.ok(&["mark", "--id", target, "--marker", "no-compact-mark.json", "--details", "again"]);
     assert!(o.contains("already has"), "{o}");
-    assert_eq!(String::from_utf8(f.get(&format!("{target}/no-compact-mark.json")).unwrap()).unwrap(), raw, "the first marker stands");
+    assert_eq!(
+        String::from_utf8(f.get(&format!("{target}/no-compact-mark.json")).unwrap()).unwrap(),
+        raw,
+        "the first marker stands"
+    );
     f.ok(&["mark", "--id", target, "--marker", "no-downsample-mark.json"]);
     let (o, _) = f.ok(&["ls", "-o", "wide"]);
     assert!(o.lines().find(|l| l.starts_with(target.as_str())).unwrap().ends_with("no-compact,no-downsample"), "{o}");
@@ -414,14 +498,18 @@ fn conformance(f: &Fixture) {
     let out = f.strata(&["mark", "--id", target, "--marker", "bogus.json"]);
     assert_eq!(out.status.code(), Some(2));
     let out = f.strata(&["mark", "--id", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "--marker", "deletion-mark.json"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no meta.json"), "a block that is not there cannot be marked");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no meta.json"),
+        "a block that is not there cannot be marked"
+    );
 
     // Deletion: cleanup honours --delete-delay, then deletes meta.json first and the
     // deletion mark last.
     let victim = &varied_ids[1];
     let (o, _) = f.ok(&["mark", "--id", victim, "--marker", "deletion-mark.json", "--details", "test"]);
     assert!(o.contains("wrote deletion-mark.json"), "{o}");
-    let mark: serde_json::Value = serde_json::from_slice(&f.get(&format!("{victim}/deletion-mark.json")).unwrap()).unwrap();
+    let mark: serde_json::Value =
+        serde_json::from_slice(&f.get(&format!("{victim}/deletion-mark.json")).unwrap()).unwrap();
     assert_eq!(mark["version"], 1);
     assert!((mark["deletion_time"].as_i64().unwrap() - now_s()).abs() < 600);
     let (o, _) = f.ok(&["cleanup"]);
@@ -429,8 +517,14 @@ fn conformance(f: &Fixture) {
     // Marks planted 49h and 47h ago: only the first is past the default 48h delay.
     let old = &varied_ids[2];
     let recent = &varied_ids[3];
-    f.put(&format!("{old}/deletion-mark.json"), format!("{{\"id\":\"{old}\",\"version\":1,\"deletion_time\":{}}}", now_s() - 49 * 3600).as_bytes());
-    f.put(&format!("{recent}/deletion-mark.json"), format!("{{\"id\":\"{recent}\",\"version\":1,\"deletion_time\":{}}}", now_s() - 47 * 3600).as_bytes());
+    f.put(
+        &format!("{old}/deletion-mark.json"),
+        format!("{{\"id\":\"{old}\",\"version\":1,\"deletion_time\":{}}}", now_s() - 49 * 3600).as_bytes(),
+    );
+    f.put(
+        &format!("{recent}/deletion-mark.json"),
+        format!("{{\"id\":\"{recent}\",\"version\":1,\"deletion_time\":{}}}", now_s() - 47 * 3600).as_bytes(),
+    );
     // An unparsable marker is a warning, and the block stays.
     f.put(&format!("{small_id}/deletion-mark.json"), b"{\"id\":");
     let (o, e) = f.ok(&["cleanup"]);
@@ -476,21 +570,39 @@ fn conformance(f: &Fixture) {
     // A block with a 12 MB segment: on S3 (part_size 5 MiB) it goes up as a multipart
     // upload and must come back byte for byte.
     let gen = tempfile::tempdir().unwrap();
-    let out = super::strata(&["gen", "--output", gen.path().to_str().unwrap(), "--series", "5000", "--duration", "2h", "--label", "cluster=big"]);
+    let out = super::strata(&[
+        "gen",
+        "--output",
+        gen.path().to_str().unwrap(),
+        "--series",
+        "5000",
+        "--duration",
+        "2h",
+        "--label",
+        "cluster=big",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let big = ulids(gen.path()).remove(0);
     let seg = gen.path().join(&big).join("chunks/000001");
     assert!(std::fs::metadata(&seg).unwrap().len() > 10 << 20, "the segment spans several parts");
     f.ok(&["upload", gen.path().to_str().unwrap(), "--label", "cluster=big"]);
     if let Some(reqs) = f.requests_for(&big) {
-        assert!(reqs.iter().any(|(m, k)| m == "POST" && k.starts_with("chunks/000001?uploads")), "multipart upload expected: {reqs:?}");
-        let puts: Vec<&str> = reqs.iter().filter(|(m, _)| m == "PUT").map(|(_, k)| k.split('?').next().unwrap()).collect();
+        assert!(
+            reqs.iter().any(|(m, k)| m == "POST" && k.starts_with("chunks/000001?uploads")),
+            "multipart upload expected: {reqs:?}"
+        );
+        let puts: Vec<&str> =
+            reqs.iter().filter(|(m, _)| m == "PUT").map(|(_, k)| k.split('?').next().unwrap()).collect();
         assert_eq!(puts.last(), Some(&"meta.json"), "{puts:?}");
     }
     let back = tempfile::tempdir().unwrap();
     f.ok(&["download", back.path().to_str().unwrap(), "--label", "cluster=big", "--verify"]);
     for rel in ["chunks/000001", "index"] {
-        assert!(std::fs::read(back.path().join(&big).join(rel)).unwrap() == std::fs::read(gen.path().join(&big).join(rel)).unwrap(), "{rel} of the big block differs after the round trip");
+        assert!(
+            std::fs::read(back.path().join(&big).join(rel)).unwrap()
+                == std::fs::read(gen.path().join(&big).join(rel)).unwrap(),
+            "{rel} of the big block differs after the round trip"
+        );
     }
 }
 
@@ -508,7 +620,10 @@ fn s3_bucket_on_moto_conformance() {
 fn ls_with(yaml: &str) -> (Option<i32>, String) {
     let out = strata_cmd().args(["bucket", "ls", "--objstore.config", yaml]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!stderr.contains(SECRET) && !String::from_utf8_lossy(&out.stdout).contains(SECRET), "secret printed:\n{stderr}");
+    assert!(
+        !stderr.contains(SECRET) && !String::from_utf8_lossy(&out.stdout).contains(SECRET),
+        "secret printed:\n{stderr}"
+    );
     (out.status.code(), stderr)
 }
 
@@ -533,22 +648,32 @@ fn config_errors_name_the_key_in_one_line() {
         // The same through a file names the file.
         let file = dir.path().join("bucket.yaml");
         std::fs::write(&file, yaml).unwrap();
-        let out = strata_cmd().args(["bucket", "ls", "--objstore.config-file", file.to_str().unwrap()]).output().unwrap();
+        let out =
+            strata_cmd().args(["bucket", "ls", "--objstore.config-file", file.to_str().unwrap()]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2));
-        assert!(stderr.contains(want) && stderr.contains(file.to_str().unwrap()) && !stderr.contains(SECRET), "{stderr}");
+        assert!(
+            stderr.contains(want) && stderr.contains(file.to_str().unwrap()) && !stderr.contains(SECRET),
+            "{stderr}"
+        );
     }
     // Inline and file give the same bucket.
     let root = dir.path().join("fs-bucket");
     let yaml = format!("type: filesystem\nconfig:\n  directory: {}\n", root.display());
     let file = dir.path().join("ok.yaml");
     std::fs::write(&file, &yaml).unwrap();
-    let inline = strata_cmd().args(["bucket", "upload", testdata("small").to_str().unwrap(), "--label", "a=b", "--objstore.config", &yaml]).output().unwrap();
+    let inline = strata_cmd()
+        .args(["bucket", "upload", testdata("small").to_str().unwrap(), "--label", "a=b", "--objstore.config", &yaml])
+        .output()
+        .unwrap();
     assert!(inline.status.success(), "{}", String::from_utf8_lossy(&inline.stderr));
     let ls = strata_cmd().args(["bucket", "ls", "--objstore.config-file", file.to_str().unwrap()]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&ls.stdout).trim(), ulids(&testdata("small"))[0]);
     // Both, or neither.
-    let both = strata_cmd().args(["bucket", "ls", "--objstore.config", &yaml, "--objstore.config-file", file.to_str().unwrap()]).output().unwrap();
+    let both = strata_cmd()
+        .args(["bucket", "ls", "--objstore.config", &yaml, "--objstore.config-file", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(both.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&both.stderr).contains("both set"));
     let neither = strata_cmd().args(["bucket", "ls"]).output().unwrap();
@@ -560,16 +685,24 @@ fn config_errors_name_the_key_in_one_line() {
 fn s3_failures_are_one_clear_line_without_secrets() {
     let moto = Moto::start(&[]);
     moto.create_bucket("strata-there");
-    let s3 = |bucket: &str, endpoint: &str, extra: &str| format!("type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {endpoint}\n  insecure: true\n  access_key: strata-test\n  secret_key: {SECRET}\n{extra}");
+    let s3 = |bucket: &str, endpoint: &str, extra: &str| {
+        format!("type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {endpoint}\n  insecure: true\n  access_key: strata-test\n  secret_key: {SECRET}\n{extra}")
+    };
 
     // A missing bucket.
     let (code, stderr) = ls_with(&s3("strata-missing", &format!("127.0.0.1:{}", moto.port), ""));
     assert_eq!(code, Some(2));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("s3://strata-missing") && stderr.contains("the bucket does not exist") && stderr.contains("NoSuchBucket"), "{stderr}");
+    assert!(
+        stderr.contains("s3://strata-missing")
+            && stderr.contains("the bucket does not exist")
+            && stderr.contains("NoSuchBucket"),
+        "{stderr}"
+    );
 
     // signature_version2 is accepted, with a warning; the request is signed V4 and works.
-    let (code, stderr) = ls_with(&s3("strata-there", &format!("127.0.0.1:{}", moto.port), "  signature_version2: true\n"));
+    let (code, stderr) =
+        ls_with(&s3("strata-there", &format!("127.0.0.1:{}", moto.port), "  signature_version2: true\n"));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("warning") && stderr.contains("signature_version2"), "{stderr}");
 
@@ -578,7 +711,12 @@ fn s3_failures_are_one_clear_line_without_secrets() {
     let (code, stderr) = ls_with(&s3("strata-there", &format!("127.0.0.1:{port}"), "  max_retries: 2\n"));
     assert_eq!(code, Some(2));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("endpoint unreachable") && stderr.contains("Connection refused") && stderr.contains("after 2 retries"), "{stderr}");
+    assert!(
+        stderr.contains("endpoint unreachable")
+            && stderr.contains("Connection refused")
+            && stderr.contains("after 2 retries"),
+        "{stderr}"
+    );
 
     // Wrong credentials: a moto that checks them after its first request.
     let strict = Moto::start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]);
@@ -588,7 +726,15 @@ fn s3_failures_are_one_clear_line_without_secrets() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("access denied") && stderr.contains("InvalidAccessKeyId"), "{stderr}");
     let out = strata_cmd()
-        .args(["bucket", "upload", testdata("small").to_str().unwrap(), "--label", "a=b", "--objstore.config", &s3("strata-auth", &format!("127.0.0.1:{}", strict.port), "")])
+        .args([
+            "bucket",
+            "upload",
+            testdata("small").to_str().unwrap(),
+            "--label",
+            "a=b",
+            "--objstore.config",
+            &s3("strata-auth", &format!("127.0.0.1:{}", strict.port), ""),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -13,7 +13,8 @@ use strata::format::meta::{BlockMeta, ThanosMeta};
 fn promtool_blocks(om: &str, dir: &Path) {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), om).unwrap();
-    let out = promtool(&["tsdb", "create-blocks-from", "openmetrics", f.path().to_str().unwrap(), dir.to_str().unwrap()]);
+    let out =
+        promtool(&["tsdb", "create-blocks-from", "openmetrics", f.path().to_str().unwrap(), dir.to_str().unwrap()]);
     assert!(out.status.success(), "promtool create-blocks-from: {}", String::from_utf8_lossy(&out.stderr));
     for junk in ["wal", "chunks_head"] {
         let _ = std::fs::remove_dir_all(dir.join(junk));
@@ -35,7 +36,11 @@ fn clone_block(src: &Path, parent: &Path, edit: impl FnOnce(&mut BlockMeta)) -> 
 
 fn with_labels<'a>(labels: &'a [(&'a str, &'a str)]) -> impl Fn(&mut BlockMeta) + 'a {
     move |m: &mut BlockMeta| {
-        m.thanos = Some(ThanosMeta { labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), source: "sidecar".into(), ..Default::default() });
+        m.thanos = Some(ThanosMeta {
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            source: "sidecar".into(),
+            ..Default::default()
+        });
     }
 }
 
@@ -84,7 +89,11 @@ fn adjacent_blocks_compact_to_the_same_samples() {
     check_outputs(dir.path());
     // Nothing left to do: a second run writes nothing.
     let again = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 blocks written"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 blocks written"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 #[test]
@@ -107,7 +116,14 @@ fn overlapping_blocks_merge_vertically_to_the_same_samples() {
     assert_same_samples(&after, &before, "overlapping");
     check_outputs(dir.path());
     // No overlaps remain.
-    let mut ranges: Vec<(i64, i64)> = list_blocks(dir.path()).unwrap().iter().map(|b| { let m = Block::open(&b.path).unwrap().meta; (m.min_time, m.max_time) }).collect();
+    let mut ranges: Vec<(i64, i64)> = list_blocks(dir.path())
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let m = Block::open(&b.path).unwrap().meta;
+            (m.min_time, m.max_time)
+        })
+        .collect();
     ranges.sort();
     assert!(ranges.windows(2).all(|w| w[0].1 <= w[1].0), "{ranges:?}");
 }
@@ -183,7 +199,13 @@ fn replicas_a_second_apart_union_under_one_to_one() {
 fn replicas_a_second_apart_follow_one_under_penalty() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = replica_pair(dir.path());
-    let out = compact(&[dir.path().to_str().unwrap(), "--deduplication.replica-label", "replica", "--deduplication.func", "penalty"]);
+    let out = compact(&[
+        dir.path().to_str().unwrap(),
+        "--deduplication.replica-label",
+        "replica",
+        "--deduplication.func",
+        "penalty",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = timestamps(dir.path());
     // Before A's gap: exactly A's samples. Then B's, and B is followed to the end
@@ -214,7 +236,13 @@ fn output_directory_leaves_the_input_untouched() {
     };
     let before = snapshot(dir.path());
     let out_dir = tempfile::tempdir().unwrap();
-    let out = compact(&[dir.path().to_str().unwrap(), "--output", out_dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
+    let out = compact(&[
+        dir.path().to_str().unwrap(),
+        "--output",
+        out_dir.path().to_str().unwrap(),
+        "--block-ranges",
+        "2h,6h,18h,54h",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshot(dir.path()), before);
     assert!(!list_blocks(out_dir.path()).unwrap().is_empty());
@@ -241,13 +269,23 @@ fn a_corrupt_block_stops_only_its_group() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let bad_id = bad_blocks[1].file_name().unwrap().to_str().unwrap();
-    assert!(err.contains(bad_id) && err.contains("chunks/000001") && err.contains("{__name__=") && err.contains("segment 0 offset"), "{err}");
+    assert!(
+        err.contains(bad_id)
+            && err.contains("chunks/000001")
+            && err.contains("{__name__=")
+            && err.contains("segment 0 offset"),
+        "{err}"
+    );
     // Every bad-group block is still there, unchanged; the good group was compacted.
     for b in &bad_blocks {
         assert!(b.join("meta.json").exists(), "{} was removed", b.display());
     }
     assert_eq!(std::fs::read(&seg).unwrap(), bytes);
-    let good: Vec<_> = list_blocks(dir.path()).unwrap().into_iter().filter(|b| Block::open(&b.path).unwrap().meta.thanos.unwrap().labels["cluster"] == "good").collect();
+    let good: Vec<_> = list_blocks(dir.path())
+        .unwrap()
+        .into_iter()
+        .filter(|b| Block::open(&b.path).unwrap().meta.thanos.unwrap().labels["cluster"] == "good")
+        .collect();
     assert!(good.len() < bad_blocks.len(), "the good group was compacted");
 }
 
@@ -273,14 +311,27 @@ fn native_histograms_survive_vertical_compaction() {
             values.extend(strata::format::sample::decode(c.encoding, c.data).unwrap().into_values());
         }
         let chunks = strata::compact::merge::encode_values(&values, 30).unwrap();
-        let cw: Vec<strata::block::ChunkToWrite<'_>> = chunks.iter().map(|c| strata::block::ChunkToWrite { encoding: c.encoding, data: &c.data, min_time: c.min_time, max_time: c.max_time, record: None }).collect();
+        let cw: Vec<strata::block::ChunkToWrite<'_>> = chunks
+            .iter()
+            .map(|c| strata::block::ChunkToWrite {
+                encoding: c.encoding,
+                data: &c.data,
+                min_time: c.min_time,
+                max_time: c.max_time,
+                record: None,
+            })
+            .collect();
         w.add_series(&e.labels, &cw).unwrap();
     }
     let mut meta = src.meta.clone();
     meta.compaction.sources = vec![ulid];
     let (p, _) = w.finish(meta, None).unwrap();
     copy_dir(&p, &dir.path().join(ulid.to_string()));
-    assert_eq!(ok_stdout(strata(&["dump", dir.path().join(ulid.to_string()).to_str().unwrap()]), "dump copy"), want, "re-encoded copy holds the same samples");
+    assert_eq!(
+        ok_stdout(strata(&["dump", dir.path().join(ulid.to_string()).to_str().unwrap()]), "dump copy"),
+        want,
+        "re-encoded copy holds the same samples"
+    );
 
     let out = compact(&[dir.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -292,7 +343,14 @@ fn native_histograms_survive_vertical_compaction() {
 
 /// Block time ranges of a directory, sorted.
 fn layout(dir: &Path) -> Vec<(i64, i64)> {
-    let mut v: Vec<(i64, i64)> = list_blocks(dir).unwrap().iter().map(|b| { let m = Block::open(&b.path).unwrap().meta; (m.min_time, m.max_time) }).collect();
+    let mut v: Vec<(i64, i64)> = list_blocks(dir)
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let m = Block::open(&b.path).unwrap().meta;
+            (m.min_time, m.max_time)
+        })
+        .collect();
     v.sort();
     v
 }
@@ -301,10 +359,38 @@ fn layout(dir: &Path) -> Vec<(i64, i64)> {
 fn sigkill_at_any_point_loses_nothing_and_a_rerun_finishes() {
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("src");
-    let g = strata(&["gen", "--output", src.to_str().unwrap(), "--series", "1500", "--duration", "8h", "--scrape-interval", "60s", "--replicas", "2", "--replica-offset", "20s", "--native-histograms-every", "100"]);
+    let g = strata(&[
+        "gen",
+        "--output",
+        src.to_str().unwrap(),
+        "--series",
+        "1500",
+        "--duration",
+        "8h",
+        "--scrape-interval",
+        "60s",
+        "--replicas",
+        "2",
+        "--replica-offset",
+        "20s",
+        "--native-histograms-every",
+        "100",
+    ]);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     let want = ok_stdout(strata(&["dump", src.to_str().unwrap()]), "dump source");
-    let args = |d: &Path| vec!["compact".to_string(), "--quiet".into(), "--block-ranges".into(), "2h,4h,8h".into(), "--compact.series-batch".into(), "64".into(), "--segment-size".into(), "65536".into(), d.to_str().unwrap().to_string()];
+    let args = |d: &Path| {
+        vec![
+            "compact".to_string(),
+            "--quiet".into(),
+            "--block-ranges".into(),
+            "2h,4h,8h".into(),
+            "--compact.series-batch".into(),
+            "64".into(),
+            "--segment-size".into(),
+            "65536".into(),
+            d.to_str().unwrap().to_string(),
+        ]
+    };
 
     // An uninterrupted run: its duration spaces the kill points, its layout is the goal.
     let full = base.path().join("full");
@@ -321,20 +407,33 @@ fn sigkill_at_any_point_loses_nothing_and_a_rerun_finishes() {
         let dir = base.path().join(format!("kill{i}"));
         copy_dir(&src, &dir);
         let delay = took.mul_f64(0.05 + 1.1 * i as f64 / points as f64);
-        let mut child = Command::new(STRATA).args(args(&dir)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = Command::new(STRATA)
+            .args(args(&dir))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         // Whatever Prometheus would load is complete, and no sample is missing.
         let v = strata(&["verify", dir.to_str().unwrap()]);
         assert!(v.status.success(), "kill point {i} ({delay:?}): {}", String::from_utf8_lossy(&v.stdout));
-        assert_eq!(ok_stdout(strata(&["dump", dir.to_str().unwrap()]), "dump after kill"), want, "kill point {i} ({delay:?}) changed the samples");
+        assert_eq!(
+            ok_stdout(strata(&["dump", dir.to_str().unwrap()]), "dump after kill"),
+            want,
+            "kill point {i} ({delay:?}) changed the samples"
+        );
         // A rerun finishes the job and reaches the same layout.
         let out = run(Command::new(STRATA).args(args(&dir)));
         assert!(out.status.success(), "rerun after kill point {i}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(layout(&dir), goal, "kill point {i}: final layout differs");
         assert_eq!(ok_stdout(strata(&["dump", dir.to_str().unwrap()]), "dump after rerun"), want);
-        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.contains(".tmp-for-")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".tmp-for-"))
+            .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -367,7 +466,14 @@ fn tombstoned_samples_are_dropped_by_compaction() {
     std::fs::write(path.join("meta.json"), meta.to_json()).unwrap();
 
     let before = dump_dir(dir.path());
-    assert!(parse_dump(&before).values().map(Vec::len).sum::<usize>() < parse_dump(&std::fs::read_to_string(testdata("varied.dump.txt")).unwrap()).values().map(Vec::len).sum::<usize>(), "promtool honours the tombstones");
+    assert!(
+        parse_dump(&before).values().map(Vec::len).sum::<usize>()
+            < parse_dump(&std::fs::read_to_string(testdata("varied.dump.txt")).unwrap())
+                .values()
+                .map(Vec::len)
+                .sum::<usize>(),
+        "promtool honours the tombstones"
+    );
     let out = compact(&[dir.path().to_str().unwrap(), "--block-ranges", "2h,6h,18h,54h"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_same_samples(&dump_dir(dir.path()), &before, "tombstones");
@@ -386,7 +492,17 @@ fn retention_removes_expired_blocks_per_resolution() {
     // Recent blocks: one day ago, 2h-aligned.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let start = (now - 86_400_000) / 7_200_000 * 7_200_000;
-    let g = strata(&["gen", "--output", dir.path().to_str().unwrap(), "--series", "50", "--duration", "8h", "--start", &start.to_string()]);
+    let g = strata(&[
+        "gen",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--series",
+        "50",
+        "--duration",
+        "8h",
+        "--start",
+        &start.to_string(),
+    ]);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     let recent = list_blocks(dir.path()).unwrap().len() - old.len();
 
@@ -398,7 +514,13 @@ fn retention_removes_expired_blocks_per_resolution() {
     assert_eq!(parse_dump(&dump_dir(dir.path())), before);
 
     // 30 days: every block holding 2023 data goes, the recent ones stay.
-    let out = compact(&[dir.path().to_str().unwrap(), "--retention.resolution-raw", "30d", "--retention.resolution-5m", "0d"]);
+    let out = compact(&[
+        dir.path().to_str().unwrap(),
+        "--retention.resolution-raw",
+        "30d",
+        "--retention.resolution-5m",
+        "0d",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("retention: removed"), "{err}");
@@ -416,7 +538,19 @@ fn retention_removes_expired_blocks_per_resolution() {
 fn compact_downsamples_like_thanos_and_a_rerun_does_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let g = strata(&["gen", "--output", d, "--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"]); // 14-day aligned
+    let g = strata(&[
+        "gen",
+        "--output",
+        d,
+        "--series",
+        "20",
+        "--duration",
+        "16d",
+        "--scrape-interval",
+        "60s",
+        "--start",
+        "1699488000000",
+    ]); // 14-day aligned
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     let raw_before = parse_dump(&ok_stdout(strata(&["dump", d]), "dump raw"));
     let out = compact(&[d]);
@@ -439,15 +573,22 @@ fn compact_downsamples_like_thanos_and_a_rerun_does_nothing() {
             copy_dir(&b.path, &raw_dir.path().join(b.path.file_name().unwrap()));
         }
     }
-    assert_eq!(parse_dump(&ok_stdout(strata(&["dump", raw_dir.path().to_str().unwrap()]), "dump raw after")), raw_before);
+    assert_eq!(
+        parse_dump(&ok_stdout(strata(&["dump", raw_dir.path().to_str().unwrap()]), "dump raw after")),
+        raw_before
+    );
     let five = tempfile::tempdir().unwrap();
     for b in list_blocks(dir.path()).unwrap() {
         if Block::open(&b.path).unwrap().meta.resolution() == 300_000 {
             copy_dir(&b.path, &five.path().join(b.path.file_name().unwrap()));
         }
     }
-    let counts: f64 = ok_stdout(strata(&["dump", "--aggr", "count", five.path().to_str().unwrap()]), "dump count").lines().map(|l| l.rsplit(' ').nth(1).unwrap().parse::<f64>().unwrap()).sum();
-    let raw_in_range: usize = raw_before.values().flatten().filter(|s| s.0 >= big.min_time && s.0 < big.max_time).count();
+    let counts: f64 = ok_stdout(strata(&["dump", "--aggr", "count", five.path().to_str().unwrap()]), "dump count")
+        .lines()
+        .map(|l| l.rsplit(' ').nth(1).unwrap().parse::<f64>().unwrap())
+        .sum();
+    let raw_in_range: usize =
+        raw_before.values().flatten().filter(|s| s.0 >= big.min_time && s.0 < big.max_time).count();
     assert_eq!(counts as usize, raw_in_range);
     // Nothing new on a rerun.
     let again = compact(&[d]);

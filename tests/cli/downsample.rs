@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::*;
 use strata::block::{list_blocks, Block, BlockWriter, ChunkToWrite};
 use strata::format::aggr::AggrType;
-use strata::format::histogram::{encode_float_histograms, encode_histograms, CounterResetHint, FloatHistogram, Histogram, Span};
+use strata::format::histogram::{
+    encode_float_histograms, encode_histograms, CounterResetHint, FloatHistogram, Histogram, Span,
+};
 use strata::format::meta::{BlockMeta, RES_1H, RES_5M};
 use strata::format::sample::{decode_aggr, ChunkSamples};
 use strata::labels::Labels;
@@ -167,7 +169,8 @@ mod reference {
         let n = chunk_count(chunks[0].mint, chunks[chunks.len() - 1].maxt, in_res, res, n_samples);
         let per = (chunks.len() / n).max(1);
         for group in chunks.chunks(per) {
-            let cat = |f: fn(&Chunk) -> &Vec<(i64, f64)>| group.iter().flat_map(|c| f(c).iter().copied()).collect::<Vec<_>>();
+            let cat =
+                |f: fn(&Chunk) -> &Vec<(i64, f64)>| group.iter().flat_map(|c| f(c).iter().copied()).collect::<Vec<_>>();
             let count = per_window(&cat(|c| &c.count), res, total);
             let sum = per_window(&cat(|c| &c.sum), res, total);
             let min = per_window(&cat(|c| &c.min), res, smallest);
@@ -194,8 +197,19 @@ mod reference {
                 }
             }
             let counter = counter_slot(&joined, res, last_v);
-            let stamps: Vec<i64> = [&count, &sum, &min, &max, &counter[1..counter.len() - 1].to_vec()].iter().flat_map(|v| v.iter().map(|s| s.0)).collect();
-            out.push(Chunk { mint: *stamps.iter().min().unwrap(), maxt: *stamps.iter().max().unwrap(), count, sum, min, max, counter });
+            let stamps: Vec<i64> = [&count, &sum, &min, &max, &counter[1..counter.len() - 1].to_vec()]
+                .iter()
+                .flat_map(|v| v.iter().map(|s| s.0))
+                .collect();
+            out.push(Chunk {
+                mint: *stamps.iter().min().unwrap(),
+                maxt: *stamps.iter().max().unwrap(),
+                count,
+                sum,
+                min,
+                max,
+                counter,
+            });
         }
         out
     }
@@ -224,7 +238,11 @@ fn openmetrics(span: i64, scrape: i64, seed: u64) -> String {
     let mut om = String::new();
     let end = START + span;
     let gap = (START + span * 3 / 10, START + span * 3 / 10 + 3 * HOUR);
-    let series = |name: &str, labels: &str, om: &mut String, r: &mut Rng, f: &mut dyn FnMut(usize, i64, &mut Rng) -> Option<f64>| {
+    let series = |name: &str,
+                  labels: &str,
+                  om: &mut String,
+                  r: &mut Rng,
+                  f: &mut dyn FnMut(usize, i64, &mut Rng) -> Option<f64>| {
         let mut t = START;
         let mut i = 0;
         while t < end {
@@ -303,7 +321,14 @@ fn openmetrics(span: i64, scrape: i64, seed: u64) -> String {
 fn promtool_block(om: &str, dir: &Path) -> PathBuf {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), om).unwrap();
-    let out = promtool(&["tsdb", "create-blocks-from", "openmetrics", "--max-block-duration=2400h", f.path().to_str().unwrap(), dir.to_str().unwrap()]);
+    let out = promtool(&[
+        "tsdb",
+        "create-blocks-from",
+        "openmetrics",
+        "--max-block-duration=2400h",
+        f.path().to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "promtool create-blocks-from: {}", String::from_utf8_lossy(&out.stderr));
     for junk in ["wal", "chunks_head"] {
         let _ = std::fs::remove_dir_all(dir.join(junk));
@@ -331,12 +356,28 @@ fn downsample(args: &[&str]) -> Output {
 }
 
 fn blocks_at(dir: &Path, res: i64) -> Vec<PathBuf> {
-    list_blocks(dir).unwrap().into_iter().filter(|b| Block::open(&b.path).unwrap().meta.resolution() == res).map(|b| b.path).collect()
+    list_blocks(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|b| Block::open(&b.path).unwrap().meta.resolution() == res)
+        .map(|b| b.path)
+        .collect()
 }
 
 /// Every aggregate of a downsampled block as `strata dump --aggr` prints it.
 fn dumped(block: &Path) -> BTreeMap<AggrType, Parsed> {
-    AggrType::ALL.iter().map(|a| (*a, parse_dump(&ok_stdout(strata(&["dump", block.to_str().unwrap(), "--aggr", a.name()]), "strata dump --aggr")))).collect()
+    AggrType::ALL
+        .iter()
+        .map(|a| {
+            (
+                *a,
+                parse_dump(&ok_stdout(
+                    strata(&["dump", block.to_str().unwrap(), "--aggr", a.name()]),
+                    "strata dump --aggr",
+                )),
+            )
+        })
+        .collect()
 }
 
 fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
@@ -344,7 +385,11 @@ fn bits(samples: &[(i64, f64)]) -> Vec<(i64, u64)> {
 }
 
 /// Compares a block's dumped aggregates with the reference's chunks, series by series.
-fn assert_matches_reference(got: &BTreeMap<AggrType, Parsed>, want: &BTreeMap<String, Vec<reference::Chunk>>, what: &str) {
+fn assert_matches_reference(
+    got: &BTreeMap<AggrType, Parsed>,
+    want: &BTreeMap<String, Vec<reference::Chunk>>,
+    what: &str,
+) {
     for a in AggrType::ALL {
         let series: Vec<&String> = got[&a].keys().collect();
         let expected: Vec<&String> = want.iter().filter(|(_, c)| !c.is_empty()).map(|(s, _)| s).collect();
@@ -386,7 +431,12 @@ fn assert_downsampled_meta(out: &BlockMeta, src: &BlockMeta, res: i64, block: &P
 
 fn verify_ok(dir: &Path) {
     let v = strata(&["verify", dir.to_str().unwrap()]);
-    assert!(v.status.success(), "strata verify: {}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+    assert!(
+        v.status.success(),
+        "strata verify: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
 }
 
 #[test]
@@ -406,7 +456,8 @@ fn raw_blocks_of_40_hours_downsample_to_5m_as_the_reference_computes() {
     assert_eq!(five.len(), 1);
     assert!(blocks_at(dir.path(), RES_1H).is_empty(), "44 hours of 5m data do not go to 1h");
 
-    let want: BTreeMap<String, Vec<reference::Chunk>> = samples.iter().map(|(s, v)| (s.clone(), reference::from_raw(v, RES_5M))).collect();
+    let want: BTreeMap<String, Vec<reference::Chunk>> =
+        samples.iter().map(|(s, v)| (s.clone(), reference::from_raw(v, RES_5M))).collect();
     let got = dumped(&five[0]);
     assert_matches_reference(&got, &want, "5m");
 
@@ -417,7 +468,11 @@ fn raw_blocks_of_40_hours_downsample_to_5m_as_the_reference_computes() {
 
     let m = meta(&five[0]);
     assert_downsampled_meta(&m, &src, RES_5M, &five[0]);
-    assert_eq!(m.stats.num_samples as usize, got[&AggrType::Count].values().map(|v| v.len()).sum::<usize>(), "numSamples counts the count aggregate's samples");
+    assert_eq!(
+        m.stats.num_samples as usize,
+        got[&AggrType::Count].values().map(|v| v.len()).sum::<usize>(),
+        "numSamples counts the count aggregate's samples"
+    );
     assert_eq!(m.stats.num_series as usize, want.values().filter(|c| !c.is_empty()).count());
     assert_eq!(m.stats.num_chunks as usize, want.values().map(|c| c.len()).sum::<usize>());
     verify_ok(dir.path());
@@ -426,7 +481,11 @@ fn raw_blocks_of_40_hours_downsample_to_5m_as_the_reference_computes() {
 
     // Nothing is left to do.
     let again = downsample(&[dir.path().to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 blocks written"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 blocks written"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     assert_eq!(list_blocks(dir.path()).unwrap().len(), 2);
 }
 
@@ -444,9 +503,11 @@ fn ten_days_go_to_5m_and_on_to_1h_as_the_reference_computes() {
     let five = blocks_at(dir.path(), RES_5M);
     let hour = blocks_at(dir.path(), RES_1H);
     assert_eq!((five.len(), hour.len()), (1, 1));
-    let want5: BTreeMap<String, Vec<reference::Chunk>> = samples.iter().map(|(s, v)| (s.clone(), reference::from_raw(v, RES_5M))).collect();
+    let want5: BTreeMap<String, Vec<reference::Chunk>> =
+        samples.iter().map(|(s, v)| (s.clone(), reference::from_raw(v, RES_5M))).collect();
     assert_matches_reference(&dumped(&five[0]), &want5, "5m");
-    let want1: BTreeMap<String, Vec<reference::Chunk>> = want5.iter().map(|(s, c)| (s.clone(), reference::from_aggregates(c, RES_5M, RES_1H))).collect();
+    let want1: BTreeMap<String, Vec<reference::Chunk>> =
+        want5.iter().map(|(s, c)| (s.clone(), reference::from_aggregates(c, RES_5M, RES_1H))).collect();
     let got1 = dumped(&hour[0]);
     assert_matches_reference(&got1, &want1, "1h");
     assert!(want1.values().any(|c| c.len() > 1), "some series span several 1h chunks");
@@ -462,10 +523,18 @@ fn ten_days_go_to_5m_and_on_to_1h_as_the_reference_computes() {
     // 5m and 1h aggregates do not merge into one dump.
     let mixed = strata(&["dump", dir.path().to_str().unwrap(), "--aggr", "count"]);
     assert_eq!(mixed.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&mixed.stderr).contains("several resolutions"), "{}", String::from_utf8_lossy(&mixed.stderr));
+    assert!(
+        String::from_utf8_lossy(&mixed.stderr).contains("several resolutions"),
+        "{}",
+        String::from_utf8_lossy(&mixed.stderr)
+    );
 
     let again = downsample(&[dir.path().to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 blocks written"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 blocks written"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     // 1h blocks go nowhere, even when asked directly.
     let one_hour = Block::open(&hour[0]).unwrap();
     let err = strata::downsample::downsample_block(&one_hour, dir.path(), &Default::default()).unwrap_err();
@@ -483,7 +552,11 @@ fn short_and_marked_blocks_are_left_alone_and_output_leaves_the_input_untouched(
     let dir = tempfile::tempdir().unwrap();
     let raw2 = promtool_block(&openmetrics(41 * HOUR, MIN, 3), dir.path());
     let id = meta(&raw2).ulid;
-    std::fs::write(raw2.join("no-downsample-mark.json"), format!(r#"{{"id":"{id}","version":1,"no_downsample_time":1700000000,"reason":"manual"}}"#)).unwrap();
+    std::fs::write(
+        raw2.join("no-downsample-mark.json"),
+        format!(r#"{{"id":"{id}","version":1,"no_downsample_time":1700000000,"reason":"manual"}}"#),
+    )
+    .unwrap();
     let out = downsample(&[dir.path().to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 blocks written"), "a no-downsample mark is honoured");
     std::fs::remove_file(raw2.join("no-downsample-mark.json")).unwrap();
@@ -538,7 +611,14 @@ fn buckets(spans: &[Span], counts: &[f64]) -> Buckets {
 }
 
 fn h_of(f: &FloatHistogram) -> H {
-    H { schema: f.schema, zero_count: f.zero_count, count: f.count, sum: f.sum, pos: buckets(&f.positive_spans, &f.positive_buckets), neg: buckets(&f.negative_spans, &f.negative_buckets) }
+    H {
+        schema: f.schema,
+        zero_count: f.zero_count,
+        count: f.count,
+        sum: f.sum,
+        pos: buckets(&f.positive_spans, &f.positive_buckets),
+        neg: buckets(&f.negative_spans, &f.negative_buckets),
+    }
 }
 
 /// Buckets at a lower schema: index i goes to ((i - 1) >> d) + 1.
@@ -563,7 +643,14 @@ fn combine(a: &H, b: &H, sign: f64) -> H {
         }
         m
     };
-    H { schema: a.schema, zero_count: a.zero_count + sign * b.zero_count, count: a.count + sign * b.count, sum: a.sum + sign * b.sum, pos: side(&a.pos, &b.pos), neg: side(&a.neg, &b.neg) }
+    H {
+        schema: a.schema,
+        zero_count: a.zero_count + sign * b.zero_count,
+        count: a.count + sign * b.count,
+        sum: a.sum + sign * b.sum,
+        pos: side(&a.pos, &b.pos),
+        neg: side(&a.neg, &b.neg),
+    }
 }
 
 /// Whether `cur` follows `prev` only through a counter reset, for the first histogram of a
@@ -637,7 +724,10 @@ fn hist_reference_aggr(chunks: &[HChunk], in_res: i64, res: i64) -> Vec<HChunk> 
     let per = (chunks.len() / n).max(1);
     let mut out = Vec::new();
     for group in chunks.chunks(per) {
-        let flat: Vec<(i64, (f64, H, H, bool))> = group.iter().flat_map(|c| c.iter().enumerate().map(|(k, (t, n, s, ctr))| (*t, (*n, s.clone(), ctr.clone(), k == 0)))).collect();
+        let flat: Vec<(i64, (f64, H, H, bool))> = group
+            .iter()
+            .flat_map(|c| c.iter().enumerate().map(|(k, (t, n, s, ctr))| (*t, (*n, s.clone(), ctr.clone(), k == 0))))
+            .collect();
         let schema = flat.iter().map(|s| s.1 .2.schema).min().unwrap();
         let sum_schema = flat.iter().map(|s| s.1 .1.schema).min().unwrap();
         let mut counter: Option<H> = None;
@@ -718,12 +808,27 @@ fn histogram_block(dir: &Path) -> (PathBuf, HSeries) {
     // Thanos); buckets appearing later; integer histograms with resets every 7 hours.
     type Raw = (Labels, Vec<(i64, Histogram)>, bool);
     let mut series: Vec<Raw> = Vec::new();
-    let mk = |f: &dyn Fn(i64) -> Histogram| (0..steps).filter(|i| i % 97 != 5).map(|i| (start + i * step, f(i))).collect::<Vec<_>>();
-    series.push((Labels::from_pairs([("__name__", "h_schema"), ("k", "float")]), mk(&|i| hist_at(if (steps / 3..steps * 2 / 3).contains(&i) { 1 } else { 3 }, i, 0, false)), true));
-    series.push((Labels::from_pairs([("__name__", "h_layout"), ("k", "float")]), mk(&|i| hist_at(2, i, 0, i > steps / 2)), true));
-    series.push((Labels::from_pairs([("__name__", "h_resets"), ("k", "int")]), mk(&|i| hist_at(0, i, i - i % (7 * HOUR / step), false)), false));
+    let mk = |f: &dyn Fn(i64) -> Histogram| {
+        (0..steps).filter(|i| i % 97 != 5).map(|i| (start + i * step, f(i))).collect::<Vec<_>>()
+    };
+    series.push((
+        Labels::from_pairs([("__name__", "h_schema"), ("k", "float")]),
+        mk(&|i| hist_at(if (steps / 3..steps * 2 / 3).contains(&i) { 1 } else { 3 }, i, 0, false)),
+        true,
+    ));
+    series.push((
+        Labels::from_pairs([("__name__", "h_layout"), ("k", "float")]),
+        mk(&|i| hist_at(2, i, 0, i > steps / 2)),
+        true,
+    ));
+    series.push((
+        Labels::from_pairs([("__name__", "h_resets"), ("k", "int")]),
+        mk(&|i| hist_at(0, i, i - i % (7 * HOUR / step), false)),
+        false,
+    ));
     series.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut symbols: Vec<Vec<u8>> = series.iter().flat_map(|s| s.0.iter().flat_map(|l| [l.name.clone(), l.value.clone()])).collect();
+    let mut symbols: Vec<Vec<u8>> =
+        series.iter().flat_map(|s| s.0.iter().flat_map(|l| [l.name.clone(), l.value.clone()])).collect();
     symbols.sort();
     symbols.dedup();
     let ulid = ulid::Ulid::new();
@@ -741,7 +846,13 @@ fn histogram_block(dir: &Path) -> (PathBuf, HSeries) {
         let mut flagged = Vec::new();
         for c in &chunks {
             let n = u16::from_be_bytes([c[0], c[1]]) as usize;
-            cw.push(ChunkToWrite { encoding: enc, data: c, min_time: samples[at].0, max_time: samples[at + n - 1].0, record: None });
+            cw.push(ChunkToWrite {
+                encoding: enc,
+                data: c,
+                min_time: samples[at].0,
+                max_time: samples[at + n - 1].0,
+                record: None,
+            });
             for k in 0..n {
                 flagged.push((samples[at + k].0, h_of(&samples[at + k].1.to_float()), k == 0));
             }
@@ -766,17 +877,33 @@ fn read_hist_block(block: &Path) -> BTreeMap<String, Vec<HChunk>> {
         let mut chunks = Vec::new();
         for m in &e.chunks {
             let raw = b.chunk(m.chunk_ref).unwrap();
-            let ChunkSamples::Float(counts) = decode_aggr(raw.data, AggrType::Count).unwrap() else { panic!("count slot") };
-            let ChunkSamples::FloatHistogram(sums) = decode_aggr(raw.data, AggrType::Sum).unwrap() else { panic!("sum slot") };
-            let ChunkSamples::FloatHistogram(ctrs) = decode_aggr(raw.data, AggrType::Counter).unwrap() else { panic!("counter slot") };
-            assert!(decode_aggr(raw.data, AggrType::Min).is_err() && decode_aggr(raw.data, AggrType::Max).is_err(), "min and max are unset");
+            let ChunkSamples::Float(counts) = decode_aggr(raw.data, AggrType::Count).unwrap() else {
+                panic!("count slot")
+            };
+            let ChunkSamples::FloatHistogram(sums) = decode_aggr(raw.data, AggrType::Sum).unwrap() else {
+                panic!("sum slot")
+            };
+            let ChunkSamples::FloatHistogram(ctrs) = decode_aggr(raw.data, AggrType::Counter).unwrap() else {
+                panic!("counter slot")
+            };
+            assert!(
+                decode_aggr(raw.data, AggrType::Min).is_err() && decode_aggr(raw.data, AggrType::Max).is_err(),
+                "min and max are unset"
+            );
             assert_eq!(counts.len(), sums.len());
             assert_eq!(counts.len(), ctrs.len());
             assert_eq!((m.min_time, m.max_time), (counts[0].0, counts[counts.len() - 1].0));
-            chunks.push(counts.iter().zip(&sums).zip(&ctrs).map(|((c, s), k)| {
-                assert_eq!((c.0, c.0), (s.0, k.0), "slots share their timestamps");
-                (c.0, c.1, h_of(&s.1), h_of(&k.1))
-            }).collect());
+            chunks.push(
+                counts
+                    .iter()
+                    .zip(&sums)
+                    .zip(&ctrs)
+                    .map(|((c, s), k)| {
+                        assert_eq!((c.0, c.0), (s.0, k.0), "slots share their timestamps");
+                        (c.0, c.1, h_of(&s.1), h_of(&k.1))
+                    })
+                    .collect(),
+            );
         }
         out.insert(e.labels.to_string(), chunks);
     }
@@ -787,7 +914,12 @@ fn read_hist_block(block: &Path) -> BTreeMap<String, Vec<HChunk>> {
 /// its histograms' layouts).
 fn same_hist(a: &H, b: &H) -> bool {
     let nz = |m: &Buckets| m.iter().filter(|(_, &v)| v != 0.0).map(|(&i, &v)| (i, v)).collect::<Vec<_>>();
-    a.schema == b.schema && a.count == b.count && a.zero_count == b.zero_count && a.sum == b.sum && nz(&a.pos) == nz(&b.pos) && nz(&a.neg) == nz(&b.neg)
+    a.schema == b.schema
+        && a.count == b.count
+        && a.zero_count == b.zero_count
+        && a.sum == b.sum
+        && nz(&a.pos) == nz(&b.pos)
+        && nz(&a.neg) == nz(&b.neg)
 }
 
 fn assert_hist_chunks(got: &BTreeMap<String, Vec<HChunk>>, want: &BTreeMap<String, Vec<HChunk>>, what: &str) {
@@ -796,7 +928,11 @@ fn assert_hist_chunks(got: &BTreeMap<String, Vec<HChunk>>, want: &BTreeMap<Strin
         let g = &got[s];
         assert_eq!(g.len(), w.len(), "{what} {s}: chunks");
         for (gc, wc) in g.iter().zip(w) {
-            assert_eq!(gc.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(), wc.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(), "{what} {s}: stamps and counts");
+            assert_eq!(
+                gc.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+                wc.iter().map(|x| (x.0, x.1)).collect::<Vec<_>>(),
+                "{what} {s}: stamps and counts"
+            );
             for (gx, wx) in gc.iter().zip(wc) {
                 assert!(same_hist(&gx.2, &wx.2), "{what} {s} at {}: sum {:?} != {:?}", gx.0, gx.2, wx.2);
                 assert!(same_hist(&gx.3, &wx.3), "{what} {s} at {}: counter {:?} != {:?}", gx.0, gx.3, wx.3);
@@ -814,7 +950,8 @@ fn native_histograms_downsample_as_the_reference_computes() {
     verify_ok(dir.path());
     let five = blocks_at(dir.path(), RES_5M);
     assert_eq!(five.len(), 1);
-    let want5: BTreeMap<String, Vec<HChunk>> = samples.iter().map(|(s, v)| (s.clone(), hist_reference(v, RES_5M))).collect();
+    let want5: BTreeMap<String, Vec<HChunk>> =
+        samples.iter().map(|(s, v)| (s.clone(), hist_reference(v, RES_5M))).collect();
     assert_hist_chunks(&read_hist_block(&five[0]), &want5, "5m");
 
     // 42 hours of 5m data are not a 1h candidate; the library downsamples them anyway.
@@ -822,7 +959,8 @@ fn native_histograms_downsample_as_the_reference_computes() {
     let hour_dir = tempfile::tempdir().unwrap();
     let (hour, m) = strata::downsample::downsample_block(&b, hour_dir.path(), &Default::default()).unwrap();
     assert_eq!(m.resolution(), RES_1H);
-    let want1: BTreeMap<String, Vec<HChunk>> = want5.iter().map(|(s, c)| (s.clone(), hist_reference_aggr(c, RES_5M, RES_1H))).collect();
+    let want1: BTreeMap<String, Vec<HChunk>> =
+        want5.iter().map(|(s, c)| (s.clone(), hist_reference_aggr(c, RES_5M, RES_1H))).collect();
     assert_hist_chunks(&read_hist_block(&hour), &want1, "1h");
     verify_ok(hour_dir.path());
     drop(raw);
@@ -843,14 +981,23 @@ fn verify_reports_broken_aggregate_chunks() {
     let data = encode(&[sub(&count), sub(&sum), None, sub(&count), sub(&counter)]);
     let ulid = ulid::Ulid::new();
     let mut w = BlockWriter::new(dir.path(), ulid, ["__name__", "x"]).unwrap();
-    w.add_series(&Labels::from_pairs([("__name__", "x")]), &[ChunkToWrite { encoding: 0xff, data: &data, min_time: 299_999, max_time: 599_999, record: None }]).unwrap();
+    w.add_series(
+        &Labels::from_pairs([("__name__", "x")]),
+        &[ChunkToWrite { encoding: 0xff, data: &data, min_time: 299_999, max_time: 599_999, record: None }],
+    )
+    .unwrap();
     let mut meta = BlockMeta::new(ulid, 0, 600_000);
-    meta.thanos = Some(ThanosMeta { downsample: strata::format::meta::Downsample { resolution: RES_5M }, ..Default::default() });
+    meta.thanos =
+        Some(ThanosMeta { downsample: strata::format::meta::Downsample { resolution: RES_5M }, ..Default::default() });
     w.finish(meta, None).unwrap();
     let v = strata(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(v.status.code(), Some(1));
     let text = String::from_utf8_lossy(&v.stdout);
-    for p in ["sum slot timestamps differ from the count slot's", "float aggregate without a min slot", "counter slot does not end with the last raw value at a repeated timestamp"] {
+    for p in [
+        "sum slot timestamps differ from the count slot's",
+        "float aggregate without a min slot",
+        "counter slot does not end with the last raw value at a repeated timestamp",
+    ] {
         assert!(text.contains(p), "{p}: {text}");
     }
 }

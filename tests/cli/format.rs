@@ -152,7 +152,8 @@ fn verify_reports_each_corruption() {
         ("tombstones-flipped-byte", "tombstones", "tombstones"),
     ];
     let dir = testdata("corrupt");
-    let present: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let present: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(present.len(), cases.len(), "every fixture in testdata/corrupt has a case");
     for (case, file, words) in cases {
         let out = strata(&["verify", dir.join(case).to_str().unwrap()]);
@@ -214,7 +215,8 @@ fn parse_hist(s: &str) -> Hist {
 
 #[test]
 fn native_histograms_decode_to_what_prometheus_reports() {
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(testdata("native-histograms.expected.json")).unwrap()).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("native-histograms.expected.json")).unwrap()).unwrap();
     let out = ok_stdout(strata(&["dump", testdata("native-histograms").to_str().unwrap()]), "strata dump");
     // Our lines by series label text.
     let mut ours: std::collections::BTreeMap<String, Vec<(i64, String)>> = Default::default();
@@ -232,7 +234,9 @@ fn native_histograms_decode_to_what_prometheus_reports() {
     assert_eq!(ours.len(), series.len());
     let (mut hists, mut floats) = (0, 0);
     for s in series {
-        let labels = strata::labels::Labels::from_pairs(s["labels"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())));
+        let labels = strata::labels::Labels::from_pairs(
+            s["labels"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())),
+        );
         let got = ours.get(&labels.to_string()).unwrap_or_else(|| panic!("series {labels} missing"));
         let want = s["samples"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{labels}");
@@ -250,7 +254,15 @@ fn native_histograms_decode_to_what_prometheus_reports() {
                     assert_eq!(count, num(&h["count"]), "{labels} at {t}");
                     assert_eq!(sum, num(&h["sum"]), "{labels} at {t}");
                     // The API leaves `buckets` out when there are none.
-                    let wb: Vec<(u8, f64, f64, f64)> = h.get("buckets").and_then(|b| b.as_array()).map(|a| a.iter().map(|b| (b[0].as_u64().unwrap() as u8, num(&b[1]), num(&b[2]), num(&b[3]))).collect()).unwrap_or_default();
+                    let wb: Vec<(u8, f64, f64, f64)> = h
+                        .get("buckets")
+                        .and_then(|b| b.as_array())
+                        .map(|a| {
+                            a.iter()
+                                .map(|b| (b[0].as_u64().unwrap() as u8, num(&b[1]), num(&b[2]), num(&b[3])))
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     assert_eq!(buckets, wb, "{labels} at {t}");
                     hists += 1;
                 }

@@ -5,9 +5,9 @@
 mod bucket;
 mod compact;
 mod downsample;
+mod format;
 mod fuzz;
 mod run;
-mod format;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ pub fn ok_stdout(out: Output, what: &str) -> String {
 pub fn scratch_copy(src: &Path) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     for b in list_blocks(src).unwrap() {
-        let name = if b.ulid.is_nil() { Block::open(&b.path).unwrap().meta.ulid.to_string() } else { b.ulid.to_string() };
+        let name =
+            if b.ulid.is_nil() { Block::open(&b.path).unwrap().meta.ulid.to_string() } else { b.ulid.to_string() };
         copy_dir(&b.path, &tmp.path().join(name));
     }
     std::fs::create_dir_all(tmp.path().join("wal")).unwrap();
@@ -69,7 +70,10 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 }
 
 pub fn promtool(args: &[&str]) -> Output {
-    let out = Command::new("promtool").args(args).output().unwrap_or_else(|e| panic!("promtool is required (scripts/install-test-deps.sh installs it): {e}"));
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool is required (scripts/install-test-deps.sh installs it): {e}"));
     out
 }
 
@@ -110,4 +114,3 @@ pub fn assert_same_samples(ours: &str, theirs: &str, what: &str) {
         assert_eq!(sa, sb, "{what}: samples of {la} differ");
     }
 }
-

@@ -33,7 +33,24 @@ fn upload_replicas(f: &Fixture) {
 }
 
 fn run_args<'a>(f: &'a Fixture, data: &'a Path) -> Vec<String> {
-    ["run", "--objstore.config-file", f.config.to_str().unwrap(), "--data-dir", data.to_str().unwrap(), "--consistency-delay", "0s", "--delete-delay", "0s", "--deduplication.replica-label", "replica", "--http-address", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect()
+    [
+        "run",
+        "--objstore.config-file",
+        f.config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--consistency-delay",
+        "0s",
+        "--delete-delay",
+        "0s",
+        "--deduplication.replica-label",
+        "replica",
+        "--http-address",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 fn ls(f: &Fixture) -> Vec<String> {
@@ -64,7 +81,11 @@ fn one_iteration_deduplicates_replicas(f: &Fixture) {
     assert_eq!(t.source, "compactor");
     assert_eq!(meta.compaction.level, 2);
     std::fs::create_dir_all(local.path().join("wal")).unwrap();
-    assert_same_samples(&promtool_dump(local.path(), &[]), &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(), "bucket job");
+    assert_same_samples(
+        &promtool_dump(local.path(), &[]),
+        &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(),
+        "bucket job",
+    );
     // Local scratch space is cleaned as soon as a job ends.
     let left: Vec<_> = walk(data.path());
     assert!(left.iter().all(|p| p.is_dir()), "files left in --data-dir: {left:?}");
@@ -173,7 +194,12 @@ fn a_corrupt_source_is_marked_no_compact_and_other_groups_compact() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("compactions=1") && err.contains("no_compact_marked=1"), "{err}");
-    assert!(err.contains("bad block marked no-compact") && err.contains("chunks/000001") && err.contains("checksum mismatch"), "{err}");
+    assert!(
+        err.contains("bad block marked no-compact")
+            && err.contains("chunks/000001")
+            && err.contains("checksum mismatch"),
+        "{err}"
+    );
     // The bad group's blocks are all still there, one with a no-compact mark naming the problem.
     let wide = f.strata(&["ls", "-o", "wide"]);
     let text = String::from_utf8_lossy(&wide.stdout);
@@ -190,7 +216,13 @@ fn visible(config: &Path) -> Vec<strata::format::meta::BlockMeta> {
     rt.block_on(async {
         let cfg = strata::bucket::ObjstoreConfig::parse(&std::fs::read_to_string(config).unwrap()).unwrap();
         let bucket = strata::bucket::Bucket::open(&cfg).await.unwrap();
-        let opts = strata::bucket::sync::SyncOptions { concurrency: 8, consistency_delay_ms: 0, delete_delay_ms: 0, deduplicate: false, now_ms: None };
+        let opts = strata::bucket::sync::SyncOptions {
+            concurrency: 8,
+            consistency_delay_ms: 0,
+            delete_delay_ms: 0,
+            deduplicate: false,
+            now_ms: None,
+        };
         let synced = strata::bucket::sync::sync(&bucket, &opts).await.unwrap();
         let live: Vec<_> = synced.blocks.into_iter().filter(|b| b.deletion_mark.is_none()).collect();
         let grouped: Vec<_> = live
@@ -198,7 +230,8 @@ fn visible(config: &Path) -> Vec<strata::format::meta::BlockMeta> {
             .cloned()
             .map(|mut b| {
                 if let Some(t) = b.meta.thanos.as_mut() {
-                    t.labels = strata::compact::plan::GroupKey::new(0, t.labels.clone(), &["replica".to_string()]).labels;
+                    t.labels =
+                        strata::compact::plan::GroupKey::new(0, t.labels.clone(), &["replica".to_string()]).labels;
                 }
                 b
             })
@@ -228,7 +261,23 @@ fn visible_dump(f: &Fixture) -> String {
 fn sigkill_during_the_job_never_loses_or_doubles_samples() {
     // Two replicas of 8h of 2h blocks, uploaded as sidecars would.
     let src = tempfile::tempdir().unwrap();
-    let g = strata(&["gen", "--output", src.path().to_str().unwrap(), "--series", "300", "--duration", "8h", "--replicas", "2", "--replica-label", "replica", "--label", "cluster=eu1", "--scrape-interval", "30s"]);
+    let g = strata(&[
+        "gen",
+        "--output",
+        src.path().to_str().unwrap(),
+        "--series",
+        "300",
+        "--duration",
+        "8h",
+        "--replicas",
+        "2",
+        "--replica-label",
+        "replica",
+        "--label",
+        "cluster=eu1",
+        "--scrape-interval",
+        "30s",
+    ]);
     assert!(g.status.success());
     // Split the blocks by replica, to upload each with its external labels.
     let split = tempfile::tempdir().unwrap();
@@ -240,7 +289,14 @@ fn sigkill_during_the_job_never_loses_or_doubles_samples() {
         let f = Fixture::filesystem();
         for r in ["r0", "r1"] {
             let label = format!("replica={r}");
-            let out = f.strata(&["upload", split.path().join(r).to_str().unwrap(), "--label", "cluster=eu1", "--label", &label]);
+            let out = f.strata(&[
+                "upload",
+                split.path().join(r).to_str().unwrap(),
+                "--label",
+                "cluster=eu1",
+                "--label",
+                &label,
+            ]);
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }
         f
@@ -252,14 +308,19 @@ fn sigkill_during_the_job_never_loses_or_doubles_samples() {
     let out = strata_cmd().args(run_args(&reference, data.path())).output().unwrap();
     let took = t0.elapsed();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let layout = |f: &Fixture| { let mut v: Vec<(i64, i64)> = visible(&f.config).iter().map(|m| (m.min_time, m.max_time)).collect(); v.sort(); v };
+    let layout = |f: &Fixture| {
+        let mut v: Vec<(i64, i64)> = visible(&f.config).iter().map(|m| (m.min_time, m.max_time)).collect();
+        v.sort();
+        v
+    };
     let goal = layout(&reference);
     assert_eq!(visible_dump(&reference), want);
 
     for i in 0..8 {
         let f = make();
         let delay = took.mul_f64(0.1 + 1.0 * i as f64 / 8.0);
-        let mut child = strata_cmd().args(run_args(&f, data.path())).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            strata_cmd().args(run_args(&f, data.path())).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
@@ -285,7 +346,19 @@ fn sigkill_during_the_job_never_loses_or_doubles_samples() {
 fn the_job_downsamples_after_compacting() {
     let f = Fixture::filesystem();
     let src = tempfile::tempdir().unwrap();
-    let g = strata(&["gen", "--output", src.path().to_str().unwrap(), "--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"]);
+    let g = strata(&[
+        "gen",
+        "--output",
+        src.path().to_str().unwrap(),
+        "--series",
+        "20",
+        "--duration",
+        "16d",
+        "--scrape-interval",
+        "60s",
+        "--start",
+        "1699488000000",
+    ]);
     assert!(g.status.success());
     let out = f.strata(&["upload", src.path().to_str().unwrap(), "--label", "cluster=eu1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -297,10 +370,16 @@ fn the_job_downsamples_after_compacting() {
     let res: std::collections::BTreeSet<i64> = vis.iter().map(|m| m.resolution()).collect();
     assert_eq!(res, [0, 300_000, 3_600_000].into(), "{err}");
     // Downsampled blocks keep the raw block's time range and sources.
-    let raw14 = vis.iter().find(|m| m.resolution() == 0 && m.max_time - m.min_time == 14 * 86_400_000).expect("14-day raw block");
+    let raw14 = vis
+        .iter()
+        .find(|m| m.resolution() == 0 && m.max_time - m.min_time == 14 * 86_400_000)
+        .expect("14-day raw block");
     for r in [300_000, 3_600_000] {
         let d = vis.iter().find(|m| m.resolution() == r).unwrap();
-        assert_eq!((d.min_time, d.max_time, &d.compaction.sources), (raw14.min_time, raw14.max_time, &raw14.compaction.sources));
+        assert_eq!(
+            (d.min_time, d.max_time, &d.compaction.sources),
+            (raw14.min_time, raw14.max_time, &raw14.compaction.sources)
+        );
         assert_eq!(d.thanos.as_ref().unwrap().labels["cluster"], "eu1");
     }
     // The next run has nothing to do.
@@ -331,7 +410,10 @@ fn instances_share_a_bucket_through_relabel_selectors() {
         err
     };
     let clusters = || -> Vec<(String, u32)> {
-        let mut v: Vec<(String, u32)> = visible(&f.config).iter().map(|m| (m.thanos.as_ref().unwrap().labels["cluster"].clone(), m.compaction.level)).collect();
+        let mut v: Vec<(String, u32)> = visible(&f.config)
+            .iter()
+            .map(|m| (m.thanos.as_ref().unwrap().labels["cluster"].clone(), m.compaction.level))
+            .collect();
         v.sort();
         v
     };
@@ -366,7 +448,8 @@ fn faulty_proxy(target: u16, fail_every: usize) -> u16 {
                     while !head.ends_with(b"\r\n\r\n") && client.read(&mut b).map(|n| n == 1).unwrap_or(false) {
                         head.push(b[0]);
                     }
-                    let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                    let body =
+                        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
                     let _ = write!(client, "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                     return;
                 }
@@ -392,7 +475,9 @@ fn transient_s3_errors_are_retried_and_the_iteration_completes() {
     let crate::bucket::Backend::S3 { moto, .. } = &f.backend else { unreachable!() };
     // The same bucket through a proxy that throttles every third new connection.
     let port = faulty_proxy(moto.port, 3);
-    let cfg = std::fs::read_to_string(&f.config).unwrap().replace(&format!("127.0.0.1:{}", moto.port), &format!("127.0.0.1:{port}"));
+    let cfg = std::fs::read_to_string(&f.config)
+        .unwrap()
+        .replace(&format!("127.0.0.1:{}", moto.port), &format!("127.0.0.1:{port}"));
     let faulty = f.dir.path().join("faulty.yaml");
     std::fs::write(&faulty, cfg).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -403,7 +488,12 @@ fn transient_s3_errors_are_retried_and_the_iteration_completes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("compactions=1"), "{err}");
-    let retried: u64 = err.split("retried_failures=").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let retried: u64 = err
+        .split("retried_failures=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     assert!(retried > 0, "no request failed through the proxy:\n{err}");
     // The outcome is the same as without faults.
     assert_eq!(ls(&f).len(), 1);
@@ -411,7 +501,11 @@ fn transient_s3_errors_are_retried_and_the_iteration_completes() {
     let d = f.strata(&["download", local.path().to_str().unwrap(), "--min-time", "0", "--max-time", "9999999999999"]);
     assert!(d.status.success());
     std::fs::create_dir_all(local.path().join("wal")).unwrap();
-    assert_same_samples(&promtool_dump(local.path(), &[]), &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(), "through a faulty proxy");
+    assert_same_samples(
+        &promtool_dump(local.path(), &[]),
+        &std::fs::read_to_string(testdata("small.dump.txt")).unwrap(),
+        "through a faulty proxy",
+    );
 }
 
 #[test]
@@ -427,7 +521,10 @@ fn halt_on_error_stops_at_a_bad_block_as_thanos_does() {
             std::fs::write(&b, bytes).unwrap();
         }
         let l = format!("replica={r}");
-        assert!(f.strata(&["upload", tmp.path().to_str().unwrap(), "--label", "cluster=eu1", "--label", &l]).status.success());
+        assert!(f
+            .strata(&["upload", tmp.path().to_str().unwrap(), "--label", "cluster=eu1", "--label", &l])
+            .status
+            .success());
     }
     let data = tempfile::tempdir().unwrap();
     let mut args = run_args(&f, data.path());
@@ -455,7 +552,18 @@ fn an_unreachable_bucket_fails_a_one_shot_run_instead_of_hanging() {
     let cfg = dir.path().join("bucket.yaml");
     std::fs::write(&cfg, format!("type: S3\nconfig:\n  bucket: b\n  endpoint: 127.0.0.1:{port}\n  insecure: true\n  access_key: k\n  secret_key: very-secret\n  max_retries: 1\n")).unwrap();
     let start = Instant::now();
-    let out = strata_cmd().args(["run", "--objstore.config-file", cfg.to_str().unwrap(), "--data-dir", dir.path().join("d").to_str().unwrap(), "--http-address", "127.0.0.1:0"]).output().unwrap();
+    let out = strata_cmd()
+        .args([
+            "run",
+            "--objstore.config-file",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+            "--http-address",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("compactor stopped") && err.contains("unreachable"), "{err}");
