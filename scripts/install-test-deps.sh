@@ -4,6 +4,9 @@
 #
 #   promtool     Prometheus's TSDB tool (Debian's `prometheus` package, 2.42 on
 #                bookworm); tests use it to cross-check blocks strata writes.
+#   prometheus   the Prometheus 2.42 server itself (same package), which backup and
+#                restore tests start on 127.0.0.1.
+#   chromium     Debian's headless browser, for the web UI test.
 #   moto_server  PyPI's `moto[server]`: a real S3 API on 127.0.0.1 that the bucket
 #                tests run against (scripts/moto.sh starts it).
 #
@@ -23,18 +26,38 @@ apt_install() {
   apt-get install -y -q --no-install-recommends "$@"
 }
 
-if command -v promtool >/dev/null 2>&1; then
+if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
   echo "install-test-deps: promtool present: $(promtool --version 2>&1 | head -1)"
 else
-  echo "install-test-deps: promtool missing; installing Debian's prometheus package"
+  echo "install-test-deps: promtool/prometheus missing; installing Debian's prometheus package"
+  # The package's maintainer scripts would start a Prometheus service on :9090. Tests
+  # start their own servers on 127.0.0.1, so keep the package from starting one: a
+  # policy-rc.d that denies service starts (Debian's mechanism for exactly this), only
+  # for the duration of the install and only if the machine has none of its own.
+  own_policy=0
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   apt_install prometheus
-  # The package may start a Prometheus server (listening on :9090); tests only
-  # need promtool, so stop it. systemd is often not running in containers.
-  echo "install-test-deps: stopping the prometheus service the package may have started"
-  systemctl stop prometheus >/dev/null 2>&1 || true
-  systemctl disable prometheus >/dev/null 2>&1 || true
-  pkill -x prometheus || true
+  if [[ $own_policy == 1 ]]; then
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  # Under systemd the unit is also enabled for the next boot; stop and disable that
+  # unit (and only it) so no package service competes with the tests for ports.
+  if [[ -d /run/systemd/system ]]; then
+    echo "install-test-deps: stopping and disabling prometheus.service (the package's unit)"
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
   echo "install-test-deps: installed $(promtool --version 2>&1 | head -1)"
+fi
+
+if command -v chromium >/dev/null 2>&1; then
+  echo "install-test-deps: chromium present"
+else
+  echo "install-test-deps: chromium missing; installing Debian's chromium package (web UI tests)"
+  apt_install chromium
 fi
 
 if command -v moto_server >/dev/null 2>&1; then

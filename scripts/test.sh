@@ -7,5 +7,11 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
 
+echo "+ cargo fmt --all --check"
+cargo fmt --all --check
+
+echo "+ cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
 echo "+ cargo test --all-targets"
 cargo test --all-targets

@@ -18,6 +18,7 @@ use strata::verify::verify_block;
 mod bucket;
 mod demo;
 mod downsample;
+mod log;
 mod run;
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ mod run;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: log::LogFlags,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +162,7 @@ struct CompactArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(cli.log);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -60,9 +60,6 @@ pub struct RunArgs {
     /// Where /metrics, /-/healthy and /-/ready are served.
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
-    /// logfmt or json.
-    #[arg(long = "log.format", default_value = "logfmt")]
-    log_format: String,
     /// Prometheus relabel rules (YAML list) over each block's external labels and
     /// `__block_id`; blocks they drop belong to another instance.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
@@ -76,45 +73,7 @@ pub struct RunArgs {
     max_time: Option<String>,
 }
 
-/// One structured log line (logfmt or JSON) on stderr.
-struct Log {
-    json: bool,
-}
-
-impl Log {
-    fn line(&self, level: &str, msg: &str, kv: &[(&str, String)]) {
-        let ts = strata::gofmt::rfc3339_ms(strata::compact::run::now_ms());
-        if self.json {
-            let mut m = serde_json::Map::new();
-            m.insert("ts".into(), ts.into());
-            m.insert("level".into(), level.into());
-            m.insert("msg".into(), msg.into());
-            for (k, v) in kv {
-                m.insert((*k).into(), v.clone().into());
-            }
-            eprintln!("{}", serde_json::Value::Object(m));
-        } else {
-            let mut s = format!("ts={ts} level={level} msg={msg:?}");
-            for (k, v) in kv {
-                if v.chars().any(|c| c.is_whitespace() || c == '"' || c == '=') {
-                    s.push_str(&format!(" {k}={v:?}"));
-                } else {
-                    s.push_str(&format!(" {k}={v}"));
-                }
-            }
-            eprintln!("{s}");
-        }
-    }
-}
-
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let log = Log {
-        json: match a.log_format.as_str() {
-            "logfmt" => false,
-            "json" => true,
-            f => bail!("--log.format {f:?}: want logfmt or json"),
-        },
-    };
     let dur = |s: &str, flag: &str| parse_duration_ms(s).with_context(|| flag.to_string());
     let mut ranges = Vec::new();
     for r in &a.block_ranges {
@@ -170,17 +129,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let status = Arc::new(Status::default());
     let server = serve(&a.http_address, status.clone())?;
-    log.line("info", "serving", &[("address", server.addr.to_string())]);
+    tracing::info!(address = %server.addr, "serving");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let stop = Arc::new(AtomicBool::new(false));
     let result = rt.block_on(async {
         let bucket = a.objstore.open().await?;
         let cfg_desc = a.objstore.load().map(|c| c.describe()).unwrap_or_default();
-        log.line(
-            "info",
-            "starting compactor",
-            &[("bucket", cfg_desc), ("mode", if wait.is_some() { "wait".into() } else { "one-shot".into() })],
-        );
+        tracing::info!(bucket = cfg_desc, mode = if wait.is_some() { "wait" } else { "one-shot" }, "starting compactor");
         {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -195,73 +150,57 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 for (group, sources, output) in &rep.compacted {
                     let ids: Vec<String> = sources.iter().map(|u| u.to_string()).collect();
                     let out = output.map(|u| u.to_string()).unwrap_or_else(|| "none (every series deleted)".into());
-                    log.line(
-                        "info",
-                        "compacted, sources marked for deletion",
-                        &[
-                            ("phase", "compact".into()),
-                            ("group", group.clone()),
-                            ("sources", ids.join(",")),
-                            ("output", out),
-                        ],
+                    tracing::info!(
+                        phase = "compact",
+                        group = group.as_str(),
+                        sources = ids.join(","),
+                        output = out,
+                        "compacted, sources marked for deletion"
                     );
                 }
                 for (src, new, res) in &rep.downsampled {
-                    log.line(
-                        "info",
-                        "downsampled",
-                        &[
-                            ("phase", "downsample".into()),
-                            ("source", src.to_string()),
-                            ("output", new.to_string()),
-                            ("resolution", strata::gofmt::go_duration_ms(*res)),
-                        ],
+                    tracing::info!(
+                        phase = "downsample",
+                        source = %src,
+                        output = %new,
+                        resolution = strata::gofmt::go_duration_ms(*res),
+                        "downsampled"
                     );
                 }
                 for w in &rep.warnings {
-                    log.line("warn", w, &[]);
+                    tracing::warn!("{w}");
                 }
                 for line in &rep.refused {
-                    log.line("warn", line, &[]);
+                    tracing::warn!("{line}");
                 }
                 for (id, why) in &rep.no_compact_marked {
-                    log.line(
-                        "error",
-                        "bad block marked no-compact; the other groups went on",
-                        &[("block", id.to_string()), ("reason", why.clone())],
-                    );
+                    tracing::error!(block = %id, reason = why.as_str(), "bad block marked no-compact; the other groups went on");
                 }
-                log.line(
-                    "info",
-                    "iteration done",
-                    &[
-                        ("compactions", rep.compactions.to_string()),
-                        ("downsampled", rep.downsampled.len().to_string()),
-                        ("garbage_collected", rep.garbage_collected.len().to_string()),
-                        ("no_compact_marked", rep.no_compact_marked.len().to_string()),
-                        ("retention_marked", rep.expired.len().to_string()),
-                        ("deleted", rep.cleaned.to_string()),
-                    ],
+                tracing::info!(
+                    compactions = rep.compactions,
+                    downsampled = rep.downsampled.len(),
+                    garbage_collected = rep.garbage_collected.len(),
+                    no_compact_marked = rep.no_compact_marked.len(),
+                    retention_marked = rep.expired.len(),
+                    deleted = rep.cleaned,
+                    "iteration done"
                 );
             }
             Err(e) if e.is_transient() => {
-                log.line("warn", "transient bucket error, retrying", &[("err", e.to_string())])
+                tracing::warn!(err = %e, "transient bucket error, retrying")
             }
-            Err(e) => log.line("error", "iteration failed", &[("err", e.to_string())]),
+            Err(e) => tracing::error!(err = %e, "iteration failed"),
         };
         let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
         let st = bucket.stats();
-        log.line(
-            "info",
-            "bucket requests",
-            &[
-                ("http_requests", st.http_requests.to_string()),
-                ("retried_failures", st.transient_failures.to_string()),
-                ("server_errors", st.server_errors.to_string()),
-                ("throttled", st.throttled.to_string()),
-                ("timeouts", st.timeouts.to_string()),
-                ("network_errors", st.network_errors.to_string()),
-            ],
+        tracing::info!(
+            http_requests = st.http_requests,
+            retried_failures = st.transient_failures,
+            server_errors = st.server_errors,
+            throttled = st.throttled,
+            timeouts = st.timeouts,
+            network_errors = st.network_errors,
+            "bucket requests"
         );
         r
     });
@@ -271,7 +210,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             if std::io::stderr().is_terminal() {
                 eprintln!("strata run: {e:#}");
             }
-            log.line("error", "compactor stopped", &[("err", format!("{e:#}"))]);
+            tracing::error!(err = format!("{e:#}"), "compactor stopped");
             Ok(ExitCode::from(1))
         }
     }
