@@ -7,6 +7,7 @@
 
 mod copy;
 mod dir;
+pub mod pipeline;
 pub mod writer;
 
 pub use copy::copy_block;

@@ -14,12 +14,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 use ulid::Ulid;
 
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
+use crate::block::pipeline::{self, series_chunk};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{frame_in_place, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE, RECORD_HEAD_ROOM};
@@ -184,8 +184,8 @@ struct Source<'a> {
 /// Merges `sources` into a new block `ulid` under `parent` with `meta` (time range,
 /// compaction and thanos sections already set; stats are filled in). Returns `None`
 /// when nothing is left (every series deleted).
-pub fn merge_blocks(
-    sources: &[&Block],
+pub fn merge_blocks<'a>(
+    sources: &'a [&'a Block],
     parent: &Path,
     ulid: Ulid,
     meta: BlockMeta,
@@ -214,139 +214,112 @@ pub fn merge_blocks(
     let batch_chunks = opts.batch_chunks.max(1);
     let dedup = opts.dedup;
     let srcs_ref = &srcs;
-    let result: Result<(u64, BlockWriter)> = std::thread::scope(|scope| {
-        let (tx, rx) = sync_channel::<(Gathered<'_>, Vec<SubOut<'_>>)>(1);
-        let handle = scope.spawn(move || -> Result<(u64, BlockWriter)> {
-            // The output's symbols: every source's symbols (a superset of what
-            // survives), written while the first batch is gathered and merged. Each
-            // table is sorted already, so they are merged rather than sorted together.
-            let mut symbols: Vec<&[u8]> = Vec::new();
-            for s in srcs_ref {
-                let table = s
-                    .index
-                    .symbols()
-                    .collect::<std::result::Result<Vec<&[u8]>, _>>()
-                    .map_err(|e| Error::corrupt(s.block.index_path(), e))?;
-                symbols = merge_sorted_unique(symbols, table);
-            }
-            let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
-            drop(symbols);
-            let writer_ref = &mut writer;
-            let mut done = MergeProgress::default();
-            let mut written = 0u64;
-            for (gathered, outs) in rx {
-                for sub in &outs {
-                    let mut chunks: Vec<ChunkToWrite<'_>> = Vec::new();
-                    for (labels, range) in &sub.series {
-                        chunks.clear();
-                        chunks.extend(sub.chunks[range.start as usize..range.end as usize].iter().map(|c| {
-                            let (data, record): (&[u8], Option<&[u8]>) = match &c.data {
-                                Bytes::Source { data, record } => (data, Some(record)),
-                                Bytes::Arena { record, data } => {
-                                    (&sub.arena[data.clone()], Some(&sub.arena[record.clone()]))
-                                }
-                                Bytes::Owned(v) => (v, None),
-                            };
-                            ChunkToWrite {
-                                encoding: c.encoding,
-                                data,
-                                min_time: c.min_time,
-                                max_time: c.max_time,
-                                record,
-                            }
-                        }));
-                        if writer_ref
-                            .add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?
-                            .is_some()
-                        {
-                            written += 1;
-                            done.chunks += chunks.len() as u64;
-                            done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
-                        }
-                        done.series += 1;
-                    }
-                }
-                progress(done);
-            }
-            Ok((written, writer))
-        });
 
-        // Gathering series (heap, index decoding) runs on its own thread, a batch ahead
-        // of the workers, so it overlaps the parallel merge.
-        let (gtx, grx) = sync_channel::<Gathered<'_>>(1);
-        let gatherer = scope.spawn(move || -> Result<()> {
-            // The first batches are small, so the workers start early; they double up to
-            // the configured size.
-            let mut series_limit = SUB_BATCH.min(batch);
+    // Gathering series (heap, index decoding) runs a batch ahead of the workers. The
+    // first batches are small, so the workers start early; they double up to the
+    // configured size.
+    let mut series_limit = SUB_BATCH.min(batch);
+    let gather = move || -> Result<Option<Gathered<'a>>> {
+        let chunks_limit = (batch_chunks as u64 * series_limit as u64 / batch as u64).max(1) as usize;
+        let mut g = Gathered::default();
+        while g.series.len() < series_limit && g.metas.len() < chunks_limit {
+            let Some(Reverse(mut cur)) = heap.pop() else { break };
+            let start = g.parts.len() as u32;
+            let l0 = g.labels.len();
+            g.labels.extend_from_slice(&cur.labels);
+            let lr = l0..g.labels.len();
             loop {
-                let chunks_limit = (batch_chunks as u64 * series_limit as u64 / batch as u64).max(1) as usize;
-                let mut g = Gathered::default();
-                while g.series.len() < series_limit && g.metas.len() < chunks_limit {
-                    let Some(Reverse(mut cur)) = heap.pop() else { break };
-                    let start = g.parts.len() as u32;
-                    let l0 = g.labels.len();
-                    g.labels.extend_from_slice(&cur.labels);
-                    let lr = l0..g.labels.len();
-                    loop {
-                        let m0 = g.metas.len() as u32;
-                        g.metas.extend_from_slice(&cur.chunks);
-                        g.parts.push(Part { src: cur.src, id: cur.id, chunks: m0..g.metas.len() as u32 });
-                        if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
-                            let prev = &g.labels[lr.clone()];
-                            if cur.labels.cmp_pairs(prev).is_le() {
-                                return Err(Error::BadSeries {
-                                    path: srcs_ref[cur.src].block.index_path(),
-                                    series: cur.labels.to_label_string(),
-                                    problem: format!("series out of order (after {})", prev.to_label_string()),
-                                });
-                            }
-                            heap.push(Reverse(cur));
-                        }
-                        match heap.peek() {
-                            Some(Reverse(p)) if p.labels[..] == g.labels[lr.clone()] => {
-                                cur = heap.pop().expect("peeked").0
-                            }
-                            _ => break,
-                        }
+                let m0 = g.metas.len() as u32;
+                g.metas.extend_from_slice(&cur.chunks);
+                g.parts.push(Part { src: cur.src, id: cur.id, chunks: m0..g.metas.len() as u32 });
+                if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
+                    let prev = &g.labels[lr.clone()];
+                    if cur.labels.cmp_pairs(prev).is_le() {
+                        return Err(Error::BadSeries {
+                            path: srcs_ref[cur.src].block.index_path(),
+                            series: cur.labels.to_label_string(),
+                            problem: format!("series out of order (after {})", prev.to_label_string()),
+                        });
                     }
-                    g.series.push((start..g.parts.len() as u32, lr.start as u32..lr.end as u32));
+                    heap.push(Reverse(cur));
                 }
-                if g.series.is_empty() || gtx.send(g).is_err() {
-                    return Ok(());
-                }
-                series_limit = (series_limit * 2).min(batch);
-            }
-        });
-        let process = || -> Result<()> {
-            for g in grx.iter() {
-                let subs: Vec<Range<usize>> =
-                    (0..g.series.len()).step_by(SUB_BATCH).map(|s| s..(s + SUB_BATCH).min(g.series.len())).collect();
-                let outs: Vec<SubOut<'_>> = subs
-                    .into_par_iter()
-                    .map_init(Scratch::default, |scratch, range| {
-                        let mut out = SubOut::default();
-                        for s in range {
-                            merge_series(&srcs, &g, s, dedup, scratch, &mut out)?;
-                        }
-                        Ok(out)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                if tx.send((g, outs)).is_err() {
-                    return Ok(()); // the writer stopped; its error is reported below
+                match heap.peek() {
+                    Some(Reverse(p)) if p.labels[..] == g.labels[lr.clone()] => cur = heap.pop().expect("peeked").0,
+                    _ => break,
                 }
             }
-            Ok(())
-        };
-        let processed = process();
-        drop(grx);
-        drop(tx);
-        let gathered = gatherer.join().expect("gathering thread panicked");
-        let written = handle.join().expect("writer thread panicked");
-        // The first failure in pipeline order: reading, merging, writing.
-        gathered?;
-        processed?;
-        written
-    });
+            g.series.push((start..g.parts.len() as u32, lr.start as u32..lr.end as u32));
+        }
+        series_limit = (series_limit * 2).min(batch);
+        Ok((!g.series.is_empty()).then_some(g))
+    };
+
+    // Each batch in units of SUB_BATCH series across the rayon pool.
+    let process = |g: Gathered<'a>| -> Result<(Gathered<'a>, Vec<SubOut<'a>>)> {
+        let subs: Vec<Range<usize>> =
+            (0..g.series.len()).step_by(SUB_BATCH).map(|s| s..(s + SUB_BATCH).min(g.series.len())).collect();
+        let outs: Vec<SubOut<'_>> = subs
+            .into_par_iter()
+            .map_init(Scratch::default, |scratch, range| {
+                let mut out = SubOut::default();
+                for s in range {
+                    merge_series(srcs_ref, &g, s, dedup, scratch, &mut out)?;
+                }
+                Ok(out)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((g, outs))
+    };
+
+    let write = |batches: &mut dyn Iterator<Item = (Gathered<'a>, Vec<SubOut<'a>>)>| -> Result<(u64, BlockWriter)> {
+        // The output's symbols: every source's symbols (a superset of what survives),
+        // written while the first batch is gathered and merged. Each table is sorted
+        // already, so they are merged rather than sorted together.
+        let mut symbols: Vec<&[u8]> = Vec::new();
+        for s in srcs_ref {
+            let table = s
+                .index
+                .symbols()
+                .collect::<std::result::Result<Vec<&[u8]>, _>>()
+                .map_err(|e| Error::corrupt(s.block.index_path(), e))?;
+            symbols = merge_sorted_unique(symbols, table);
+        }
+        let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
+        drop(symbols);
+        let mut done = MergeProgress::default();
+        let mut written = 0u64;
+        for (gathered, outs) in batches {
+            for sub in &outs {
+                let mut chunks: Vec<ChunkToWrite<'_>> = Vec::new();
+                for (labels, range) in &sub.series {
+                    chunks.clear();
+                    chunks.extend(sub.chunks[range.start as usize..range.end as usize].iter().map(|c| {
+                        let (data, record): (&[u8], Option<&[u8]>) = match &c.data {
+                            Bytes::Source { data, record } => (data, Some(record)),
+                            Bytes::Arena { record, data } => {
+                                (&sub.arena[data.clone()], Some(&sub.arena[record.clone()]))
+                            }
+                            Bytes::Owned(v) => (v, None),
+                        };
+                        ChunkToWrite { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time, record }
+                    }));
+                    if writer
+                        .add_series(&gathered.labels[labels.start as usize..labels.end as usize], &chunks)?
+                        .is_some()
+                    {
+                        written += 1;
+                        done.chunks += chunks.len() as u64;
+                        done.bytes += chunks.iter().map(|c| c.data.len() as u64).sum::<u64>();
+                    }
+                    done.series += 1;
+                }
+            }
+            progress(done);
+        }
+        Ok((written, writer))
+    };
+
+    let result = pipeline::run(1, gather, process, write);
     let (written, writer) = result?;
     if written == 0 {
         // Dropping the writer removes its temporary directory.
@@ -450,14 +423,7 @@ fn merge_series<'a>(
                 ));
             }
             prev = Some(m);
-            let raw = block.chunk(m.chunk_ref).map_err(|e| match e {
-                Error::Corrupt { path, source } => Error::BadSeries {
-                    path,
-                    series: labels.to_label_string(),
-                    problem: format!("block {}: chunk at {}: {}", block.meta.ulid, m.chunk_ref, source),
-                },
-                other => other,
-            })?;
+            let raw = series_chunk(block, m.chunk_ref, labels)?;
             let sticks_out = m.min_time < bmin || m.max_time > bmax;
             let hit = deleted.iter().any(|iv| iv.overlaps(m.min_time, m.max_time));
             if !sticks_out && !hit {

@@ -1,19 +1,20 @@
-//! One block in, one downsampled block out, streamed: a gathering thread reads series from
-//! the source index a batch ahead, the rayon pool aggregates each batch (chunk bytes read
-//! straight from the mapped segment files, per-worker scratch buffers), and a writer thread
-//! writes the previous batch. A batch ends at a number of series or of input chunks,
+//! One block in, one downsampled block out, streamed on the shared staged pipeline
+//! ([`crate::block::pipeline`]): a gathering thread reads series from the source index a
+//! batch ahead, the rayon pool aggregates each batch (chunk bytes read straight from the
+//! mapped segment files, per-worker scratch buffers), and a writer thread writes the
+//! previous batch. A batch ends at a number of series or of input chunks,
 //! whichever comes first, so memory is bounded by a few batches whatever the size of the
 //! block and the length of its series (plus one series' samples per worker, and the
 //! output index's postings).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 use ulid::Ulid;
 
 use super::series::{downsample_series, InChunk, Scratch};
 use super::{target_resolution, AggrChunk, DownsampleOptions, DownsampleProgress};
+use crate::block::pipeline::{self, series_chunk};
 use crate::block::writer::{sync_dir, write_synced};
 use crate::block::{Block, BlockWriter, ChunkToWrite, META_FILE};
 use crate::error::{AtPath, Error, FormatResult, Result};
@@ -65,8 +66,8 @@ pub fn downsample_block(src: &Block, out_parent: &Path, opts: &DownsampleOptions
 /// that the source is done). `progress` is called after every written batch. A broken
 /// chunk or series fails the whole block with an error naming both; nothing is left
 /// behind in `out_parent` then.
-pub fn downsample_block_with_progress(
-    src: &Block,
+pub fn downsample_block_with_progress<'a>(
+    src: &'a Block,
     out_parent: &Path,
     opts: &DownsampleOptions,
     progress: &(dyn Fn(DownsampleProgress) + Sync),
@@ -89,77 +90,50 @@ pub fn downsample_block_with_progress(
     let batch = opts.batch_series.max(1);
     let batch_chunks = opts.batch_chunks.max(1);
 
-    std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = sync_channel::<Vec<SeriesOut<'_>>>(2);
-        let writer_ref = &mut writer;
-        let written = scope.spawn(move || -> Result<()> {
-            let mut done = DownsampleProgress::default();
-            for outs in rx {
-                for s in outs {
-                    let chunks: Vec<ChunkToWrite<'_>> = s
-                        .chunks
-                        .iter()
-                        .map(|c| ChunkToWrite {
-                            encoding: Encoding::Aggr as u8,
-                            data: &c.data,
-                            min_time: c.min_time,
-                            max_time: c.max_time,
-                            record: None,
-                        })
-                        .collect();
-                    writer_ref.add_series(&s.labels, &chunks)?;
-                    done.series += 1;
-                    done.chunk_bytes_in += s.bytes_in;
-                    done.chunks_out += chunks.len() as u64;
-                }
-                progress(done);
+    let index_ref = &index;
+    let index_path_ref = &index_path;
+    let mut refs = SeriesRefs::default();
+    let gather = move || -> Result<Option<Vec<Pending<'a>>>> {
+        let mut group = Vec::with_capacity(batch.min(4096));
+        let mut chunks = 0usize;
+        while group.len() < batch && chunks < batch_chunks {
+            let Some(id) = postings.next() else { break };
+            let mut labels = Vec::with_capacity(refs.labels.len().max(8));
+            index_ref.series_borrowed(id, &mut refs, &mut labels).at(index_path_ref)?;
+            chunks += refs.chunks.len();
+            group.push(Pending { id, labels, chunks: std::mem::take(&mut refs.chunks) });
+        }
+        Ok((!group.is_empty()).then_some(group))
+    };
+    let process = |group: Vec<Pending<'a>>| {
+        group.into_par_iter().map_init(Scratch::default, |s, p| series(src, p, from, to, s)).collect::<Result<Vec<_>>>()
+    };
+    let writer_ref = &mut writer;
+    let write = move |batches: &mut dyn Iterator<Item = Vec<SeriesOut<'a>>>| -> Result<()> {
+        let mut done = DownsampleProgress::default();
+        for outs in batches {
+            for s in outs {
+                let chunks: Vec<ChunkToWrite<'_>> = s
+                    .chunks
+                    .iter()
+                    .map(|c| ChunkToWrite {
+                        encoding: Encoding::Aggr as u8,
+                        data: &c.data,
+                        min_time: c.min_time,
+                        max_time: c.max_time,
+                        record: None,
+                    })
+                    .collect();
+                writer_ref.add_series(&s.labels, &chunks)?;
+                done.series += 1;
+                done.chunk_bytes_in += s.bytes_in;
+                done.chunks_out += chunks.len() as u64;
             }
-            Ok(())
-        });
-
-        let (gtx, grx) = sync_channel::<Vec<Pending<'_>>>(2);
-        let index_ref = &index;
-        let index_path_ref = &index_path;
-        let gathered = scope.spawn(move || -> Result<()> {
-            let mut refs = SeriesRefs::default();
-            loop {
-                let mut group = Vec::with_capacity(batch.min(4096));
-                let mut chunks = 0usize;
-                while group.len() < batch && chunks < batch_chunks {
-                    let Some(id) = postings.next() else { break };
-                    let mut labels = Vec::with_capacity(refs.labels.len().max(8));
-                    index_ref.series_borrowed(id, &mut refs, &mut labels).at(index_path_ref)?;
-                    chunks += refs.chunks.len();
-                    group.push(Pending { id, labels, chunks: std::mem::take(&mut refs.chunks) });
-                }
-                if group.is_empty() || gtx.send(group).is_err() {
-                    return Ok(());
-                }
-            }
-        });
-
-        let process = || -> Result<()> {
-            for group in grx.iter() {
-                let outs = group
-                    .into_par_iter()
-                    .map_init(Scratch::default, |s, p| series(src, p, from, to, s))
-                    .collect::<Result<Vec<_>>>()?;
-                if tx.send(outs).is_err() {
-                    return Ok(()); // the writer stopped; its error is reported below
-                }
-            }
-            Ok(())
-        };
-        let processed = process();
-        drop(grx);
-        drop(tx);
-        let gathered = gathered.join().expect("gathering thread panicked");
-        let written = written.join().expect("writer thread panicked");
-        // The first failure in pipeline order: reading, aggregating, writing.
-        gathered?;
-        processed?;
-        written
-    })?;
+            progress(done);
+        }
+        Ok(())
+    };
+    pipeline::run(2, gather, process, write)?;
 
     let meta = downsampled_meta(&src.meta, to);
     // Thanos's downsampled blocks have no tombstones file.
@@ -193,10 +167,7 @@ fn series<'a>(src: &'a Block, p: Pending<'a>, from: i64, to: i64, s: &mut Scratc
     let mut ins = Vec::with_capacity(p.chunks.len());
     let mut bytes_in = 0u64;
     for m in &p.chunks {
-        let raw = src.chunk(m.chunk_ref).map_err(|e| match e {
-            Error::Corrupt { path, source } => bad(format!("chunk at {}: {source}", m.chunk_ref), path),
-            other => other,
-        })?;
+        let raw = series_chunk(src, m.chunk_ref, &p.labels)?;
         bytes_in += raw.data.len() as u64;
         ins.push(InChunk { min_time: m.min_time, max_time: m.max_time, encoding: raw.encoding, data: raw.data });
     }
