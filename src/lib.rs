@@ -18,6 +18,7 @@ pub mod gofmt;
 pub mod job;
 pub mod labels;
 pub mod mmap;
+pub mod observe;
 pub mod retention;
 
 pub mod verify;

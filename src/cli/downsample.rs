@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use strata::downsample::{downsample_dir, DirOptions, DownsampleOptions, Failure, Observer, Written};
+use strata::downsample::{downsample_dir, DirOptions, DownsampleOptions, Failure, Written};
 use strata::gofmt::go_duration_ms;
+use strata::observe::Observer;
 
 #[derive(Args)]
 pub struct DownsampleArgs {
@@ -57,7 +58,7 @@ impl Progress {
 }
 
 impl Observer for Progress {
-    fn pass(&self, pass: usize, tasks: usize, series: u64) {
+    fn downsample_planned(&self, pass: usize, tasks: usize, series: u64) {
         if let Some(b) = &self.bar {
             b.set_length(b.length().unwrap_or(0) + series);
             b.set_message(format!("pass {pass}: {tasks} blocks"));
@@ -68,7 +69,7 @@ impl Observer for Progress {
             b.inc(series);
         }
     }
-    fn written(&self, w: &Written) {
+    fn downsampled(&self, w: &Written) {
         let m = &w.meta;
         let secs = w.took.as_secs_f64().max(1e-9);
         self.line(format!(
@@ -87,7 +88,7 @@ impl Observer for Progress {
             w.chunk_bytes_in as f64 / 1e6 / secs,
         ));
     }
-    fn failed(&self, f: &Failure) {
+    fn downsample_failed(&self, f: &Failure) {
         self.line(format!("block {} failed and is left as it was: {}", f.block.display(), f.error));
     }
 }

@@ -334,12 +334,22 @@ pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
     Ok(total)
 }
 
+/// The progress bar (on a terminal) and one line per block written, for `strata compact`.
 struct CompactObserver {
     bar: Option<indicatif::ProgressBar>,
 }
 
-impl strata::compact::run::Observer for CompactObserver {
-    fn iteration(&self, plans: &[strata::compact::plan::Plan], series_total: u64) {
+impl CompactObserver {
+    fn line(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl strata::observe::Observer for CompactObserver {
+    fn compaction_planned(&self, plans: &[strata::compact::plan::Plan], series_total: u64) {
         if let Some(b) = &self.bar {
             let blocks: usize = plans.iter().map(|p| p.blocks.len()).sum();
             b.set_length(b.length().unwrap_or(0) + series_total);
@@ -351,9 +361,9 @@ impl strata::compact::run::Observer for CompactObserver {
             b.inc(delta);
         }
     }
-    fn written(&self, w: &strata::compact::run::Written) {
+    fn compacted(&self, w: &strata::compact::run::Written) {
         let m = &w.meta;
-        let line = format!(
+        self.line(format!(
             "compacted {} level={} mint={} maxt={} ({}) from {} blocks ({:?}): series={} samples={} chunks={} took={:.2?}",
             m.ulid,
             m.compaction.level,
@@ -366,32 +376,20 @@ impl strata::compact::run::Observer for CompactObserver {
             m.stats.num_samples,
             m.stats.num_chunks,
             w.took
-        );
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        ));
     }
-    fn failed(&self, f: &strata::compact::run::GroupFailure) {
+    fn compaction_failed(&self, f: &strata::compact::run::GroupFailure) {
         let ids: Vec<String> = f.blocks.iter().map(|u| u.to_string()).collect();
-        let line =
-            format!("group {} failed, its blocks are left as they were ({}): {}", f.group, ids.join(","), f.error);
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        self.line(format!(
+            "group {} failed, its blocks are left as they were ({}): {}",
+            f.group,
+            ids.join(","),
+            f.error
+        ));
     }
-}
-
-/// One summary line per downsampled block written by `strata compact`.
-struct DownsampledLines {
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl strata::downsample::dir::Observer for DownsampledLines {
-    fn written(&self, w: &strata::downsample::dir::Written) {
+    fn downsampled(&self, w: &strata::downsample::Written) {
         let m = &w.meta;
-        let line = format!(
+        self.line(format!(
             "downsampled {} to {} resolution={} mint={} maxt={} series={} samples={} took={:.2?}",
             w.source,
             m.ulid,
@@ -401,17 +399,17 @@ impl strata::downsample::dir::Observer for DownsampledLines {
             m.stats.num_series,
             m.stats.num_samples,
             w.took
-        );
-        match &self.bar {
-            Some(b) => b.println(line),
-            None => eprintln!("{line}"),
-        }
+        ));
+    }
+    fn downsample_failed(&self, f: &strata::downsample::Failure) {
+        self.line(format!("downsampling {} failed, left as it was: {}", f.block.display(), f.error));
     }
 }
 
 fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
+    use strata::compact::local::{compact_local, LocalOptions};
     use strata::compact::plan::Policy;
-    use strata::compact::run::{compact_dir, CompactOptions};
+    use strata::compact::run::CompactOptions;
 
     let mut ranges = Vec::new();
     for r in &a.block_ranges {
@@ -428,18 +426,19 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
         bail!("{}: not a directory", a.dir.display());
     }
-    let mut opts = CompactOptions {
+    let mut compact = CompactOptions {
         policy: Policy { ranges, vertical: a.vertical || !replica_labels.is_empty() },
         replica_labels,
         dedup,
         output: a.output.clone(),
         ..Default::default()
     };
-    opts.merge.batch_series = a.series_batch.max(1);
-    opts.retention = a.retention.parse()?;
+    compact.merge.batch_series = a.series_batch.max(1);
+    compact.retention = a.retention.parse()?;
     if let Some(s) = a.segment_size {
-        opts.merge.segment_size = s;
+        compact.merge.segment_size = s;
     }
+    let opts = LocalOptions { compact, downsample: (!a.downsampling_disable).then(Default::default) };
     let bar = if !a.quiet && io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(0);
         b.set_style(
@@ -453,52 +452,33 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     let obs = CompactObserver { bar };
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;
-    let mut report = pool.install(|| compact_dir(&a.dir, &opts, &obs))?;
-    // Downsampling after compaction, as Thanos does; new 5m/1h blocks are compacted among
-    // themselves, until a pass downsamples nothing.
-    if !a.downsampling_disable {
-        let out_dir = a.output.clone().unwrap_or_else(|| a.dir.clone());
-        let ds_opts = strata::downsample::dir::DirOptions { output: a.output.clone(), block: Default::default() };
-        loop {
-            let d = pool.install(|| {
-                strata::downsample::dir::downsample_dir(&a.dir, &ds_opts, &DownsampledLines { bar: obs.bar.clone() })
-            })?;
-            for f in &d.failures {
-                eprintln!("downsampling {} failed, left as it was: {}", f.block.display(), f.error);
-            }
-            if d.written.is_empty() {
-                break;
-            }
-            // Compact the downsampled blocks (in the output directory when there is one).
-            let mut again = opts.clone();
-            again.output = None;
-            let r = pool.install(|| compact_dir(&out_dir, &again, &obs))?;
-            report.iterations += r.iterations;
-            report.written.extend(r.written);
-            report.failures.extend(r.failures);
-            report.expired.extend(r.expired);
-        }
-    }
+    let report = pool.install(|| compact_local(&a.dir, &opts, &obs))?;
     if let Some(b) = &obs.bar {
         b.finish_and_clear();
     }
-    for r in &report.refused {
+    let c = &report.compaction;
+    for r in &c.refused {
         let ids: Vec<String> = r.blocks.iter().map(|u| u.to_string()).collect();
         eprintln!("group {}: not compacted: {} ({})", r.group, r.reason, ids.join(","));
     }
-    if !report.expired.is_empty() {
-        let ids: Vec<String> = report.expired.iter().map(|u| u.to_string()).collect();
+    if !c.expired.is_empty() {
+        let ids: Vec<String> = c.expired.iter().map(|u| u.to_string()).collect();
         eprintln!("retention: removed {} expired blocks ({})", ids.len(), ids.join(","));
     }
     eprintln!(
-        "strata compact: {} blocks written in {} iterations, {} groups failed",
-        report.written.len(),
-        report.iterations,
-        report.failures.len()
+        "strata compact: {} blocks written in {} iterations, {} downsampled, {} groups failed, {} blocks failed to downsample",
+        c.written.len(),
+        c.iterations,
+        report.downsampled.len(),
+        c.failures.len(),
+        report.downsample_failures.len()
     );
-    if !report.failures.is_empty() {
-        for f in &report.failures {
+    if !report.is_complete() {
+        for f in &c.failures {
             eprintln!("error: group {}: {}", f.group, f.error);
+        }
+        for f in &report.downsample_failures {
+            eprintln!("error: downsampling {}: {}", f.block.display(), f.error);
         }
         return Ok(ExitCode::from(1));
     }

@@ -22,6 +22,7 @@ use crate::block::writer::sync_dir;
 use crate::block::{list_blocks, Block};
 use crate::error::{AtPath, Error, Result};
 use crate::format::meta::{BlockDesc, BlockMeta, Compaction, Downsample, ThanosMeta, NO_COMPACT_MARK};
+use crate::observe::Observer;
 use crate::retention::Retention;
 
 /// Everything `strata compact` can be told.
@@ -84,18 +85,6 @@ pub struct Report {
     pub iterations: usize,
 }
 
-/// Hooks for progress display; all called from worker threads.
-pub trait Observer: Sync {
-    fn iteration(&self, _plans: &[Plan], _series_total: u64) {}
-    fn progress(&self, _delta_series: u64) {}
-    fn written(&self, _w: &Written) {}
-    fn failed(&self, _f: &GroupFailure) {}
-}
-
-/// An observer that does nothing.
-pub struct Quiet;
-impl Observer for Quiet {}
-
 struct Entry {
     path: PathBuf,
     meta: BlockMeta,
@@ -139,7 +128,7 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
         report.iterations += 1;
         let series_total: u64 =
             outcome.plans.iter().flat_map(|p| &p.blocks).map(|u| set[u].meta.stats.num_series).sum();
-        obs.iteration(&outcome.plans, series_total);
+        obs.compaction_planned(&outcome.plans, series_total);
 
         let results: Vec<(Plan, Result<Option<Written>>)> = outcome
             .plans
@@ -178,7 +167,7 @@ pub fn compact_dir(dir: &Path, opts: &CompactOptions, obs: &dyn Observer) -> Res
                 }
                 Err(error) => {
                     let f = GroupFailure { group: p.group.clone(), blocks: p.blocks.clone(), error };
-                    obs.failed(&f);
+                    obs.compaction_failed(&f);
                     failed_groups.insert(p.group);
                     report.failures.push(f);
                 }
@@ -245,7 +234,7 @@ fn execute(
     let out = merge_blocks(&refs, out_dir, ulid, meta, &mopts, &progress)?;
     Ok(out.map(|(path, meta)| {
         let w = Written { path, meta, kind: p.kind, sources: p.blocks.clone(), took: start.elapsed() };
-        obs.written(&w);
+        obs.compacted(&w);
         w
     }))
 }

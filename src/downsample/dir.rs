@@ -16,6 +16,7 @@ use super::{DownsampleOptions, DownsampleProgress};
 use crate::block::{list_blocks, Block, META_FILE};
 use crate::error::{Error, Result};
 use crate::format::meta::{parse_marker, BlockMeta, NoDownsampleMark, NO_DOWNSAMPLE_MARK};
+use crate::observe::Observer;
 
 /// Where to work and how.
 #[derive(Clone, Debug, Default)]
@@ -53,20 +54,6 @@ pub struct DirReport {
     /// Block directories passed over because their meta.json is missing or unreadable.
     pub skipped: Vec<(PathBuf, String)>,
 }
-
-/// What the caller sees while a run goes on.
-pub trait Observer: Sync {
-    /// A pass is about to downsample `tasks` blocks holding `series` series in all.
-    fn pass(&self, _pass: usize, _tasks: usize, _series: u64) {}
-    /// More series of the current block are done.
-    fn progress(&self, _series: u64) {}
-    fn written(&self, _w: &Written) {}
-    fn failed(&self, _f: &Failure) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
 
 struct Found {
     path: PathBuf,
@@ -149,7 +136,7 @@ pub fn downsample_dir(dir: &Path, opts: &DirOptions, obs: &dyn Observer) -> Resu
         if tasks.is_empty() {
             break;
         }
-        obs.pass(pass, tasks.len(), tasks.iter().map(|f| f.meta.stats.num_series).sum());
+        obs.downsample_planned(pass, tasks.len(), tasks.iter().map(|f| f.meta.stats.num_series).sum());
         for f in tasks {
             let start = Instant::now();
             let last = std::sync::Mutex::new(DownsampleProgress::default());
@@ -173,13 +160,13 @@ pub fn downsample_dir(dir: &Path, opts: &DirOptions, obs: &dyn Observer) -> Resu
                         took: start.elapsed(),
                         chunk_bytes_in: bytes,
                     };
-                    obs.written(&w);
+                    obs.downsampled(&w);
                     report.written.push(w);
                 }
                 Err(error) => {
                     failed.push(f.meta.ulid);
                     let fl = Failure { block: f.path.clone(), error };
-                    obs.failed(&fl);
+                    obs.downsample_failed(&fl);
                     report.failures.push(fl);
                 }
             }

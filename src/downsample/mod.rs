@@ -50,7 +50,7 @@ mod thanos_tests;
 
 pub use batch::{target_chunk_count, window_end};
 pub use block::{downsample_block, downsample_block_with_progress, downsampled_meta};
-pub use dir::{downsample_dir, DirOptions, DirReport, Failure, Observer, Quiet, Written};
+pub use dir::{downsample_dir, DirOptions, DirReport, Failure, Written};
 pub use float::CounterResets;
 pub use plan::plan_downsampling;
 
