@@ -124,6 +124,18 @@ impl Block {
         read_chunk(&seg.bytes, r.offset()).at(&seg.path)
     }
 
+    /// The size of the chunk record `r` points at (length, encoding, data, CRC), read from
+    /// its length field alone: what a batch of series costs before it is read. A ref that
+    /// points nowhere counts as 0 (reading the chunk reports it).
+    pub fn chunk_record_len(&self, r: ChunkRef) -> usize {
+        let Some(seg) = self.segments.get(r.segment() as usize) else { return 0 };
+        let at = r.offset() as usize;
+        match seg.bytes.get(at..).and_then(crate::format::encoding::read_uvarint) {
+            Some((len, n)) => n + 1 + len as usize + 4,
+            None => 0,
+        }
+    }
+
     /// Iterates series in index order with their chunk metas.
     pub fn series<'a>(&'a self, index: &'a IndexReader<'a>) -> Result<impl Iterator<Item = Result<SeriesEntry>> + 'a> {
         let ids = index.all_postings().at(&self.index_path())?;

@@ -19,6 +19,37 @@ use crate::error::{Error, Result};
 use crate::format::chunks::{ChunkRef, RawChunk};
 use crate::labels::LabelPairs;
 
+/// How large a batch of series may grow: it ends at whichever limit comes first. The byte
+/// limit (chunk records read from the sources) is what bounds memory: the outputs of a few
+/// batches are in flight at once (one being built, one queued, one being written), and an
+/// output is about as large as the chunk bytes it came from. The series and chunk limits
+/// bound the per-series and per-chunk buffers of a batch of small series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub series: usize,
+    pub chunks: usize,
+    pub bytes: usize,
+}
+
+impl BatchLimits {
+    /// True once a batch holding this much is full.
+    pub fn reached(&self, series: usize, chunks: usize, bytes: usize) -> bool {
+        series >= self.series.max(1) || chunks >= self.chunks.max(1) || bytes >= self.bytes.max(1)
+    }
+
+    /// The limits of batch number `n` (from 0): the first batches are small, so the workers
+    /// start at once instead of waiting for a full batch; each doubles the one before, up
+    /// to the full size from about the seventh batch on.
+    pub fn ramp(&self, n: usize) -> BatchLimits {
+        let shift = 6usize.saturating_sub(n) as u32;
+        BatchLimits {
+            series: (self.series >> shift).max(1),
+            chunks: (self.chunks >> shift).max(1),
+            bytes: (self.bytes >> shift).max(1),
+        }
+    }
+}
+
 /// Runs the three stages to completion and returns what the writer returned.
 ///
 /// - `gather` is called on its own thread until it returns `Ok(None)`; each batch it
@@ -94,6 +125,18 @@ mod tests {
 
     fn fail(what: &str) -> Error {
         Error::Invalid(what.into())
+    }
+
+    #[test]
+    fn batches_start_small_and_double_up_to_the_limits() {
+        let l = BatchLimits { series: 2048, chunks: 16384, bytes: 4 << 20 };
+        assert_eq!(l.ramp(0), BatchLimits { series: 32, chunks: 256, bytes: 64 << 10 });
+        assert_eq!(l.ramp(1).series, 64);
+        assert_eq!(l.ramp(6), l);
+        assert_eq!(l.ramp(100), l);
+        assert!(!l.reached(2047, 16383, (4 << 20) - 1));
+        assert!(l.reached(1, 1, 4 << 20));
+        assert!(l.reached(2048, 0, 0));
     }
 
     #[test]

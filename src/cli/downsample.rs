@@ -27,7 +27,7 @@ pub struct DownsampleArgs {
     #[arg(long, visible_alias = "downsample.concurrency")]
     concurrency: Option<usize>,
     /// Series per batch handed to the worker threads.
-    #[arg(long = "downsample.series-batch", default_value_t = DownsampleOptions::default().batch_series, hide = true)]
+    #[arg(long = "downsample.series-batch", default_value_t = DownsampleOptions::default().batch.series, hide = true)]
     series_batch: usize,
     /// Segment file size in bytes (tests use small ones).
     #[arg(long = "segment-size", hide = true)]
@@ -97,7 +97,8 @@ pub fn run(a: DownsampleArgs) -> anyhow::Result<ExitCode> {
     if !a.dir.is_dir() {
         bail!("{}: not a directory", a.dir.display());
     }
-    let mut block = DownsampleOptions { batch_series: a.series_batch.max(1), ..Default::default() };
+    let mut block = DownsampleOptions::default();
+    block.batch.series = a.series_batch.max(1);
     if let Some(s) = a.segment_size {
         block.segment_size = s;
     }

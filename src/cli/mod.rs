@@ -433,7 +433,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         output: a.output.clone(),
         ..Default::default()
     };
-    compact.merge.batch_series = a.series_batch.max(1);
+    compact.merge.batch.series = a.series_batch.max(1);
     compact.retention = a.retention.parse()?;
     if let Some(s) = a.segment_size {
         compact.merge.segment_size = s;

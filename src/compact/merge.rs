@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use ulid::Ulid;
 
 use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
-use crate::block::pipeline::{self, series_chunk};
+use crate::block::pipeline::{self, series_chunk, BatchLimits};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{frame_in_place, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE, RECORD_HEAD_ROOM};
@@ -33,15 +33,19 @@ use crate::labels::LabelPairs;
 /// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
 pub const SAMPLES_PER_CHUNK: usize = 120;
 
+/// Source chunk bytes per batch. A vertical merge's output is about as large as its input
+/// (interleaved replicas encode a little larger), and about three batches' outputs are in
+/// memory at once (being merged, queued, being written).
+pub const MERGE_BATCH_BYTES: usize = 4 << 20;
+
 /// Knobs of one merge.
 #[derive(Clone, Debug)]
 pub struct MergeOptions {
     pub dedup: DedupFunc,
-    /// Series per batch handed to the worker threads.
-    pub batch_series: usize,
-    /// Chunks per batch (a batch ends at whichever limit comes first), so memory does not
-    /// grow with the number of samples per series.
-    pub batch_chunks: usize,
+    /// How much of the sources a batch handed to the worker threads may hold (series,
+    /// chunks, chunk bytes), so memory grows neither with the number of series nor with
+    /// the samples per series.
+    pub batch: BatchLimits,
     pub segment_size: u64,
     /// Write an (empty) tombstones file, as Prometheus does. Thanos output has none.
     pub write_tombstones: bool,
@@ -51,8 +55,7 @@ impl Default for MergeOptions {
     fn default() -> Self {
         MergeOptions {
             dedup: DedupFunc::OneToOne,
-            batch_series: 2048,
-            batch_chunks: 16_384,
+            batch: BatchLimits { series: 2048, chunks: 16_384, bytes: MERGE_BATCH_BYTES },
             segment_size: DEFAULT_SEGMENT_SIZE,
             write_tombstones: true,
         }
@@ -210,19 +213,18 @@ pub fn merge_blocks<'a>(
         }
     }
 
-    let batch = opts.batch_series.max(1);
-    let batch_chunks = opts.batch_chunks.max(1);
+    let limits = opts.batch;
     let dedup = opts.dedup;
     let srcs_ref = &srcs;
 
-    // Gathering series (heap, index decoding) runs a batch ahead of the workers. The
-    // first batches are small, so the workers start early; they double up to the
-    // configured size.
-    let mut series_limit = SUB_BATCH.min(batch);
+    // Gathering series (heap, index decoding) runs a batch ahead of the workers.
+    let mut batches = 0;
     let gather = move || -> Result<Option<Gathered<'a>>> {
-        let chunks_limit = (batch_chunks as u64 * series_limit as u64 / batch as u64).max(1) as usize;
+        let limit = limits.ramp(batches);
+        batches += 1;
+        let mut bytes = 0;
         let mut g = Gathered::default();
-        while g.series.len() < series_limit && g.metas.len() < chunks_limit {
+        while !limit.reached(g.series.len(), g.metas.len(), bytes) {
             let Some(Reverse(mut cur)) = heap.pop() else { break };
             let start = g.parts.len() as u32;
             let l0 = g.labels.len();
@@ -230,6 +232,8 @@ pub fn merge_blocks<'a>(
             let lr = l0..g.labels.len();
             loop {
                 let m0 = g.metas.len() as u32;
+                let block = srcs_ref[cur.src].block;
+                bytes += cur.chunks.iter().map(|c| block.chunk_record_len(c.chunk_ref)).sum::<usize>();
                 g.metas.extend_from_slice(&cur.chunks);
                 g.parts.push(Part { src: cur.src, id: cur.id, chunks: m0..g.metas.len() as u32 });
                 if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
@@ -250,7 +254,6 @@ pub fn merge_blocks<'a>(
             }
             g.series.push((start..g.parts.len() as u32, lr.start as u32..lr.end as u32));
         }
-        series_limit = (series_limit * 2).min(batch);
         Ok((!g.series.is_empty()).then_some(g))
     };
 
@@ -265,6 +268,9 @@ pub fn merge_blocks<'a>(
                 for s in range {
                     merge_series(srcs_ref, &g, s, dedup, scratch, &mut out)?;
                 }
+                // The arena grew by doubling; the unit now waits to be written, and a few
+                // batches of units are in memory at once, so give the slack back.
+                out.arena.shrink_to_fit();
                 Ok(out)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -273,19 +279,26 @@ pub fn merge_blocks<'a>(
 
     let write = |batches: &mut dyn Iterator<Item = (Gathered<'a>, Vec<SubOut<'a>>)>| -> Result<(u64, BlockWriter)> {
         // The output's symbols: every source's symbols (a superset of what survives),
-        // written while the first batch is gathered and merged. Each table is sorted
-        // already, so they are merged rather than sorted together.
-        let mut symbols: Vec<&[u8]> = Vec::new();
+        // written while the first batch is gathered and merged, streamed from the mapped
+        // tables (nothing is collected) unless a table is damaged and out of order.
+        let mut sorted = true;
         for s in srcs_ref {
-            let table = s
-                .index
-                .symbols()
-                .collect::<std::result::Result<Vec<&[u8]>, _>>()
-                .map_err(|e| Error::corrupt(s.block.index_path(), e))?;
-            symbols = merge_sorted_unique(symbols, table);
+            let mut prev: Option<&[u8]> = None;
+            for sym in s.index.symbols() {
+                let sym = sym.map_err(|e| Error::corrupt(s.block.index_path(), e))?;
+                sorted &= prev.is_none_or(|p| p < sym);
+                prev = Some(sym);
+            }
         }
-        let mut writer = BlockWriter::with_segment_size(parent, ulid, &symbols, opts.segment_size)?;
-        drop(symbols);
+        let tables = || srcs_ref.iter().map(|s| s.index.symbols().map_while(|r| r.ok()));
+        let mut writer = if sorted {
+            BlockWriter::with_segment_size(parent, ulid, merge_sorted_unique(tables()), opts.segment_size)?
+        } else {
+            let mut all: Vec<&[u8]> = tables().flatten().collect();
+            all.sort_unstable();
+            all.dedup();
+            BlockWriter::with_segment_size(parent, ulid, &all, opts.segment_size)?
+        };
         let mut done = MergeProgress::default();
         let mut written = 0u64;
         for (gathered, outs) in batches {
@@ -330,39 +343,27 @@ pub fn merge_blocks<'a>(
     Ok(Some(out))
 }
 
-/// The union of two lists of byte strings, sorted and without duplicates. Lists that
-/// are sorted (symbol tables always are, unless damaged) are merged in one pass.
-fn merge_sorted_unique<'a>(a: Vec<&'a [u8]>, b: Vec<&'a [u8]>) -> Vec<&'a [u8]> {
-    if !a.is_sorted() || !b.is_sorted() {
-        let mut all = a;
-        all.extend(b);
-        all.sort_unstable();
-        all.dedup();
-        return all;
-    }
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(b[j]) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
+/// The union of sorted lists of byte strings, sorted and without duplicates, merged as
+/// it is read.
+fn merge_sorted_unique<'a, I: Iterator<Item = &'a [u8]>>(
+    lists: impl Iterator<Item = I>,
+) -> impl Iterator<Item = &'a [u8]> {
+    let mut lists: Vec<I> = lists.collect();
+    let mut heap: BinaryHeap<Reverse<(&'a [u8], usize)>> =
+        lists.iter_mut().enumerate().filter_map(|(i, l)| l.next().map(|s| Reverse((s, i)))).collect();
+    let mut last: Option<&'a [u8]> = None;
+    std::iter::from_fn(move || {
+        while let Some(Reverse((s, i))) = heap.pop() {
+            if let Some(next) = lists[i].next() {
+                heap.push(Reverse((next, i)));
             }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
+            if last != Some(s) {
+                last = Some(s);
+                return Some(s);
             }
         }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out.dedup();
-    out
+        None
+    })
 }
 
 /// A source chunk of one series, located and possibly trimmed.
@@ -689,18 +690,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn symbol_tables_merge_to_their_sorted_union(a in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..20), b in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..20), sort_a in any::<bool>()) {
-            let mut a = a;
-            let mut b = b;
-            // Symbol tables are sorted and unique; a damaged one need not be.
-            if sort_a {
-                a.sort();
-                a.dedup();
+        fn symbol_tables_merge_to_their_sorted_union(tables in proptest::collection::vec(proptest::collection::vec(proptest::collection::vec(0u8..4, 0..3), 0..20), 0..5)) {
+            // Symbol tables are sorted and unique (damaged ones are sorted before merging).
+            let mut tables = tables;
+            for t in tables.iter_mut() {
+                t.sort();
+                t.dedup();
             }
-            b.sort();
-            b.dedup();
-            let got = merge_sorted_unique(a.iter().map(|s| s.as_slice()).collect(), b.iter().map(|s| s.as_slice()).collect());
-            let mut want: Vec<&[u8]> = a.iter().chain(&b).map(|s| s.as_slice()).collect();
+            let got: Vec<&[u8]> = merge_sorted_unique(tables.iter().map(|t| t.iter().map(|s| s.as_slice()))).collect();
+            let mut want: Vec<&[u8]> = tables.iter().flatten().map(|s| s.as_slice()).collect();
             want.sort();
             want.dedup();
             prop_assert_eq!(got, want);

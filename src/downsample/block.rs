@@ -17,7 +17,7 @@ use super::{target_resolution, AggrChunk, DownsampleOptions, DownsampleProgress}
 use crate::block::pipeline::{self, series_chunk};
 use crate::block::writer::{sync_dir, write_synced};
 use crate::block::{Block, BlockWriter, ChunkToWrite, META_FILE};
-use crate::error::{AtPath, Error, FormatResult, Result};
+use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{ChunkMeta, Encoding};
 use crate::format::index::SeriesRefs;
 use crate::format::meta::{BlockMeta, ThanosMeta, ZERO_TIME};
@@ -82,25 +82,28 @@ pub fn downsample_block_with_progress<'a>(
     })?;
     let index = src.index()?;
     let index_path = src.index_path();
-    let symbols: Vec<&[u8]> = index.symbols().collect::<FormatResult<_>>().at(&index_path)?;
     std::fs::create_dir_all(out_parent).at(out_parent)?;
-    let mut writer = BlockWriter::with_segment_size(out_parent, Ulid::new(), &symbols, opts.segment_size)?;
-    drop(symbols);
+    // Streamed from the mapped table; the reader decoded every symbol when it opened.
+    let symbols = index.symbols().map_while(|r| r.ok());
+    let mut writer = BlockWriter::with_segment_size(out_parent, Ulid::new(), symbols, opts.segment_size)?;
     let mut postings = index.all_postings().at(&index_path)?;
-    let batch = opts.batch_series.max(1);
-    let batch_chunks = opts.batch_chunks.max(1);
+    let limits = opts.batch;
 
     let index_ref = &index;
     let index_path_ref = &index_path;
     let mut refs = SeriesRefs::default();
+    let mut batches = 0;
     let gather = move || -> Result<Option<Vec<Pending<'a>>>> {
-        let mut group = Vec::with_capacity(batch.min(4096));
-        let mut chunks = 0usize;
-        while group.len() < batch && chunks < batch_chunks {
+        let limit = limits.ramp(batches);
+        batches += 1;
+        let mut group = Vec::with_capacity(limit.series.min(4096));
+        let (mut chunks, mut bytes) = (0usize, 0usize);
+        while !limit.reached(group.len(), chunks, bytes) {
             let Some(id) = postings.next() else { break };
             let mut labels = Vec::with_capacity(refs.labels.len().max(8));
             index_ref.series_borrowed(id, &mut refs, &mut labels).at(index_path_ref)?;
             chunks += refs.chunks.len();
+            bytes += refs.chunks.iter().map(|c| src.chunk_record_len(c.chunk_ref)).sum::<usize>();
             group.push(Pending { id, labels, chunks: std::mem::take(&mut refs.chunks) });
         }
         Ok((!group.is_empty()).then_some(group))

@@ -54,6 +54,7 @@ pub use dir::{downsample_dir, DirOptions, DirReport, Failure, Written};
 pub use float::CounterResets;
 pub use plan::plan_downsampling;
 
+use crate::block::pipeline::BatchLimits;
 use crate::format::chunks::DEFAULT_SEGMENT_SIZE;
 use crate::format::meta::{RES_1H, RES_5M, RES_RAW};
 
@@ -85,19 +86,22 @@ pub struct AggrChunk {
 /// Knobs of one block's downsampling.
 #[derive(Clone, Debug)]
 pub struct DownsampleOptions {
-    /// Series per batch handed to the worker threads; memory is bounded by about four
-    /// batches (being read, queued, aggregated, written).
-    pub batch_series: usize,
-    /// Input chunks per batch: a batch ends at whichever limit comes first, so that long
-    /// series do not make batches large.
-    pub batch_chunks: usize,
+    /// How much of the source a batch handed to the worker threads may hold; memory is
+    /// bounded by about four batches (being read, queued, aggregated, written). Input
+    /// chunks are read from the mapped source, and the aggregates written are far smaller,
+    /// so the byte limit is generous here; the chunk limit keeps long series from making
+    /// batches large.
+    pub batch: BatchLimits,
     /// Segment file size limit of the output.
     pub segment_size: u64,
 }
 
 impl Default for DownsampleOptions {
     fn default() -> Self {
-        DownsampleOptions { batch_series: 1024, batch_chunks: 32_768, segment_size: DEFAULT_SEGMENT_SIZE }
+        DownsampleOptions {
+            batch: BatchLimits { series: 1024, chunks: 32_768, bytes: 64 << 20 },
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
     }
 }
 

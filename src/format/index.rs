@@ -8,6 +8,7 @@
 //! Must not: read chunk data or know paths. See `docs/format/index.md`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 /// Hasher of the writer's maps: keys are symbols and symbol refs of the block being
 /// written, looked up for every label of every series.
@@ -175,16 +176,53 @@ pub struct SeriesRefs {
     pub chunks: Vec<ChunkMeta>,
 }
 
+/// One symbol in this many keeps its position in memory (v2); a lookup scans forward
+/// from the nearest kept one, over at most this many minus one symbols.
+const SYMBOL_SAMPLE: usize = 8;
+
+/// One postings offset table entry in this many keeps its position in memory (v2), as
+/// Prometheus's reader does; a lookup binary-searches the kept entries, then scans.
+const POSTINGS_SAMPLE: usize = 32;
+
 /// Reader over a whole index file.
+///
+/// Memory does not grow with the number of symbols or label pairs as fast as the index
+/// does: only every [`SYMBOL_SAMPLE`]th symbol's position and every [`POSTINGS_SAMPLE`]th
+/// postings offset table entry's position are kept (4 and 8 bytes each), and lookups
+/// decode the rest from the mapped bytes. (Index v1, which has no sorted offset table,
+/// keeps its entries sorted in memory.)
 pub struct IndexReader<'a> {
     data: &'a [u8],
     version: u8,
     toc: Toc,
-    /// v2: position of every symbol's uvarint length, absolute. v1: unused.
-    symbol_offsets: Vec<usize>,
+    /// Symbol count (v2; v1 symbols are addressed by offset).
+    symbol_count: usize,
+    /// v2: position of every SYMBOL_SAMPLE-th symbol's uvarint length, relative to
+    /// `symbol_table.0` (the table's count field). v1: unused.
+    symbol_samples: Vec<u32>,
     symbol_table: (usize, usize),
-    /// The postings offset table, parsed once (CRC-checked).
-    postings_entries: Vec<PostingsEntry<'a>>,
+    postings: PostingsTable<'a>,
+}
+
+/// The postings offset table, checked once when the reader opens (CRC, structure).
+enum PostingsTable<'a> {
+    /// v2: the entries stay in the file, sorted; the absolute position of every
+    /// POSTINGS_SAMPLE-th entry, and the bytes of all of them.
+    Sampled { entries: &'a [u8], base: u64, count: usize, samples: Vec<usize> },
+    /// v1 (written in map order): every entry, sorted.
+    Sorted(Vec<PostingsEntry<'a>>),
+}
+
+/// Decodes one postings offset table entry at the decoder's position.
+fn postings_entry<'a>(d: &mut Decoder<'a>) -> FormatResult<PostingsEntry<'a>> {
+    let keys = d.uvarint("key count")?;
+    if keys != 2 {
+        return Err(d.err(format!("postings offset table entry has {keys} keys, want 2")));
+    }
+    let name = d.uvarint_bytes("label name")?;
+    let value = d.uvarint_bytes("label value")?;
+    let offset = d.uvarint("postings offset")?;
+    Ok(PostingsEntry { name, value, offset })
 }
 
 impl<'a> IndexReader<'a> {
@@ -220,10 +258,11 @@ impl<'a> IndexReader<'a> {
         if count > body.len() {
             return Err(d.err(format!("symbol count {count} cannot fit in {} bytes", body.len())));
         }
-        let mut symbol_offsets = Vec::with_capacity(if version == FORMAT_V2 { count } else { 0 });
-        for _ in 0..count {
-            if version == FORMAT_V2 {
-                symbol_offsets.push(body_start + d.position());
+        let mut symbol_samples = Vec::with_capacity(if version == FORMAT_V2 { count / SYMBOL_SAMPLE + 1 } else { 0 });
+        for i in 0..count {
+            if version == FORMAT_V2 && i % SYMBOL_SAMPLE == 0 {
+                // The table's length is a 32-bit field, so positions within it fit.
+                symbol_samples.push(d.position() as u32);
             }
             d.uvarint_bytes("symbol")?;
         }
@@ -232,32 +271,36 @@ impl<'a> IndexReader<'a> {
         }
         let symbol_table = (body_start, body_start + body.len());
 
-        // Postings offset table.
+        // Postings offset table: every entry decoded once to check it; v2 keeps a sample.
         let body = section(data, toc.postings_table, "index postings offset table")?;
-        let mut d = Decoder::new(body, toc.postings_table + 4, "index postings offset table");
+        let base = toc.postings_table + 4;
+        let mut d = Decoder::new(body, base, "index postings offset table");
         let n = d.be32("entry count")? as usize;
         if n > body.len() {
             return Err(d.err(format!("entry count {n} cannot fit in {} bytes", body.len())));
         }
-        let mut postings_entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let keys = d.uvarint("key count")?;
-            if keys != 2 {
-                return Err(d.err(format!("postings offset table entry has {keys} keys, want 2")));
+        let postings = if version == FORMAT_V1 {
+            let mut all = Vec::with_capacity(n);
+            for _ in 0..n {
+                all.push(postings_entry(&mut d)?);
             }
-            let name = d.uvarint_bytes("label name")?;
-            let value = d.uvarint_bytes("label value")?;
-            let offset = d.uvarint("postings offset")?;
-            postings_entries.push(PostingsEntry { name, value, offset });
-        }
+            // Version 1 wrote this table in map order; lookups need it sorted.
+            all.sort_by(|a, b| (a.name, a.value).cmp(&(b.name, b.value)));
+            PostingsTable::Sorted(all)
+        } else {
+            let mut samples = Vec::with_capacity(n / POSTINGS_SAMPLE + 1);
+            for i in 0..n {
+                if i % POSTINGS_SAMPLE == 0 {
+                    samples.push(d.position());
+                }
+                postings_entry(&mut d)?;
+            }
+            PostingsTable::Sampled { entries: body, base, count: n, samples }
+        };
         if !d.is_empty() {
             return Err(d.err(format!("{} bytes left after {n} entries", d.remaining())));
         }
-        if version == FORMAT_V1 {
-            // Version 1 wrote this table in map order; lookups need it sorted.
-            postings_entries.sort_by(|a, b| (a.name, a.value).cmp(&(b.name, b.value)));
-        }
-        Ok(IndexReader { data, version, toc, symbol_offsets, symbol_table, postings_entries })
+        Ok(IndexReader { data, version, toc, symbol_count: count, symbol_samples, symbol_table, postings })
     }
 
     pub fn version(&self) -> u8 {
@@ -270,7 +313,7 @@ impl<'a> IndexReader<'a> {
         self.data.len()
     }
 
-    /// Number of symbols (v2; for v1 the count read by walking the table).
+    /// Every symbol, in table order.
     pub fn symbols(&self) -> impl Iterator<Item = FormatResult<&'a [u8]>> + '_ {
         let (start, end) = self.symbol_table;
         let mut d = Decoder::new(&self.data[start..end], start as u64, "index symbol table");
@@ -280,43 +323,93 @@ impl<'a> IndexReader<'a> {
 
     /// Resolves a symbol reference: an ordinal in v2, an absolute file offset in v1.
     pub fn symbol(&self, r: u32) -> FormatResult<&'a [u8]> {
-        let at = if self.version == FORMAT_V2 {
-            *self.symbol_offsets.get(r as usize).ok_or_else(|| {
-                FormatError::new(
-                    "index symbol table",
-                    self.symbol_table.0 as u64,
-                    format!("unknown symbol reference {r} (table has {})", self.symbol_offsets.len()),
-                )
-            })?
-        } else {
+        let (start, end) = self.symbol_table;
+        if self.version == FORMAT_V2 {
             let r = r as usize;
-            if r < self.symbol_table.0 + 4 || r >= self.symbol_table.1 {
+            if r >= self.symbol_count {
                 return Err(FormatError::new(
                     "index symbol table",
-                    r as u64,
-                    format!("symbol offset {r} lies outside the symbol table"),
+                    start as u64,
+                    format!("unknown symbol reference {r} (table has {})", self.symbol_count),
                 ));
             }
-            r
-        };
-        let (_, end) = self.symbol_table;
-        Decoder::new(&self.data[at..end], at as u64, "index symbol").uvarint_bytes("symbol")
+            // Every symbol was decoded when the reader opened, so the scan stays inside
+            // the table.
+            let at = start + self.symbol_samples[r / SYMBOL_SAMPLE] as usize;
+            let mut d = Decoder::new(&self.data[at..end], at as u64, "index symbol");
+            for _ in 0..r % SYMBOL_SAMPLE {
+                d.uvarint_bytes("symbol")?;
+            }
+            return d.uvarint_bytes("symbol");
+        }
+        let r = r as usize;
+        if r < start + 4 || r >= end {
+            return Err(FormatError::new(
+                "index symbol table",
+                r as u64,
+                format!("symbol offset {r} lies outside the symbol table"),
+            ));
+        }
+        Decoder::new(&self.data[r..end], r as u64, "index symbol").uvarint_bytes("symbol")
     }
 
-    /// Every entry of the postings offset table, in file order.
-    pub fn postings_entries(&self) -> &[PostingsEntry<'a>] {
-        &self.postings_entries
+    /// Every entry of the postings offset table, sorted by label name and value (v2: in
+    /// file order, which is sorted in a valid index; they are decoded as they are read).
+    pub fn postings_entries(&self) -> impl Iterator<Item = PostingsEntry<'a>> + '_ {
+        let (sampled, sorted) = match &self.postings {
+            PostingsTable::Sampled { entries, base, count, samples } => {
+                let mut d = Decoder::new(entries, *base, "index postings offset table");
+                let first = samples.first().copied().unwrap_or(entries.len());
+                let _ = d.bytes(first, "entry count");
+                // Every entry was decoded when the reader opened: none fails now.
+                (Some((0..*count).map_while(move |_| postings_entry(&mut d).ok())), None)
+            }
+            PostingsTable::Sorted(all) => (None, Some(all.iter().copied())),
+        };
+        sampled.into_iter().flatten().chain(sorted.into_iter().flatten())
     }
 
     /// Label names, excluding the all-postings key.
     pub fn label_names(&self) -> Vec<&'a [u8]> {
         let mut out: Vec<&[u8]> = Vec::new();
-        for e in &self.postings_entries {
+        for e in self.postings_entries() {
             if !e.name.is_empty() && out.last() != Some(&e.name) {
                 out.push(e.name);
             }
         }
         out
+    }
+
+    /// The offset of the postings list of one label pair, if the table has it.
+    fn postings_offset(&self, name: &[u8], value: &[u8]) -> Option<u64> {
+        let key = (name, value);
+        match &self.postings {
+            PostingsTable::Sorted(all) => {
+                all.binary_search_by(|e| (e.name, e.value).cmp(&key)).ok().map(|i| all[i].offset)
+            }
+            PostingsTable::Sampled { entries, base, samples, .. } => {
+                let at = |pos: usize| {
+                    let mut d = Decoder::new(&entries[pos..], base + pos as u64, "index postings offset table");
+                    postings_entry(&mut d).ok().map(|e| (e, d))
+                };
+                // The last kept entry not after the key, then a scan of its run.
+                let run = samples.partition_point(|&pos| at(pos).is_some_and(|(e, _)| (e.name, e.value) <= key));
+                let start = *samples.get(run.checked_sub(1)?)?;
+                let mut d = Decoder::new(&entries[start..], base + start as u64, "index postings offset table");
+                for _ in 0..POSTINGS_SAMPLE {
+                    let e = postings_entry(&mut d).ok()?;
+                    match (e.name, e.value).cmp(&key) {
+                        std::cmp::Ordering::Less => {}
+                        std::cmp::Ordering::Equal => return Some(e.offset),
+                        std::cmp::Ordering::Greater => return None,
+                    }
+                    if d.is_empty() {
+                        break;
+                    }
+                }
+                None
+            }
+        }
     }
 
     /// Reads the postings list at an absolute offset.
@@ -334,10 +427,9 @@ impl<'a> IndexReader<'a> {
 
     /// The postings list of one label pair, if present.
     pub fn postings(&self, name: &[u8], value: &[u8]) -> FormatResult<Option<Postings<'a>>> {
-        let key = (name, value);
-        match self.postings_entries.binary_search_by(|e| (e.name, e.value).cmp(&key)) {
-            Ok(i) => self.postings_at(self.postings_entries[i].offset).map(Some),
-            Err(_) => Ok(None),
+        match self.postings_offset(name, value) {
+            Some(offset) => self.postings_at(offset).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -491,7 +583,8 @@ impl<'a> IndexReader<'a> {
             }
         }
         // Offset table sorted, label names are symbols.
-        for w in self.postings_entries.windows(2) {
+        let entries: Vec<PostingsEntry<'a>> = self.postings_entries().collect();
+        for w in entries.windows(2) {
             if (w[0].name, w[0].value) >= (w[1].name, w[1].value) {
                 report(FormatError::new(
                     "index postings offset table",
@@ -546,7 +639,7 @@ impl<'a> IndexReader<'a> {
         // Postings lists, contiguous in offset-table order (Thanos derives each list's end
         // from the next list's offset).
         let mut all: Option<Vec<u32>> = None;
-        let mut ordered: Vec<u64> = self.postings_entries.iter().map(|e| e.offset).collect();
+        let mut ordered: Vec<u64> = entries.iter().map(|e| e.offset).collect();
         if self.version == FORMAT_V2 {
             for w in ordered.windows(2) {
                 let end = section(self.data, w[0], "index postings list").map(|b| w[0] + 8 + b.len() as u64);
@@ -561,7 +654,7 @@ impl<'a> IndexReader<'a> {
             }
         }
         ordered.clear();
-        for e in &self.postings_entries {
+        for e in &entries {
             match self.postings_at(e.offset) {
                 Ok(p) => {
                     let refs: Vec<u32> = p.collect();
@@ -585,7 +678,7 @@ impl<'a> IndexReader<'a> {
         }
         // Series: decodable, label names sorted, labels strictly increasing across series.
         let Some(all) = all else {
-            if !self.postings_entries.iter().any(|e| e.name.is_empty() && e.value.is_empty()) {
+            if !entries.iter().any(|e| e.name.is_empty() && e.value.is_empty()) {
                 report(FormatError::new(
                     "index postings offset table",
                     self.toc.postings_table,
@@ -671,17 +764,56 @@ pub enum WriteError {
 
 /// Writes an index, format version 2. Call [`add_symbols`](Self::add_symbols) once,
 /// then [`add_series`](Self::add_series) in label order, then [`finish`](Self::finish).
+/// The symbols an [`IndexWriter`] wrote, to look up each label's ordinal: their bytes in
+/// one buffer, where each ends, and a hash table of ordinals (about 10 bytes per symbol
+/// besides its bytes, and no allocation per symbol).
+#[derive(Default)]
+struct SymbolMap {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    table: hashbrown::HashTable<u32>,
+    hasher: FastHash,
+}
+
+impl SymbolMap {
+    fn get(&self, ordinal: u32) -> &[u8] {
+        let i = ordinal as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    /// Adds the next symbol (ordinals count up from 0).
+    fn push(&mut self, s: &[u8]) {
+        let ordinal = self.ends.len() as u32;
+        self.bytes.extend_from_slice(s);
+        self.ends.push(self.bytes.len());
+        let hash = self.hasher.hash_one(s);
+        let SymbolMap { bytes, ends, table, hasher } = self;
+        table.insert_unique(hash, ordinal, |&o| {
+            let i = o as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] };
+            hasher.hash_one(&bytes[start..ends[i]])
+        });
+    }
+
+    fn find(&self, s: &[u8]) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(s), |&o| self.get(o) == s).copied()
+    }
+}
+
 pub struct IndexWriter<W: Write> {
     w: W,
     pos: u64,
     stage: Stage,
     buf: Vec<u8>,
-    symbols: HashMap<Box<[u8]>, u32, FastHash>,
+    symbols: SymbolMap,
     toc: Toc,
     prev_labels: Labels,
     last_chunk_ref: u64,
-    /// Series refs per (name symbol, value symbol).
-    postings: HashMap<(u32, u32), Vec<u32>, FastHash>,
+    /// Per label name (its symbol), every (value symbol, series ref) of a series with
+    /// that name: 8 bytes per label of each series, nothing per label pair. Sorted into
+    /// postings lists by `finish`.
+    postings: HashMap<u32, Vec<(u32, u32)>, FastHash>,
     all: Vec<u32>,
     refs: Vec<(u32, u32)>,
     /// The series entry being built, reused from series to series.
@@ -707,7 +839,7 @@ impl<W: Write> IndexWriter<W> {
             pos: HEADER_LEN as u64,
             stage: Stage::Symbols,
             buf: Vec::with_capacity(4096),
-            symbols: HashMap::default(),
+            symbols: SymbolMap::default(),
             toc: Toc::default(),
             prev_labels: Labels::new(),
             last_chunk_ref: 0,
@@ -743,11 +875,10 @@ impl<W: Write> IndexWriter<W> {
         let mut body = Vec::new();
         put_be32(&mut body, 0);
         let mut count = 0u32;
-        let mut prev: Option<Box<[u8]>> = None;
         for s in symbols {
             let s = s.as_ref();
-            if let Some(p) = &prev {
-                if **p >= *s {
+            if let Some(p) = count.checked_sub(1).map(|last| self.symbols.get(last)) {
+                if p >= s {
                     return Err(WriteError::Invalid(format!(
                         "symbols out of order: {:?} then {:?}",
                         String::from_utf8_lossy(p),
@@ -756,9 +887,7 @@ impl<W: Write> IndexWriter<W> {
                 }
             }
             put_uvarint_bytes(&mut body, s);
-            let key: Box<[u8]> = s.into();
-            self.symbols.insert(key.clone(), count);
-            prev = Some(key);
+            self.symbols.push(s);
             count = count.checked_add(1).ok_or_else(|| WriteError::Invalid("more than 2^32 symbols".into()))?;
         }
         body[..4].copy_from_slice(&count.to_be_bytes());
@@ -775,8 +904,7 @@ impl<W: Write> IndexWriter<W> {
 
     fn sym(&self, s: &[u8]) -> Result<u32, WriteError> {
         self.symbols
-            .get(s)
-            .copied()
+            .find(s)
             .ok_or_else(|| WriteError::Invalid(format!("{:?} is not in the symbol table", String::from_utf8_lossy(s))))
     }
 
@@ -875,7 +1003,7 @@ impl<W: Write> IndexWriter<W> {
             self.emit()?;
         }
         for &(n, v) in &refs {
-            self.postings.entry((n, v)).or_default().push(id);
+            self.postings.entry(n).or_default().push((v, id));
         }
         self.all.push(id);
         self.refs = refs;
@@ -900,14 +1028,12 @@ impl<W: Write> IndexWriter<W> {
         self.pad_to(4);
         self.emit()?;
 
-        // Names by symbol; symbol index order is byte order.
-        let mut by_sym: Vec<&[u8]> = vec![&[][..]; self.symbols.len()];
-        for (s, &i) in &self.symbols {
-            by_sym[i as usize] = s;
-        }
-        let mut keys: Vec<(u32, u32)> = self.postings.keys().copied().collect();
-        keys.sort_unstable();
-
+        // Symbol ordinals are in byte order, so sorting by ordinals sorts the lists by
+        // label name and value, as the offset table must be.
+        let mut names: Vec<u32> = self.postings.keys().copied().collect();
+        names.sort_unstable();
+        let mut postings = std::mem::take(&mut self.postings);
+        let symbols = std::mem::take(&mut self.symbols);
         let mut table = Vec::new();
         put_be32(&mut table, 0);
         let mut entries = 0u32;
@@ -917,33 +1043,38 @@ impl<W: Write> IndexWriter<W> {
             put_uvarint_bytes(table, value);
             put_uvarint(table, off);
         };
-        // All-postings first under ("", "").
-        let lists = std::iter::once((None, &self.all)).chain(keys.iter().map(|k| (Some(*k), &self.postings[k])));
-        for (key, refs) in lists {
-            let off = self.pos + self.buf.len() as u64;
-            let len = 4 + 4 * refs.len();
-            put_be32(
-                &mut self.buf,
-                u32::try_from(len).map_err(|_| WriteError::Invalid("postings list larger than 4 GiB".into()))?,
-            );
-            let body_start = self.buf.len();
-            put_be32(&mut self.buf, refs.len() as u32);
-            for &r in refs.iter() {
-                put_be32(&mut self.buf, r);
-            }
-            let crc = crc32c(&self.buf[body_start..]);
-            put_be32(&mut self.buf, crc);
-            match key {
-                None => add_entry(&mut table, b"", b"", off),
-                Some((n, v)) => add_entry(&mut table, by_sym[n as usize], by_sym[v as usize], off),
-            }
-            entries += 1;
-            if self.buf.len() >= 1 << 16 {
-                let buf = std::mem::take(&mut self.buf);
-                self.w.write_all(&buf)?;
-                self.pos += buf.len() as u64;
-                self.buf = buf;
-                self.buf.clear();
+        // All-postings first under ("", ""), then each name's lists by value.
+        let all = std::mem::take(&mut self.all);
+        let mut write_list =
+            |w: &mut Self, name: &[u8], value: &[u8], refs: &mut dyn Iterator<Item = u32>, n: usize| {
+                let off = w.pos + w.buf.len() as u64;
+                let len = u32::try_from(4 + 4 * n as u64)
+                    .map_err(|_| WriteError::Invalid("postings list larger than 4 GiB".into()))?;
+                put_be32(&mut w.buf, len);
+                let body_start = w.buf.len();
+                put_be32(&mut w.buf, n as u32);
+                for r in refs {
+                    put_be32(&mut w.buf, r);
+                }
+                let crc = crc32c(&w.buf[body_start..]);
+                put_be32(&mut w.buf, crc);
+                add_entry(&mut table, name, value, off);
+                entries += 1;
+                if w.buf.len() >= 1 << 16 {
+                    w.emit()?;
+                }
+                Ok::<(), WriteError>(())
+            };
+        write_list(&mut self, b"", b"", &mut all.iter().copied(), all.len())?;
+        drop(all);
+        for n in names {
+            let mut pairs = postings.remove(&n).unwrap_or_default();
+            // Series refs were pushed in increasing order; sorting the pairs keeps that
+            // order within each value.
+            pairs.sort_unstable();
+            for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                let (name, value) = (symbols.get(n), symbols.get(run[0].0));
+                write_list(&mut self, name, value, &mut run.iter().map(|p| p.1), run.len())?;
             }
         }
         self.emit()?;
@@ -1082,6 +1213,44 @@ mod tests {
             let mut n = 0;
             r.check(|_| n += 1);
             prop_assert_eq!(n, 0);
+        }
+
+        #[test]
+        fn sampled_lookups_find_exactly_what_a_full_table_holds(
+            vals in proptest::collection::btree_set("[a-z0-9]{1,5}", 1..300),
+            probes in proptest::collection::vec("[a-z0-9]{0,5}", 0..40),
+        ) {
+            // Enough label pairs and symbols that lookups cross many sampled runs.
+            let series: Vec<(Labels, Vec<ChunkMeta>)> = vals
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let l = Labels::from_pairs([("a".to_string(), v.clone()), ("b".to_string(), format!("{v}x"))]);
+                    (l, vec![ChunkMeta { min_time: i as i64, max_time: i as i64, chunk_ref: ChunkRef(8) }])
+                })
+                .collect();
+            let mut series = series;
+            series.sort_by(|a, b| a.0.cmp(&b.0));
+            let idx = build(&series);
+            let r = IndexReader::new(&idx).unwrap();
+            let entries: Vec<PostingsEntry<'_>> = r.postings_entries().collect();
+            prop_assert_eq!(entries.len(), 2 * vals.len() + 1);
+            prop_assert!(entries.windows(2).all(|w| (w[0].name, w[0].value) < (w[1].name, w[1].value)));
+            for e in &entries {
+                let found = r.postings(e.name, e.value).unwrap().map(|p| p.collect::<Vec<u32>>());
+                prop_assert_eq!(found, Some(r.postings_at(e.offset).unwrap().collect::<Vec<u32>>()));
+            }
+            for p in &probes {
+                for name in [&b"a"[..], b"b", b"", b"c"] {
+                    let want = entries.iter().any(|e| e.name == name && e.value == p.as_bytes());
+                    prop_assert_eq!(r.postings(name, p.as_bytes()).unwrap().is_some(), want);
+                }
+            }
+            let symbols: Vec<&[u8]> = r.symbols().collect::<FormatResult<_>>().unwrap();
+            for (i, want) in symbols.iter().enumerate() {
+                prop_assert_eq!(r.symbol(i as u32).unwrap(), *want);
+            }
+            prop_assert!(r.symbol(symbols.len() as u32).is_err());
         }
 
         #[test]

@@ -29,7 +29,7 @@ fn replay(target: &str, data: &[u8]) {
                         let _ = r.series(id, &mut l, &mut c);
                     }
                 }
-                for e in r.postings_entries().to_vec() {
+                for e in r.postings_entries().collect::<Vec<_>>() {
                     let _ = r.postings(e.name, e.value);
                     if let Ok(p) = r.postings_at(e.offset) {
                         for id in p {
