@@ -1,9 +1,25 @@
 //! Merging the samples of overlapping chunks: one-to-one (one sample per timestamp, as
-//! Prometheus's vertical compaction) and Thanos's penalty algorithm for HA replicas.
+//! Prometheus's vertical compaction) and the penalty algorithm of a deduplicating Thanos
+//! querier for HA replicas.
 //!
-//! Owns: the two sample-level merges over sorted streams. Values are opaque here: only
-//! timestamps decide.
+//! Owns: the two sample-level merges over sorted streams, and the querier's division of
+//! one series' chunks into the streams it chains ([`split_overlapping`]). Values are
+//! opaque here: only timestamps (and chunk time ranges) decide.
 //! Must not: decode or encode chunks.
+//!
+//! # What a deduplicating Thanos querier returns for one series
+//!
+//! (Thanos `pkg/query/querier.go` since v0.31, `pkg/store/proxy_merge.go`,
+//! `pkg/dedup/iter.go`.) The stores drop the replica labels, so every replica's series
+//! arrives as one series, and the proxy pools the chunks of all of them: byte-identical
+//! chunks are kept once, the rest are sorted by min time, then max time, then encoding,
+//! then descending bytes. The querier then deals the chunks out, in that order, into
+//! streams: each chunk goes to the first stream whose last chunk ends before it starts,
+//! or opens a new stream ([`split_overlapping`]). The replicas it chains are these
+//! streams, in the order they were opened, not the replica labels: a stream is mostly
+//! one replica but takes the other's chunks where its own replica had none. One stream
+//! is returned as it is; two or more are chained pairwise, `p(p(s0, s1), s2)`, each
+//! pair with the penalty rule below, over the whole query range at once.
 
 /// How overlapping samples are merged (`--deduplication.func`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,10 +74,13 @@ fn union_pair<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>)
     }
 }
 
-/// Thanos's penalty deduplication of two replicas (`pkg/dedup/iter.go`, non-counter
-/// mode) into `out`: take the earlier sample (A on a tie); the replica not taken must
-/// then skip past twice the last gap (5 s before any gap is known), so the result
-/// follows one replica and switches only where it has a gap.
+/// The penalty rule of one pair of streams (the querier's `dedupSeriesIterator`, not
+/// counting counter adjustments, which only apply under `rate`-like functions), into
+/// `out`: each step takes the earliest of the two streams' next samples (`a` on a tie);
+/// the stream not taken must then skip past twice the gap between the sample taken and
+/// the one before it (5 s before there is one), the stream taken only past the sample
+/// itself. So the result follows one stream and moves to the other only where the one
+/// it follows has no sample within that window.
 fn penalty_pair_into<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
     const INITIAL_PENALTY: i64 = 5000;
     out.reserve(a.len().max(b.len()));
@@ -107,8 +126,23 @@ fn penalty_pair_into<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i6
 }
 
 /// Merges sorted streams with `func` into `out` (cleared first). More than two streams
-/// are folded pairwise, as Thanos chains `dedup(dedup(r0, r1), r2)`.
+/// are folded pairwise, as the querier chains them: `pair(pair(s0, s1), s2)`.
 pub fn merge_into<V: Clone>(func: DedupFunc, streams: &[&[(i64, V)]], out: &mut Vec<(i64, V)>) {
+    let mut tmp = Vec::new();
+    merge_into_reusing(func, streams, out, &mut tmp);
+}
+
+/// [`merge_into`] with a caller's buffer for the intermediate results of a fold over
+/// more than two streams, so a caller merging many series allocates nothing per series.
+/// Folding the materialized result of `pair(s0, s1)` with `s2` gives what the querier's
+/// nested iterators give: the outer pair only seeks the inner one forward, and the inner
+/// one steps through its own results to get there, exactly as if it ran alone.
+pub fn merge_into_reusing<V: Clone>(
+    func: DedupFunc,
+    streams: &[&[(i64, V)]],
+    out: &mut Vec<(i64, V)>,
+    tmp: &mut Vec<(i64, V)>,
+) {
     out.clear();
     let pair = match func {
         DedupFunc::OneToOne => union_pair::<V>,
@@ -120,14 +154,39 @@ pub fn merge_into<V: Clone>(func: DedupFunc, streams: &[&[(i64, V)]], out: &mut 
         [a, b] => pair(a, b, out),
         [a, b, rest @ ..] => {
             pair(a, b, out);
-            let mut tmp = Vec::new();
             for r in rest {
-                std::mem::swap(&mut tmp, out);
+                std::mem::swap(tmp, out);
                 out.clear();
-                pair(&tmp, r, out);
+                pair(tmp, r, out);
             }
         }
     }
+}
+
+/// The querier's division of one series' chunks into streams: `ranges` are the chunks'
+/// `(min_time, max_time)` in the querier's order (see the module comment); each chunk
+/// goes to the first stream whose last chunk ends before it starts, or opens a new
+/// stream. Writes each chunk's stream into `stream_of` and returns the number of streams;
+/// `ends` is scratch (the last max time of each stream).
+pub fn split_overlapping(
+    ranges: impl IntoIterator<Item = (i64, i64)>,
+    stream_of: &mut Vec<u32>,
+    ends: &mut Vec<i64>,
+) -> usize {
+    stream_of.clear();
+    ends.clear();
+    for (min_time, max_time) in ranges {
+        let s = match ends.iter().position(|&end| end < min_time) {
+            Some(s) => s,
+            None => {
+                ends.push(i64::MIN);
+                ends.len() - 1
+            }
+        };
+        ends[s] = max_time;
+        stream_of.push(s as u32);
+    }
+    ends.len()
 }
 
 /// Merges sorted streams with `func`.
