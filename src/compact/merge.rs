@@ -644,7 +644,9 @@ fn merge_series_penalty<'a>(
 ) -> Result<bool> {
     // The proxy's order: min time, max time, encoding, then bytes, descending.
     items.sort_by(|a, b| {
-        (a.min_time, a.max_time, a.encoding).cmp(&(b.min_time, b.max_time, b.encoding)).then_with(|| b.data.cmp(&a.data))
+        (a.min_time, a.max_time, a.encoding)
+            .cmp(&(b.min_time, b.max_time, b.encoding))
+            .then_with(|| b.data.cmp(&a.data))
     });
     items.dedup_by(|b, a| {
         a.min_time == b.min_time && a.max_time == b.max_time && a.encoding == b.encoding && a.data == b.data
