@@ -252,6 +252,83 @@ mod tests {
         assert!(p.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
+    #[test]
+    fn chunks_go_to_the_first_stream_they_do_not_overlap() {
+        // Replica A: [0, 29], [30, 59], then down; B: [1, 30], [31, 60], [61, 90];
+        // A again from 62. B's third chunk fits after A's second, so the first stream
+        // takes it: the streams are not the replicas.
+        let ranges = [(0, 29), (1, 30), (30, 59), (31, 60), (61, 90), (62, 95)];
+        let (mut of, mut ends) = (Vec::new(), Vec::new());
+        assert_eq!(split_overlapping(ranges, &mut of, &mut ends), 2);
+        assert_eq!(of, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(split_overlapping([(0, 10), (5, 6), (7, 8), (9, 20)], &mut of, &mut ends), 2);
+        assert_eq!(of, [0, 1, 1, 1]);
+        assert_eq!(split_overlapping([(0, 10), (5, 12), (8, 9), (11, 11)], &mut of, &mut ends), 3);
+        assert_eq!(of, [0, 1, 2, 0]);
+        assert_eq!(split_overlapping([], &mut of, &mut ends), 0);
+    }
+
+    #[test]
+    fn three_streams_chain_through_the_first_pairs_result() {
+        // s0 and s1 a second apart, both down from 31 s to 90 s; s2 covers the outage.
+        // The first pair follows s0 (0, 15, 30, 90, 105). Against s2 it takes 0, 15 and
+        // 30, and s2 must skip past 30 + 2 * 15: its 47 is skipped, its 62 comes before
+        // the pair's 90, and then the pair must skip past 62 + 2 * 32, which it never
+        // reaches again.
+        let s0: Vec<(i64, u8)> = [0, 15, 30, 90, 105].iter().map(|&t| (t * 1000, 0)).collect();
+        let s1: Vec<(i64, u8)> = [1, 16, 31, 91, 106].iter().map(|&t| (t * 1000, 1)).collect();
+        let s2: Vec<(i64, u8)> = [2, 47, 62, 77, 92].iter().map(|&t| (t * 1000, 2)).collect();
+        let got: Vec<(i64, u8)> = merge(DedupFunc::Penalty, vec![s0, s1, s2]);
+        let want = [(0, 0), (15, 0), (30, 0), (62, 2), (77, 2), (92, 2)];
+        assert_eq!(got, want.map(|(t, r)| (t * 1000, r)));
+    }
+
+    /// Sorted, strictly increasing timestamps from 0..`max`, tagged `tag`.
+    fn stream(max: i64, n: usize, tag: u8) -> impl Strategy<Value = Vec<(i64, u8)>> {
+        proptest::collection::btree_set(0..max, 0..n).prop_map(move |s| s.into_iter().map(|t| (t, tag)).collect())
+    }
+
+    proptest! {
+        /// The penalty output of two replicas: strictly increasing, every sample one of a
+        /// replica's, and it leaves the replica it follows only where that replica has no
+        /// sample within the penalty window after the last sample taken: twice the gap
+        /// between the last two samples taken (5 s after the first).
+        #[test]
+        fn penalty_switches_only_across_a_gap_of_the_replica_it_leaves(a in stream(200_000, 80, 0), b in stream(200_000, 80, 1)) {
+            let out = merge(DedupFunc::Penalty, vec![a.clone(), b.clone()]);
+            prop_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+            for s in &out {
+                prop_assert!([&a, &b][s.1 as usize].contains(s), "{s:?} is no replica's sample");
+            }
+            for k in 1..out.len() {
+                let (left, last_t) = (out[k - 1].1, out[k - 1].0);
+                if out[k].1 == left {
+                    continue;
+                }
+                let window = if k == 1 { 5000 } else { 2 * (last_t - out[k - 2].0) };
+                let stream = [&a, &b][left as usize];
+                prop_assert!(
+                    !stream.iter().any(|&(t, _)| t > last_t && t <= last_t + window),
+                    "switched away from {left} at {} though it has a sample within {window} ms of {last_t}", out[k].0
+                );
+            }
+        }
+
+        /// More replicas: still strictly increasing and every sample a replica's.
+        #[test]
+        fn penalty_of_three_replicas_takes_only_their_samples(a in stream(100_000, 40, 0), b in stream(100_000, 40, 1), c in stream(100_000, 40, 2)) {
+            let out = merge(DedupFunc::Penalty, vec![a.clone(), b.clone(), c.clone()]);
+            prop_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+            for s in &out {
+                prop_assert!([&a, &b, &c][s.1 as usize].contains(s), "{s:?} is no replica's sample");
+            }
+            // A fold with a reused buffer gives the same.
+            let (mut o, mut tmp) = (Vec::new(), vec![(7, 9)]);
+            merge_into_reusing(DedupFunc::Penalty, &[&a, &b, &c], &mut o, &mut tmp);
+            prop_assert_eq!(o, out);
+        }
+    }
+
     proptest! {
         #[test]
         fn one_to_one_is_the_set_union(mut a in proptest::collection::btree_set(0i64..500, 0..60), b in proptest::collection::btree_set(0i64..500, 0..60)) {
