@@ -2,8 +2,10 @@
 //!
 //! Owns: the k-way merge of series across sources in label order; per series, copying
 //! chunks that overlap nothing as bytes (never decoded), dropping byte-identical
-//! duplicate chunks, merging overlapping chunks sample by sample (one-to-one or penalty)
-//! and re-encoding them into chunks of at most 120 samples; trimming chunks that stick
+//! duplicate chunks, merging overlapping chunks sample by sample (one-to-one) or
+//! deduplicating a series' whole sample stream as the Thanos querier does (penalty;
+//! chunks the result takes whole stay bytes), and re-encoding merged samples into
+//! chunks of at most 120 samples; trimming chunks that stick
 //! out of their block's range or are hit by tombstones. Series are processed in batches
 //! in parallel (rayon) while a writer thread writes the previous batch, so memory is
 //! bounded by a batch of series plus the output index's postings.
