@@ -17,7 +17,8 @@ DIR holds blocks. --dump names the program that prints samples: `promtool`
 difference, when the output is not what the querier returns (penalty: the same
 samples; one-to-one: every timestamp of every replica once, each value one of
 the replicas' values at that timestamp). It prints, for the reference and for
-the output, replica switches per series and pairs of samples less than 5 s apart.
+the output, replica switches per series and pairs of samples less than 5 s apart,
+and how many output chunks are a source chunk's bytes.
 
 The querier, as Thanos (v0.31 and later) runs it for one series over a range:
   * the stores drop the replica labels, so all replicas' chunks come as one
@@ -404,6 +405,11 @@ def main():
     for s in out.values():
         s.sort()
 
+    # How many output chunks are a source chunk's bytes (copied rather than re-encoded).
+    source_chunks = set(c[3] for _, _, _, ps in blocks for cs in ps.values() for c in cs)
+    out_chunks = [c[3] for b in blocks_in(args.output) for cs in read_block(b)[0].values() for c in cs]
+    print("chunks:  %d of %d output chunks are a source chunk's bytes" % (
+        sum(1 for c in out_chunks if c in source_chunks), len(out_chunks)))
     if args.func == "penalty":
         print("querier: " + stats({n: [(t, v) for t, v, _ in s] for n, s in want.items()}, replicas_at))
     print("output:  " + stats(out, replicas_at))

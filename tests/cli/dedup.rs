@@ -112,8 +112,9 @@ fn compact_copy(inputs: &Path, args: &[&str]) -> tempfile::TempDir {
 }
 
 /// Runs the reference's comparison; panics with its report unless the output is what the
-/// querier returns (penalty) or the union (one-to-one).
-fn reference_check(func: &str, dump: &str, inputs: &Path, output: &Path, min_samples: u64) {
+/// querier returns (penalty) or the union (one-to-one). Returns how many output chunks
+/// are a source chunk's bytes, and how many there are.
+fn reference_check(func: &str, dump: &str, inputs: &Path, output: &Path, min_samples: u64) -> (u64, u64) {
     let out = run(Command::new("python3").arg(repo().join("scripts/dedup_reference.py")).args([
         "check",
         "--func",
@@ -135,6 +136,9 @@ fn reference_check(func: &str, dump: &str, inputs: &Path, output: &Path, min_sam
     let samples: u64 = equal.split(", ").nth(1).and_then(|s| s.strip_suffix(" samples")).unwrap().parse().unwrap();
     assert!(samples >= min_samples, "{func}: compared {samples} samples only:\n{report}");
     eprintln!("{func}:\n{report}");
+    let chunks = report.lines().find_map(|l| l.strip_prefix("chunks:  ")).expect("the reference counts chunks");
+    let words: Vec<&str> = chunks.split(' ').collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
 }
 
 #[test]
@@ -143,7 +147,10 @@ fn penalty_returns_what_the_querier_returns_for_two_replicas() {
     replica_blocks(0, inputs.path());
     replica_blocks(1, inputs.path());
     let out = compact_copy(inputs.path(), &["--deduplication.func", "penalty"]);
-    reference_check("penalty", "promtool", inputs.path(), out.path(), 50_000);
+    let (copied, all) = reference_check("penalty", "promtool", inputs.path(), out.path(), 50_000);
+    // The result follows one replica for long runs, so many chunks are taken whole and
+    // kept as they were (280 of 531 here; 58 when the penalty restarted per overlap group).
+    assert!(copied * 5 >= all * 2, "only {copied} of {all} output chunks are source chunks");
 }
 
 #[test]
