@@ -16,8 +16,9 @@
 //! then descending bytes. The querier then deals the chunks out, in that order, into
 //! streams: each chunk goes to the first stream whose last chunk ends before it starts,
 //! or opens a new stream ([`split_overlapping`]). The replicas it chains are these
-//! streams, in the order they were opened, not the replica labels: a stream is mostly
-//! one replica but takes the other's chunks where its own replica had none. One stream
+//! streams, in the order they were opened, not the replica labels: a stream takes
+//! whichever replica's chunk starts next after its last one, so streams can trade
+//! replicas at chunk boundaries, and within a stream there is no penalty. One stream
 //! is returned as it is; two or more are chained pairwise, `p(p(s0, s1), s2)`, each
 //! pair with the penalty rule below, over the whole query range at once.
 
