@@ -2,6 +2,7 @@
 """Generate the deterministic OpenMetrics inputs for strata's golden blocks.
 
 Usage: gen_openmetrics.py {varied|small} [--seed N] [--out FILE]
+       gen_openmetrics.py replica --replica R [--seed N] [--out FILE]
 
 The output is fed to `promtool tsdb create-blocks-from openmetrics` by
 scripts/make-golden.sh. Everything is derived from a seeded PRNG and fixed
@@ -314,14 +315,82 @@ def gen_small(rnd):
     return w
 
 
+# ---------------------------------------------------------------------------
+# replica: what HA replica R (0, 1 or 2) of one Prometheus pair/triple scraped,
+# 44 series over 6h, for the deduplication tests (tests/cli/dedup.rs).
+# ---------------------------------------------------------------------------
+
+# 2023-11-14T22:00:00Z, a multiple of 2h: promtool writes three 2h blocks.
+REPLICA_START_MS = 1_699_999_200_000
+REPLICA_DURATION_MS = 6 * 3600 * 1000
+REPLICA_SERIES = 44
+# Each replica is down for a while, at a different time (start, end) in minutes from
+# the start: replica 1's outage spans the 4h block boundary.
+REPLICA_OUTAGES = [(65, 85), (230, 250), (300, 312)]
+
+
+def gen_replica(replica, seed):
+    """The underlying values are functions of time shared by every replica; what
+    differs is when each replica scrapes: 1 s after the one before it, with +-1.5 s
+    of jitter on every scrape, its own outage, its own missed scrapes."""
+    w = Writer()
+    t0, t1 = REPLICA_START_MS, REPLICA_START_MS + REPLICA_DURATION_MS
+    out0, out1 = (t0 + m * 60_000 for m in REPLICA_OUTAGES[replica])
+    jitter = random.Random(seed * 1000 + replica)
+    shared = random.Random(seed)
+    kinds = []
+    for i in range(REPLICA_SERIES):
+        step = [15_000, 15_000, 30_000, 10_000][i % 4]
+        start, end = t0, t1
+        if i in (5, 6, 21):  # late-starting series
+            start = t0 + (150 + 7 * i) * 60_000
+        if i in (7, 8, 30):  # early-ending series
+            end = t0 + (220 + 3 * i) * 60_000
+        only = 0 if i == 9 else 1 if i == 10 else None  # targets one replica alone scrapes
+        resets = sorted(shared.randrange(t0, t1) for _ in range(i % 3))  # counter resets
+        kinds.append((i, step, start, end, only, resets, shared.uniform(0.5, 20), shared.uniform(-50, 50)))
+
+    def scrapes(step, start, end):
+        # Scrape times of this replica: its offset, jitter, outage and 2% missed.
+        pts, base = [], start + 1600 + 1000 * replica
+        while base < end:
+            ts = base + jitter.randint(-1500, 1500)
+            if not out0 <= ts < out1 and jitter.random() >= 0.02 and (not pts or ts > pts[-1]):
+                pts.append(ts)
+            base += step
+        return pts
+
+    w.family("dedup_requests", "counter", "Counters shared by the replicas, with resets.")
+    for i, step, start, end, only, resets, rate, _ in kinds:
+        if i % 2 or only not in (None, replica):
+            continue
+        pts = []
+        for ts in scrapes(step, start, end):
+            since = max([start] + [r for r in resets if r <= ts])
+            pts.append((ts, (ts - since) * rate // 1000))
+        w.series_samples("dedup_requests_total", [("series", "c%02d" % i)], pts)
+
+    w.family("dedup_level", "gauge", "Gauges shared by the replicas.")
+    for i, step, start, end, only, _, rate, offset in kinds:
+        if not i % 2 or only not in (None, replica):
+            continue
+        pts = [(ts, round(offset + 10 * math.sin(ts / (rate * 60_000)), 3)) for ts in scrapes(step, start, end)]
+        w.series_samples("dedup_level", [("series", "g%02d" % i)], pts)
+    return w
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("fixture", choices=["varied", "small"])
+    ap.add_argument("fixture", choices=["varied", "small", "replica"])
+    ap.add_argument("--replica", type=int, choices=[0, 1, 2], default=0)
     ap.add_argument("--seed", type=int, default=20231114)
     ap.add_argument("--out", default="-")
     args = ap.parse_args()
     rnd = random.Random(args.seed)
-    w = {"varied": gen_varied, "small": gen_small}[args.fixture](rnd)
+    if args.fixture == "replica":
+        w = gen_replica(args.replica, args.seed)
+    else:
+        w = {"varied": gen_varied, "small": gen_small}[args.fixture](rnd)
     text = w.text()
     if args.out == "-":
         sys.stdout.write(text)

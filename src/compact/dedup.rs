@@ -1,9 +1,26 @@
 //! Merging the samples of overlapping chunks: one-to-one (one sample per timestamp, as
-//! Prometheus's vertical compaction) and Thanos's penalty algorithm for HA replicas.
+//! Prometheus's vertical compaction) and the penalty algorithm of a deduplicating Thanos
+//! querier for HA replicas.
 //!
-//! Owns: the two sample-level merges over sorted streams. Values are opaque here: only
-//! timestamps decide.
+//! Owns: the two sample-level merges over sorted streams, and the querier's division of
+//! one series' chunks into the streams it chains ([`split_overlapping`]). Values are
+//! opaque here: only timestamps (and chunk time ranges) decide.
 //! Must not: decode or encode chunks.
+//!
+//! # What a deduplicating Thanos querier returns for one series
+//!
+//! (Thanos `pkg/query/querier.go` since v0.31, `pkg/store/proxy_merge.go`,
+//! `pkg/dedup/iter.go`.) The stores drop the replica labels, so every replica's series
+//! arrives as one series, and the proxy pools the chunks of all of them: byte-identical
+//! chunks are kept once, the rest are sorted by min time, then max time, then encoding,
+//! then descending bytes. The querier then deals the chunks out, in that order, into
+//! streams: each chunk goes to the first stream whose last chunk ends before it starts,
+//! or opens a new stream ([`split_overlapping`]). The replicas it chains are these
+//! streams, in the order they were opened, not the replica labels: a stream takes
+//! whichever replica's chunk starts next after its last one, so streams can trade
+//! replicas at chunk boundaries, and within a stream there is no penalty. One stream
+//! is returned as it is; two or more are chained pairwise, `p(p(s0, s1), s2)`, each
+//! pair with the penalty rule below, over the whole query range at once.
 
 /// How overlapping samples are merged (`--deduplication.func`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,10 +75,13 @@ fn union_pair<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>)
     }
 }
 
-/// Thanos's penalty deduplication of two replicas (`pkg/dedup/iter.go`, non-counter
-/// mode) into `out`: take the earlier sample (A on a tie); the replica not taken must
-/// then skip past twice the last gap (5 s before any gap is known), so the result
-/// follows one replica and switches only where it has a gap.
+/// The penalty rule of one pair of streams (the querier's `dedupSeriesIterator`, not
+/// counting counter adjustments, which only apply under `rate`-like functions), into
+/// `out`: each step takes the earliest of the two streams' next samples (`a` on a tie);
+/// the stream not taken must then skip past twice the gap between the sample taken and
+/// the one before it (5 s before there is one), the stream taken only past the sample
+/// itself. So the result follows one stream and moves to the other only where the one
+/// it follows has no sample within that window.
 fn penalty_pair_into<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i64, V)>) {
     const INITIAL_PENALTY: i64 = 5000;
     out.reserve(a.len().max(b.len()));
@@ -107,8 +127,23 @@ fn penalty_pair_into<V: Clone>(a: &[(i64, V)], b: &[(i64, V)], out: &mut Vec<(i6
 }
 
 /// Merges sorted streams with `func` into `out` (cleared first). More than two streams
-/// are folded pairwise, as Thanos chains `dedup(dedup(r0, r1), r2)`.
+/// are folded pairwise, as the querier chains them: `pair(pair(s0, s1), s2)`.
 pub fn merge_into<V: Clone>(func: DedupFunc, streams: &[&[(i64, V)]], out: &mut Vec<(i64, V)>) {
+    let mut tmp = Vec::new();
+    merge_into_reusing(func, streams, out, &mut tmp);
+}
+
+/// [`merge_into`] with a caller's buffer for the intermediate results of a fold over
+/// more than two streams, so a caller merging many series allocates nothing per series.
+/// Folding the materialized result of `pair(s0, s1)` with `s2` gives what the querier's
+/// nested iterators give: the outer pair only seeks the inner one forward, and the inner
+/// one steps through its own results to get there, exactly as if it ran alone.
+pub fn merge_into_reusing<V: Clone>(
+    func: DedupFunc,
+    streams: &[&[(i64, V)]],
+    out: &mut Vec<(i64, V)>,
+    tmp: &mut Vec<(i64, V)>,
+) {
     out.clear();
     let pair = match func {
         DedupFunc::OneToOne => union_pair::<V>,
@@ -120,14 +155,39 @@ pub fn merge_into<V: Clone>(func: DedupFunc, streams: &[&[(i64, V)]], out: &mut 
         [a, b] => pair(a, b, out),
         [a, b, rest @ ..] => {
             pair(a, b, out);
-            let mut tmp = Vec::new();
             for r in rest {
-                std::mem::swap(&mut tmp, out);
+                std::mem::swap(tmp, out);
                 out.clear();
-                pair(&tmp, r, out);
+                pair(tmp, r, out);
             }
         }
     }
+}
+
+/// The querier's division of one series' chunks into streams: `ranges` are the chunks'
+/// `(min_time, max_time)` in the querier's order (see the module comment); each chunk
+/// goes to the first stream whose last chunk ends before it starts, or opens a new
+/// stream. Writes each chunk's stream into `stream_of` and returns the number of streams;
+/// `ends` is scratch (the last max time of each stream).
+pub fn split_overlapping(
+    ranges: impl IntoIterator<Item = (i64, i64)>,
+    stream_of: &mut Vec<u32>,
+    ends: &mut Vec<i64>,
+) -> usize {
+    stream_of.clear();
+    ends.clear();
+    for (min_time, max_time) in ranges {
+        let s = match ends.iter().position(|&end| end < min_time) {
+            Some(s) => s,
+            None => {
+                ends.push(i64::MIN);
+                ends.len() - 1
+            }
+        };
+        ends[s] = max_time;
+        stream_of.push(s as u32);
+    }
+    ends.len()
 }
 
 /// Merges sorted streams with `func`.
@@ -191,6 +251,83 @@ mod tests {
         assert!(tags[first_b..].iter().all(|&t| t == b'b'), "does not flip back while B has no gap: {tags:?}");
         // Strictly increasing timestamps.
         assert!(p.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn chunks_go_to_the_first_stream_they_do_not_overlap() {
+        // Replica A: [0, 29], [30, 59], then down; B: [1, 30], [31, 60], [61, 90];
+        // A again from 62. B's third chunk fits after A's second, so the first stream
+        // takes it: the streams are not the replicas.
+        let ranges = [(0, 29), (1, 30), (30, 59), (31, 60), (61, 90), (62, 95)];
+        let (mut of, mut ends) = (Vec::new(), Vec::new());
+        assert_eq!(split_overlapping(ranges, &mut of, &mut ends), 2);
+        assert_eq!(of, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(split_overlapping([(0, 10), (5, 6), (7, 8), (9, 20)], &mut of, &mut ends), 2);
+        assert_eq!(of, [0, 1, 1, 1]);
+        assert_eq!(split_overlapping([(0, 10), (5, 12), (8, 9), (11, 11)], &mut of, &mut ends), 3);
+        assert_eq!(of, [0, 1, 2, 0]);
+        assert_eq!(split_overlapping([], &mut of, &mut ends), 0);
+    }
+
+    #[test]
+    fn three_streams_chain_through_the_first_pairs_result() {
+        // s0 and s1 a second apart, both down from 31 s to 90 s; s2 covers the outage.
+        // The first pair follows s0 (0, 15, 30, 90, 105). Against s2 it takes 0, 15 and
+        // 30, and s2 must skip past 30 + 2 * 15: its 47 is skipped, its 62 comes before
+        // the pair's 90, and then the pair must skip past 62 + 2 * 32, which it never
+        // reaches again.
+        let s0: Vec<(i64, u8)> = [0, 15, 30, 90, 105].iter().map(|&t| (t * 1000, 0)).collect();
+        let s1: Vec<(i64, u8)> = [1, 16, 31, 91, 106].iter().map(|&t| (t * 1000, 1)).collect();
+        let s2: Vec<(i64, u8)> = [2, 47, 62, 77, 92].iter().map(|&t| (t * 1000, 2)).collect();
+        let got: Vec<(i64, u8)> = merge(DedupFunc::Penalty, vec![s0, s1, s2]);
+        let want = [(0, 0), (15, 0), (30, 0), (62, 2), (77, 2), (92, 2)];
+        assert_eq!(got, want.map(|(t, r)| (t * 1000, r)));
+    }
+
+    /// Sorted, strictly increasing timestamps from 0..`max`, tagged `tag`.
+    fn stream(max: i64, n: usize, tag: u8) -> impl Strategy<Value = Vec<(i64, u8)>> {
+        proptest::collection::btree_set(0..max, 0..n).prop_map(move |s| s.into_iter().map(|t| (t, tag)).collect())
+    }
+
+    proptest! {
+        /// The penalty output of two replicas: strictly increasing, every sample one of a
+        /// replica's, and it leaves the replica it follows only where that replica has no
+        /// sample within the penalty window after the last sample taken: twice the gap
+        /// between the last two samples taken (5 s after the first).
+        #[test]
+        fn penalty_switches_only_across_a_gap_of_the_replica_it_leaves(a in stream(200_000, 80, 0), b in stream(200_000, 80, 1)) {
+            let out = merge(DedupFunc::Penalty, vec![a.clone(), b.clone()]);
+            prop_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+            for s in &out {
+                prop_assert!([&a, &b][s.1 as usize].contains(s), "{s:?} is no replica's sample");
+            }
+            for k in 1..out.len() {
+                let (left, last_t) = (out[k - 1].1, out[k - 1].0);
+                if out[k].1 == left {
+                    continue;
+                }
+                let window = if k == 1 { 5000 } else { 2 * (last_t - out[k - 2].0) };
+                let stream = [&a, &b][left as usize];
+                prop_assert!(
+                    !stream.iter().any(|&(t, _)| t > last_t && t <= last_t + window),
+                    "switched away from {left} at {} though it has a sample within {window} ms of {last_t}", out[k].0
+                );
+            }
+        }
+
+        /// More replicas: still strictly increasing and every sample a replica's.
+        #[test]
+        fn penalty_of_three_replicas_takes_only_their_samples(a in stream(100_000, 40, 0), b in stream(100_000, 40, 1), c in stream(100_000, 40, 2)) {
+            let out = merge(DedupFunc::Penalty, vec![a.clone(), b.clone(), c.clone()]);
+            prop_assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+            for s in &out {
+                prop_assert!([&a, &b, &c][s.1 as usize].contains(s), "{s:?} is no replica's sample");
+            }
+            // A fold with a reused buffer gives the same.
+            let (mut o, mut tmp) = (Vec::new(), vec![(7, 9)]);
+            merge_into_reusing(DedupFunc::Penalty, &[&a, &b, &c], &mut o, &mut tmp);
+            prop_assert_eq!(o, out);
+        }
     }
 
     proptest! {

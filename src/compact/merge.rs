@@ -2,8 +2,10 @@
 //!
 //! Owns: the k-way merge of series across sources in label order; per series, copying
 //! chunks that overlap nothing as bytes (never decoded), dropping byte-identical
-//! duplicate chunks, merging overlapping chunks sample by sample (one-to-one or penalty)
-//! and re-encoding them into chunks of at most 120 samples; trimming chunks that stick
+//! duplicate chunks, merging overlapping chunks sample by sample (one-to-one) or
+//! deduplicating a series' whole sample stream as the Thanos querier does (penalty;
+//! chunks the result takes whole stay bytes), and re-encoding merged samples into
+//! chunks of at most 120 samples; trimming chunks that stick
 //! out of their block's range or are hit by tombstones. Series are processed in batches
 //! in parallel (rayon) while a writer thread writes the previous batch, so memory is
 //! bounded by a batch of series plus the output index's postings.
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use ulid::Ulid;
 
-use super::dedup::{merge as merge_samples, merge_into, DedupFunc};
+use super::dedup::{merge as merge_samples, merge_into, merge_into_reusing, split_overlapping, DedupFunc};
 use crate::block::pipeline::{self, series_chunk, BatchLimits};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
@@ -391,6 +393,8 @@ struct Scratch<'a> {
     /// Decoded samples per source of an overlap group.
     streams: Vec<(usize, Vec<(i64, f64)>)>,
     merged: Vec<(i64, f64)>,
+    /// Buffers of the penalty path ([`merge_series_penalty`]).
+    penalty: PenaltyScratch,
 }
 
 /// Merges series `s` of batch `g` (its chunks from every source that has it) into `out`.
@@ -404,7 +408,7 @@ fn merge_series<'a>(
 ) -> Result<()> {
     let (parts, labels_range) = &g.series[s];
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
-    let Scratch { items, keep, streams, merged } = scratch;
+    let Scratch { items, keep, streams, merged, penalty } = scratch;
     items.clear();
     for e in &g.parts[parts.start as usize..parts.end as usize] {
         let i = e.src;
@@ -459,9 +463,13 @@ fn merge_series<'a>(
             }
         }
     }
+    let first_chunk = out.chunks.len();
+    if dedup == DedupFunc::Penalty && merge_series_penalty(srcs, labels, items, penalty, out)? {
+        out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
+        return Ok(());
+    }
     items.sort_by_key(|c| (c.min_time, c.max_time));
 
-    let first_chunk = out.chunks.len();
     let mut at = 0;
     while at < items.len() {
         // The overlap group at the front: items[at..end].
@@ -594,6 +602,183 @@ fn merge_series<'a>(
     }
     out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
     Ok(())
+}
+
+/// Buffers of the penalty path, reused from series to series.
+#[derive(Default)]
+struct PenaltyScratch {
+    /// Per chunk (in `items` order), the querier's stream it belongs to.
+    stream_of: Vec<u32>,
+    ends: Vec<i64>,
+    /// Per decoded chunk, in decoding order (stream by stream, each in time order): its
+    /// first sample's index in `floats` or `values`, its sample count, its index in
+    /// `items`.
+    decoded: Vec<(u32, u32, u32)>,
+    /// Per decoded sample: the decoded chunk it came from.
+    owner: Vec<u32>,
+    /// Every stream's samples, stream after stream: floats when every chunk is XOR,
+    /// else boxed values.
+    floats: Vec<(i64, f64)>,
+    values: Vec<(i64, Value)>,
+    /// The same samples as (timestamp, index into `floats`/`values`), and where each
+    /// stream starts and ends in it.
+    ts: Vec<(i64, u32)>,
+    bounds: Vec<usize>,
+    merged: Vec<(i64, u32)>,
+    tmp: Vec<(i64, u32)>,
+    piece: Vec<(i64, f64)>,
+}
+
+/// Penalty deduplication of one series, giving what a deduplicating Thanos querier
+/// returns for it over the merge's range (see the `dedup` module comment): the series'
+/// chunks from every source are pooled, byte-identical ones kept once, dealt into the
+/// querier's streams, and the streams chained with the penalty rule over the whole
+/// series at once, whatever the chunk, cluster or block boundaries. A source chunk the
+/// result takes whole (all its samples in a row, nothing between them) is copied as
+/// bytes; the other samples are re-encoded in chunks of at most 120. Returns `false`,
+/// having only put `items` in the querier's order and dropped duplicates, when the
+/// chunks form one stream (nothing overlaps): the caller copies them as they are.
+fn merge_series_penalty<'a>(
+    srcs: &[Source<'a>],
+    labels: &[(&'a [u8], &'a [u8])],
+    items: &mut Vec<Item<'a>>,
+    scr: &mut PenaltyScratch,
+    out: &mut SubOut<'a>,
+) -> Result<bool> {
+    // The proxy's order: min time, max time, encoding, then bytes, descending.
+    items.sort_by(|a, b| {
+        (a.min_time, a.max_time, a.encoding)
+            .cmp(&(b.min_time, b.max_time, b.encoding))
+            .then_with(|| b.data.cmp(&a.data))
+    });
+    items.dedup_by(|b, a| {
+        a.min_time == b.min_time && a.max_time == b.max_time && a.encoding == b.encoding && a.data == b.data
+    });
+    let PenaltyScratch { stream_of, ends, decoded, owner, floats, values, ts, bounds, merged, tmp, piece } = scr;
+    let n = split_overlapping(items.iter().map(|c| (c.min_time, c.max_time)), stream_of, ends);
+    if n < 2 {
+        return Ok(false);
+    }
+
+    let floats_only = items.iter().all(|c| c.encoding == Encoding::Xor as u8);
+    decoded.clear();
+    owner.clear();
+    floats.clear();
+    values.clear();
+    ts.clear();
+    bounds.clear();
+    bounds.push(0);
+    for s in 0..n as u32 {
+        for (k, c) in items.iter().enumerate() {
+            if stream_of[k] != s {
+                continue;
+            }
+            let start = ts.len();
+            let done = if floats_only {
+                crate::format::xor::decode_into(&c.data, floats)
+                    .map(|()| ts.extend(floats[start..].iter().map(|&(t, _)| (t, 0))))
+            } else {
+                decode(c.encoding, &c.data).map(|d| {
+                    values.extend(d.into_values());
+                    ts.extend(values[start..].iter().map(|(t, _)| (*t, 0)));
+                })
+            };
+            done.map_err(|err| {
+                bad(
+                    srcs[c.source].block.dir.clone(),
+                    labels,
+                    format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time),
+                )
+            })?;
+            for (i, e) in ts[start..].iter_mut().enumerate() {
+                e.1 = (start + i) as u32;
+            }
+            owner.resize(ts.len(), decoded.len() as u32);
+            decoded.push((start as u32, (ts.len() - start) as u32, k as u32));
+        }
+        bounds.push(ts.len());
+    }
+
+    let mut few: [&[(i64, u32)]; 4] = [&[]; 4];
+    let many: Vec<&[(i64, u32)]>;
+    let refs: &[&[(i64, u32)]] = if n <= few.len() {
+        for (slot, w) in few.iter_mut().zip(bounds.windows(2)) {
+            *slot = &ts[w[0]..w[1]];
+        }
+        &few[..n]
+    } else {
+        many = bounds.windows(2).map(|w| &ts[w[0]..w[1]]).collect();
+        &many
+    };
+    merge_into_reusing(DedupFunc::Penalty, refs, merged, tmp);
+
+    // Re-encodes merged[range] into chunks of at most 120 samples.
+    let first_dir = &srcs[items[0].source].block.dir;
+    let mut encode = |range: Range<usize>, out: &mut SubOut<'a>| -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let run = &merged[range];
+        if floats_only {
+            out.arena.reserve(run.len() * 3 + 64);
+            for part in run.chunks(SAMPLES_PER_CHUNK) {
+                piece.clear();
+                piece.extend(part.iter().map(|&(_, g)| floats[g as usize]));
+                let room = out.arena.len();
+                out.arena.resize(room + RECORD_HEAD_ROOM, 0);
+                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
+                let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
+                out.chunks.push(OutRef {
+                    encoding: Encoding::Xor as u8,
+                    data: Bytes::Arena { record, data },
+                    min_time: piece[0].0,
+                    max_time: piece[piece.len() - 1].0,
+                });
+            }
+        } else {
+            let vals: Vec<(i64, Value)> = run.iter().map(|&(_, g)| values[g as usize].clone()).collect();
+            let chunks = encode_values(&vals, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries {
+                path: first_dir.clone(),
+                series: labels.to_label_string(),
+                problem: p,
+            })?;
+            for c in chunks {
+                out.chunks.push(OutRef {
+                    encoding: c.encoding,
+                    data: Bytes::Owned(c.data.into_owned()),
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                });
+            }
+        }
+        Ok(())
+    };
+
+    // Runs of the result that are a whole source chunk are that chunk's bytes.
+    let (mut at, mut pending) = (0, 0);
+    while at < merged.len() {
+        let g = merged[at].1;
+        let (start, len, k) = decoded[owner[g as usize] as usize];
+        let len = len as usize;
+        let whole = g == start
+            && at + len <= merged.len()
+            && merged[at..at + len].iter().zip(start..).all(|(&(_, tag), want)| tag == want);
+        if !whole {
+            at += 1;
+            continue;
+        }
+        encode(pending..at, out)?;
+        let c = &mut items[k as usize];
+        let data = match (std::mem::replace(&mut c.data, Cow::Borrowed(&[])), c.record) {
+            (Cow::Borrowed(data), Some(record)) => Bytes::Source { data, record },
+            (data, _) => Bytes::Owned(data.into_owned()),
+        };
+        out.chunks.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
+        at += len;
+        pending = at;
+    }
+    encode(pending..merged.len(), out)?;
+    Ok(true)
 }
 
 fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {

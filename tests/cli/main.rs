@@ -4,6 +4,7 @@
 
 mod bucket;
 mod compact;
+mod dedup;
 mod downsample;
 mod format;
 mod fuzz;
