@@ -3,11 +3,12 @@
 //!
 //! Owns: the sample model ([`Histogram`], [`FloatHistogram`], [`Span`],
 //! [`CounterResetHint`]) and the chunk codec for both encodings: the varbit integers,
-//! the chunk layout (zero threshold, schema, spans, custom bucket bounds), the encoders
-//! ([`HistogramEncoder`], [`FloatHistogramEncoder`], one generic [`Encoder`]) that reproduce Prometheus 2.42's
-//! appenders byte for byte, and the iterators ([`HistogramIter`], [`FloatHistogramIter`])
-//! that never panic and never allocate more than the input bytes can justify. Also the
-//! Go-compatible text form of a float histogram (`impl Display for FloatHistogram`).
+//! the chunk layout (zero threshold, schema, spans, custom bucket bounds), the encoder
+//! ([`Encoder`], as [`HistogramEncoder`] and [`FloatHistogramEncoder`]) that reproduces
+//! Prometheus 2.42's appenders byte for byte, and the iterator ([`ChunkIter`], as
+//! [`HistogramIter`] and [`FloatHistogramIter`]) that never panics and never allocates
+//! more than the input bytes can justify. Also the Go-compatible text form of a float
+//! histogram (`impl Display for FloatHistogram`).
 //! Must not: know about segment files or CRCs. See `docs/format/chunks.md`.
 //!
 //! Chunk layout (checked against `tsdb/chunkenc/{histogram,float_histogram,
