@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::block::{segment_names, CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::{FormatError, Result};
 use crate::format::aggr::{self, AggrType};
-use crate::format::chunks::{check_segment_header, iter_segment, read_chunk, Encoding};
+use crate::format::chunks::{check_segment_header, iter_segment, read_chunk, ChunkMeta, Encoding};
 use crate::format::index::IndexReader;
 use crate::format::meta::BlockMeta;
 use crate::format::sample::decode;
@@ -63,12 +63,48 @@ pub struct Counts {
     pub samples: u64,
 }
 
-/// Verifies one block directory.
+/// Verifies one block directory: `meta.json`, the chunk segments, the tombstones, the
+/// index and every series' chunks, then the meta's stats against what was found.
 pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
     let mut r = Report { block: dir, problems: Vec::new() };
     let mut counts = Counts::default();
+    let meta = check_meta(&mut r, dir);
+    let segments = check_segments(&mut r, dir);
+    let tombstones = check_tombstones(&mut r, dir);
+    let Some(index_bytes) = open_index(&mut r, dir) else { return Ok((r.problems, counts)) };
+    let index = match IndexReader::new(&index_bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            r.format(INDEX_FILE, &e);
+            return Ok((r.problems, counts));
+        }
+    };
+    index.check(|e| r.format(INDEX_FILE, &e));
+    // A broken all-postings list was reported by `check` above.
+    let ids: Vec<u32> = index.all_postings().map(|p| p.collect()).unwrap_or_default();
+    let block = BlockScope::of(meta.as_ref());
+    let mut labels = Labels::new();
+    let mut chunks = Vec::new();
+    for &id in &ids {
+        if index.series(id, &mut labels, &mut chunks).is_err() {
+            continue; // already reported by index.check
+        }
+        counts.series += 1;
+        for c in &chunks {
+            counts.chunks += 1;
+            counts.samples += check_chunk(&mut r, &segments, &block, &labels, c);
+        }
+    }
+    check_tombstone_refs(&mut r, &tombstones, index.version(), &ids);
+    if let Some(m) = &meta {
+        check_meta_against_data(&mut r, m, &counts, &segments);
+    }
+    Ok((r.problems, counts))
+}
 
-    let meta = match std::fs::read(dir.join(META_FILE)) {
+/// Reads and parses `meta.json`.
+fn check_meta(r: &mut Report<'_>, dir: &Path) -> Option<BlockMeta> {
+    match std::fs::read(dir.join(META_FILE)) {
         Ok(b) => match BlockMeta::parse(&b) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -80,42 +116,56 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
             r.add(META_FILE, format!("cannot read: {e}"));
             None
         }
-    };
+    }
+}
 
-    // Segments: header, and every record's CRC, whether or not the index points at it.
+/// The chunk segment files, opened, with the records the scan found broken.
+struct Segments {
+    /// Name and bytes of each segment file, in order.
+    files: Vec<(String, FileBytes)>,
+    /// Chunk records found broken by the scan: (segment, offset) -> index into problems,
+    /// so the series pass can name the series instead of reporting the chunk twice.
+    broken: HashMap<(usize, u32), usize>,
+}
+
+/// Opens every segment and checks its header and every record's CRC, whether or not the
+/// index points at it.
+fn check_segments(r: &mut Report<'_>, dir: &Path) -> Segments {
     let chunks_dir = dir.join(CHUNKS_DIR);
-    let mut segments: Vec<(String, FileBytes)> = Vec::new();
-    // Chunk records found broken by the scan: (segment, offset) -> index into problems,
-    // so the series pass can name the series instead of reporting the chunk twice.
-    let mut broken: HashMap<(usize, u32), usize> = HashMap::new();
-    match segment_names(&chunks_dir) {
-        Ok(names) => {
-            for name in names {
-                let file = format!("{CHUNKS_DIR}/{name}");
-                match FileBytes::open(&chunks_dir.join(&name)) {
-                    Ok(bytes) => {
-                        match check_segment_header(&bytes) {
-                            Ok(()) => {
-                                for rec in iter_segment(&bytes) {
-                                    if let Err(e) = rec {
-                                        broken.insert((segments.len(), e.offset as u32), r.problems.len());
-                                        r.format(&file, &e);
-                                        break;
-                                    }
-                                }
-                            }
-                            Err(e) => r.format(&file, &e),
-                        }
-                        segments.push((name, bytes));
-                    }
-                    Err(e) => r.add(&file, format!("cannot read: {e}")),
+    let mut segments = Segments { files: Vec::new(), broken: HashMap::new() };
+    let names = match segment_names(&chunks_dir) {
+        Ok(names) => names,
+        Err(e) => {
+            r.add(CHUNKS_DIR, format!("cannot list: {e}"));
+            return segments;
+        }
+    };
+    for name in names {
+        let file = format!("{CHUNKS_DIR}/{name}");
+        let bytes = match FileBytes::open(&chunks_dir.join(&name)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                r.add(&file, format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        match check_segment_header(&bytes) {
+            Ok(()) => {
+                if let Some(Err(e)) = iter_segment(&bytes).find(|rec| rec.is_err()) {
+                    segments.broken.insert((segments.files.len(), e.offset as u32), r.problems.len());
+                    r.format(&file, &e);
                 }
             }
+            Err(e) => r.format(&file, &e),
         }
-        Err(e) => r.add(CHUNKS_DIR, format!("cannot list: {e}")),
+        segments.files.push((name, bytes));
     }
+    segments
+}
 
-    let tombstones = match std::fs::read(dir.join(TOMBSTONES_FILE)) {
+/// Reads the tombstones file; a block without one has none.
+fn check_tombstones(r: &mut Report<'_>, dir: &Path) -> Tombstones {
+    match std::fs::read(dir.join(TOMBSTONES_FILE)) {
         Ok(b) => match Tombstones::read(&b) {
             Ok(t) => t,
             Err(e) => {
@@ -128,153 +178,170 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
             r.add(TOMBSTONES_FILE, format!("cannot read: {e}"));
             Tombstones::default()
         }
-    };
+    }
+}
 
-    let index_bytes = match FileBytes::open(&dir.join(INDEX_FILE)) {
-        Ok(b) => b,
+fn open_index(r: &mut Report<'_>, dir: &Path) -> Option<FileBytes> {
+    match FileBytes::open(&dir.join(INDEX_FILE)) {
+        Ok(b) => Some(b),
         Err(e) => {
             r.add(INDEX_FILE, format!("cannot read: {e}"));
-            return Ok((r.problems, counts));
-        }
-    };
-    let index = match IndexReader::new(&index_bytes) {
-        Ok(i) => i,
-        Err(e) => {
-            r.format(INDEX_FILE, &e);
-            return Ok((r.problems, counts));
-        }
-    };
-    index.check(|e| r.format(INDEX_FILE, &e));
-
-    let (min_t, max_t) = meta.as_ref().map(|m| (m.min_time, m.max_time)).unwrap_or((i64::MIN, i64::MAX));
-    let downsampled = meta.as_ref().is_some_and(|m| m.resolution() != 0);
-    // A broken all-postings list was reported by `check` above.
-    let ids: Vec<u32> = index.all_postings().map(|p| p.collect()).unwrap_or_default();
-    let mut labels = Labels::new();
-    let mut chunks = Vec::new();
-    for &id in &ids {
-        if index.series(id, &mut labels, &mut chunks).is_err() {
-            continue; // already reported by index.check
-        }
-        counts.series += 1;
-        for c in &chunks {
-            counts.chunks += 1;
-            let seg = c.chunk_ref.segment() as usize;
-            let Some((name, bytes)) = segments.get(seg) else {
-                r.add(
-                    INDEX_FILE,
-                    format!(
-                        "series {labels}: chunk ref {} names segment {seg}, but the block has {} segment files",
-                        c.chunk_ref,
-                        segments.len()
-                    ),
-                );
-                continue;
-            };
-            let file = format!("{CHUNKS_DIR}/{name}");
-            let raw = match read_chunk(bytes, c.chunk_ref.offset()) {
-                Ok(raw) => raw,
-                Err(e) => {
-                    let msg = format!("series {labels}: chunk {}: {}", c.chunk_ref, e.problem);
-                    match broken.get(&(seg, c.chunk_ref.offset())) {
-                        Some(&i) => r.problems[i].message = msg,
-                        None => r.add(&file, msg),
-                    }
-                    continue;
-                }
-            };
-            // Thanos's health check: a chunk may not start before minTime or end after
-            // maxTime. (Samples at maxTime itself are outside the half-open range, but
-            // Thanos accepts such blocks, so strata does too.)
-            if c.min_time < min_t || c.max_time > max_t {
-                r.add(
-                    INDEX_FILE,
-                    format!(
-                        "series {labels}: chunk [{}, {}] lies outside the block's range [{min_t}, {max_t})",
-                        c.min_time, c.max_time
-                    ),
-                );
-            }
-            // Decode and check times.
-            let decoded = match Encoding::from_byte(raw.encoding) {
-                Some(Encoding::Aggr) => {
-                    if !downsampled {
-                        r.add(&file, format!("series {labels}: chunk {}: aggregate chunk in a raw block", c.chunk_ref));
-                    }
-                    check_aggr(raw.data, c.min_time, c.max_time).map(|(n, ts, problems)| {
-                        for p in problems {
-                            r.add(&file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
-                        }
-                        (n, ts)
-                    })
-                }
-                _ => {
-                    if downsampled {
-                        // Thanos's store gateway reads only aggregate chunks from such blocks.
-                        r.add(&file, format!("series {labels}: chunk {}: chunk of encoding {} in a downsampled block (readers expect aggregate chunks)", c.chunk_ref, raw.encoding));
-                    }
-                    decode(raw.encoding, raw.data).map(|s| (s.len() as u64, s.timestamps()))
-                }
-            };
-            match decoded {
-                Ok((n, ts)) => {
-                    counts.samples += n;
-                    if ts.windows(2).any(|w| w[0] >= w[1]) && raw.encoding != Encoding::Aggr as u8 {
-                        r.add(
-                            &file,
-                            format!("series {labels}: chunk {}: samples not in increasing time order", c.chunk_ref),
-                        );
-                    }
-                    if raw.encoding != Encoding::Aggr as u8 {
-                        if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
-                            if first != c.min_time || last != c.max_time {
-                                r.add(
-                                    INDEX_FILE,
-                                    format!(
-                                        "series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]",
-                                        c.chunk_ref, c.min_time, c.max_time
-                                    ),
-                                );
-                            }
-                        } else {
-                            r.add(&file, format!("series {labels}: chunk {} holds no samples", c.chunk_ref));
-                        }
-                    }
-                }
-                Err(e) => r.add(&file, format!("series {labels}: chunk {}: {e}", c.chunk_ref)),
-            }
+            None
         }
     }
+}
+
+/// What the chunk checks need of the block's meta: its time range and whether it is
+/// downsampled. Without a readable meta, every range is accepted and the block is raw.
+struct BlockScope {
+    min_t: i64,
+    max_t: i64,
+    downsampled: bool,
+}
+
+impl BlockScope {
+    fn of(meta: Option<&BlockMeta>) -> Self {
+        let (min_t, max_t) = meta.map(|m| (m.min_time, m.max_time)).unwrap_or((i64::MIN, i64::MAX));
+        BlockScope { min_t, max_t, downsampled: meta.is_some_and(|m| m.resolution() != 0) }
+    }
+}
+
+/// Checks one chunk of a series: its ref, its record, its range against the block's and
+/// its samples against the index. Returns the number of samples it holds.
+fn check_chunk(r: &mut Report<'_>, segments: &Segments, block: &BlockScope, labels: &Labels, c: &ChunkMeta) -> u64 {
+    let seg = c.chunk_ref.segment() as usize;
+    let Some((name, bytes)) = segments.files.get(seg) else {
+        r.add(
+            INDEX_FILE,
+            format!(
+                "series {labels}: chunk ref {} names segment {seg}, but the block has {} segment files",
+                c.chunk_ref,
+                segments.files.len()
+            ),
+        );
+        return 0;
+    };
+    let file = format!("{CHUNKS_DIR}/{name}");
+    let raw = match read_chunk(bytes, c.chunk_ref.offset()) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let msg = format!("series {labels}: chunk {}: {}", c.chunk_ref, e.problem);
+            match segments.broken.get(&(seg, c.chunk_ref.offset())) {
+                Some(&i) => r.problems[i].message = msg,
+                None => r.add(&file, msg),
+            }
+            return 0;
+        }
+    };
+    // Thanos's health check: a chunk may not start before minTime or end after
+    // maxTime. (Samples at maxTime itself are outside the half-open range, but
+    // Thanos accepts such blocks, so strata does too.)
+    let (min_t, max_t) = (block.min_t, block.max_t);
+    if c.min_time < min_t || c.max_time > max_t {
+        r.add(
+            INDEX_FILE,
+            format!(
+                "series {labels}: chunk [{}, {}] lies outside the block's range [{min_t}, {max_t})",
+                c.min_time, c.max_time
+            ),
+        );
+    }
+    let here = ChunkPlace { file: &file, labels, meta: c };
+    check_samples(r, &here, raw.encoding, raw.data, block.downsampled)
+}
+
+/// Where a chunk is, for its problems.
+struct ChunkPlace<'a> {
+    /// The segment file, `chunks/NNNNNN`.
+    file: &'a str,
+    labels: &'a Labels,
+    meta: &'a ChunkMeta,
+}
+
+/// Decodes a chunk and checks its samples' times against each other and the index.
+/// Returns the number of samples.
+fn check_samples(r: &mut Report<'_>, at: &ChunkPlace<'_>, encoding: u8, data: &[u8], downsampled: bool) -> u64 {
+    let (file, labels, c) = (at.file, at.labels, at.meta);
+    let is_aggr = encoding == Encoding::Aggr as u8;
+    let decoded = if is_aggr {
+        if !downsampled {
+            r.add(file, format!("series {labels}: chunk {}: aggregate chunk in a raw block", c.chunk_ref));
+        }
+        check_aggr(data, c.min_time, c.max_time).map(|(n, ts, problems)| {
+            for p in problems {
+                r.add(file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
+            }
+            (n, ts)
+        })
+    } else {
+        if downsampled {
+            // Thanos's store gateway reads only aggregate chunks from such blocks.
+            r.add(file, format!("series {labels}: chunk {}: chunk of encoding {encoding} in a downsampled block (readers expect aggregate chunks)", c.chunk_ref));
+        }
+        decode(encoding, data).map(|s| (s.len() as u64, s.timestamps()))
+    };
+    let (n, ts) = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            r.add(file, format!("series {labels}: chunk {}: {e}", c.chunk_ref));
+            return 0;
+        }
+    };
+    if is_aggr {
+        return n;
+    }
+    if ts.windows(2).any(|w| w[0] >= w[1]) {
+        r.add(file, format!("series {labels}: chunk {}: samples not in increasing time order", c.chunk_ref));
+    }
+    if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
+        if first != c.min_time || last != c.max_time {
+            r.add(
+                INDEX_FILE,
+                format!(
+                    "series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]",
+                    c.chunk_ref, c.min_time, c.max_time
+                ),
+            );
+        }
+    } else {
+        r.add(file, format!("series {labels}: chunk {} holds no samples", c.chunk_ref));
+    }
+    n
+}
+
+/// Every tombstone must name a series of the index (v2 refs are 32-bit series ids; v1
+/// refs are offsets, which are not checked).
+fn check_tombstone_refs(r: &mut Report<'_>, tombstones: &Tombstones, index_version: u8, ids: &[u32]) {
     for &s in tombstones.by_series.keys() {
-        let ok =
-            if index.version() == 2 { ids.binary_search(&(s as u32)).is_ok() && s <= u32::MAX as u64 } else { true };
+        let ok = if index_version == 2 { ids.binary_search(&(s as u32)).is_ok() && s <= u32::MAX as u64 } else { true };
         if !ok {
             r.add(TOMBSTONES_FILE, format!("tombstone for series ref {s}, which is not in the index"));
         }
     }
+}
 
-    if let Some(m) = &meta {
-        let st = &m.stats;
-        for (what, have, want) in [
-            ("numSeries", st.num_series, counts.series),
-            ("numChunks", st.num_chunks, counts.chunks),
-            ("numSamples", st.num_samples, counts.samples),
-        ] {
-            if have != want && r.problems.is_empty() {
-                r.add(META_FILE, format!("stats.{what} is {have} but the block holds {want}"));
-            }
-        }
-        if let Some(t) = &m.thanos {
-            let names: Vec<&String> = segments.iter().map(|(n, _)| n).collect();
-            if !t.segment_files.is_empty() && t.segment_files.iter().collect::<Vec<_>>() != names {
-                r.add(
-                    META_FILE,
-                    format!("thanos.segment_files {:?} differs from the files in chunks/ {:?}", t.segment_files, names),
-                );
-            }
+/// The meta's stats against what the block holds (only when nothing else is wrong, since
+/// broken series cannot be counted), and Thanos's segment file list against `chunks/`.
+fn check_meta_against_data(r: &mut Report<'_>, m: &BlockMeta, counts: &Counts, segments: &Segments) {
+    let st = &m.stats;
+    for (what, have, want) in [
+        ("numSeries", st.num_series, counts.series),
+        ("numChunks", st.num_chunks, counts.chunks),
+        ("numSamples", st.num_samples, counts.samples),
+    ] {
+        if have != want && r.problems.is_empty() {
+            r.add(META_FILE, format!("stats.{what} is {have} but the block holds {want}"));
         }
     }
-    Ok((r.problems, counts))
+    if let Some(t) = &m.thanos {
+        let names: Vec<&String> = segments.files.iter().map(|(n, _)| n).collect();
+        if !t.segment_files.is_empty() && t.segment_files.iter().collect::<Vec<_>>() != names {
+            r.add(
+                META_FILE,
+                format!("thanos.segment_files {:?} differs from the files in chunks/ {:?}", t.segment_files, names),
+            );
+        }
+    }
 }
 
 /// Checks the slots of an aggregate chunk; returns the count slot's samples, its
