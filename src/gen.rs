@@ -12,11 +12,10 @@ use rayon::prelude::*;
 use ulid::Ulid;
 
 use crate::block::{BlockWriter, ChunkToWrite};
-use crate::compact::merge::{encode_values, OutChunk};
 use crate::error::{Error, Result};
 use crate::format::histogram::{CounterResetHint, Histogram, Span};
 use crate::format::meta::{BlockMeta, ThanosMeta};
-use crate::format::sample::Value;
+use crate::format::sample::{encode, EncodedChunk, Value};
 use crate::labels::Labels;
 
 /// Value shapes.
@@ -220,12 +219,12 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
             let mut w = BlockWriter::new(dir, ulid, &symbols)?;
             let mut max_t = from;
             for batch in sorted.chunks(4096) {
-                let encoded: Vec<std::result::Result<(Vec<OutChunk<'static>>, i64), String>> = batch
+                let encoded: Vec<std::result::Result<(Vec<EncodedChunk>, i64), String>> = batch
                     .par_iter()
                     .map(|(_, id)| {
                         let s = samples(opts, *id, from, to, offset);
                         let last = s.last().map(|x| x.0).unwrap_or(from);
-                        encode_values(&s, 120).map(|c| (c, last))
+                        encode(&s, 120).map(|c| (c, last)).map_err(|e| e.to_string())
                     })
                     .collect();
                 for ((labels, _), enc) in batch.iter().zip(encoded) {
@@ -234,7 +233,7 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
                     let cw: Vec<ChunkToWrite<'_>> = chunks
                         .iter()
                         .map(|c| ChunkToWrite {
-                            encoding: c.encoding,
+                            encoding: c.encoding as u8,
                             data: &c.data,
                             min_time: c.min_time,
                             max_time: c.max_time,

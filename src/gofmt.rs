@@ -1,7 +1,10 @@
 //! Go-compatible text formatting used in output that must match Go tools byte for byte
 //! (`promtool tsdb dump` prints values with `%g` and label values with `%q`).
 //!
-//! Owns: `%g` for float64 and RFC 3339 times without a date-time dependency.
+//! Owns: `%g` for float64. Times and durations are in [`crate::time`].
+
+/// Kept for `cli/bucket.rs` and `cli/run.rs` until they import from [`crate::time`].
+pub use crate::time::{go_duration_ms, rfc3339_ms};
 
 /// Formats like Go's `fmt.Sprintf("%g", v)`: shortest round-trip digits; exponent form
 /// when the decimal exponent is below -4 or at least 6 (Go decides with precision 6 when
@@ -79,60 +82,6 @@ pub fn push_g(out: &mut String, v: f64) {
     }
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
-pub fn rfc3339_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z", sod / 3600, sod / 60 % 60, sod % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// A duration in ms the way Go's `time.Duration.String` prints it (`2h0m0s`, `1m0.001s`).
-pub fn go_duration_ms(ms: i64) -> String {
-    if ms == 0 {
-        return "0s".into();
-    }
-    let neg = ms < 0;
-    let ms = ms.unsigned_abs();
-    let mut s = String::new();
-    if neg {
-        s.push('-');
-    }
-    if ms < 1000 {
-        s.push_str(&format!("{ms}ms"));
-        return s;
-    }
-    let (h, m, sec, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    if h > 0 {
-        s.push_str(&format!("{h}h{m}m"));
-    } else if m > 0 {
-        s.push_str(&format!("{m}m"));
-    }
-    if milli == 0 {
-        s.push_str(&format!("{sec}s"));
-    } else {
-        let frac = format!("{milli:03}");
-        s.push_str(&format!("{sec}.{}s", frac.trim_end_matches('0')));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,13 +108,5 @@ mod tests {
         }
         assert_eq!(format_g(f64::NAN), "NaN");
         assert_eq!(format_g(f64::NEG_INFINITY), "-Inf");
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339_ms(1_600_000_000_123), "2020-09-13T12:26:40.123Z");
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(go_duration_ms(120_001), "2m0.001s");
-        assert_eq!(go_duration_ms(7_200_000), "2h0m0s");
     }
 }

@@ -20,7 +20,7 @@ pub mod labels;
 pub mod mmap;
 pub mod observe;
 pub mod retention;
-
+pub mod time;
 pub mod verify;
 
 pub use error::{Error, FormatError, Result};

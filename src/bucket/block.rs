@@ -25,7 +25,6 @@ use serde::de::DeserializeOwned;
 use ulid::Ulid;
 
 use super::error::{BucketError, Result};
-use super::time::{now_ms, now_nanos, rfc3339_nano};
 use super::{Bucket, ObjectInfo};
 use crate::block::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::Error as LocalError;
@@ -33,6 +32,7 @@ use crate::format::meta::{
     marker_json, parse_marker, BlockMeta, DeletionMark, FileEntry, NoCompactMark, NoDownsampleMark, DELETION_MARK,
     NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK,
 };
+use crate::time::{now_ms, now_nanos, rfc3339_nano};
 
 /// The marker files, in the order they are reported.
 pub const MARKERS: [&str; 3] = [DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK];
@@ -603,7 +603,7 @@ mod tests {
             let rels: Vec<&str> = t.files.iter().map(|f| f.rel_path.as_str()).collect();
             assert_eq!(rels, ["chunks/000001", "index", "meta.json"]);
             assert!(t.files.iter().find(|f| f.rel_path == "meta.json").unwrap().size_bytes == 0);
-            assert!(!crate::bucket::time::is_zero_time(&t.upload_time));
+            assert!(!crate::time::is_zero_time(&t.upload_time));
             assert_eq!(b.block_ids().await.unwrap(), [id]);
             assert!(
                 b.list(&id.to_string()).await.unwrap().iter().all(|o| !o.key.ends_with("tombstones")),

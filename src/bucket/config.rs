@@ -744,7 +744,7 @@ impl<'a> Fields<'a> {
     fn duration(&self, key: &str, default: Duration) -> Result<Duration> {
         match self.get(key) {
             None => Ok(default),
-            Some(Value::String(s)) => parse_model_duration(s).map_err(|p| err(self.path(key), p)),
+            Some(Value::String(s)) => crate::time::parse_duration(s).map_err(|e| err(self.path(key), e.to_string())),
             Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
             Some(other) => {
                 Err(err(self.path(key), format!("want a duration such as 90s, 2m or 1h30m, found {}", kind(other))))
@@ -800,51 +800,6 @@ fn kind(v: &Value) -> &'static str {
         Value::Mapping(_) => "a mapping",
         Value::Tagged(_) => "a tagged value",
     }
-}
-
-/// Parses a Prometheus `model.Duration` (what Thanos's YAML uses): `0`, or units in
-/// decreasing order, each at most once: `1y2w3d4h5m6s7ms` (a year is 365 days).
-pub fn parse_model_duration(s: &str) -> std::result::Result<Duration, String> {
-    let bad = || format!("not a valid duration string: {s:?} (want e.g. 90s, 2m, 1h30m)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err("empty duration string".into());
-    }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut next_unit = 0;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let i = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if i < next_unit {
-            return Err(bad());
-        }
-        next_unit = i + 1;
-        total = n
-            .checked_mul(UNITS[i].1)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("duration {s:?} is too long"))?;
-    }
-    Ok(Duration::from_millis(total))
 }
 
 #[cfg(test)]
@@ -1051,24 +1006,5 @@ config:
         let w = c.warnings();
         assert!(w.iter().any(|w| w.contains("signature_version2")), "{w:?}");
         assert!(w.iter().any(|w| w.contains("ListObjectsV2")), "{w:?}");
-    }
-
-    #[test]
-    fn model_durations() {
-        for (s, ms) in [
-            ("0", 0),
-            ("90s", 90_000),
-            ("1m30s", 90_000),
-            ("2h", 7_200_000),
-            ("1d", 86_400_000),
-            ("1w", 604_800_000),
-            ("500ms", 500),
-            ("1h0m0s", 3_600_000),
-        ] {
-            assert_eq!(parse_model_duration(s).unwrap(), Duration::from_millis(ms), "{s}");
-        }
-        for s in ["", "90", "1.5s", "s", "1m1h", "1s1s", "-1s", "1x"] {
-            assert!(parse_model_duration(s).is_err(), "{s}");
-        }
     }
 }

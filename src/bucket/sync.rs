@@ -28,11 +28,11 @@ use ulid::Ulid;
 
 use super::block::{block_key, parse_meta, BlockObjects, MarkerRead, MetaRead};
 use super::error::Result;
-use super::time::{is_zero_time, now_ms, parse_rfc3339_ms};
 use super::Bucket;
 use crate::format::meta::{
     BlockMeta, DeletionMark, NoCompactMark, NoDownsampleMark, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK,
 };
+use crate::time::{is_zero_time, now_ms, parse_rfc3339_ms};
 
 /// Thanos's `PartialUploadThresholdAge`.
 pub const PARTIAL_UPLOAD_THRESHOLD_MS: i64 = 48 * 3_600_000;
@@ -112,7 +112,7 @@ pub enum Exclusion {
 
 impl std::fmt::Display for Exclusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use crate::gofmt::go_duration_ms;
+        use crate::time::go_duration_ms;
         match self {
             Exclusion::TooFresh { age_ms } => {
                 write!(f, "too fresh (age {}, under the consistency delay)", go_duration_ms(*age_ms / 1000 * 1000))
@@ -438,7 +438,7 @@ mod tests {
                 block(
                     ulid_at(NOW - 5 * H, 3),
                     "sidecar",
-                    Some(&crate::bucket::time::rfc3339_nano((NOW as i128 - 60_000) * 1_000_000)),
+                    Some(&crate::time::rfc3339_nano((NOW as i128 - 60_000) * 1_000_000)),
                 ),
                 false,
             ),

@@ -12,8 +12,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use strata::downsample::{downsample_dir, DirOptions, DownsampleOptions, Failure, Written};
-use strata::gofmt::go_duration_ms;
 use strata::observe::Observer;
+use strata::time::go_duration_ms;
 
 #[derive(Args)]
 pub struct DownsampleArgs {

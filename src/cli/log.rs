@@ -149,7 +149,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for LineLayer {
                 }
             }
         }
-        let ts = strata::gofmt::rfc3339_ms(strata::compact::run::now_ms());
+        let ts = strata::time::rfc3339_ms(strata::time::now_ms());
         let level = level_name(*event.metadata().level());
         let line = match self.format {
             LogFormat::Logfmt => logfmt_line(&ts, level, &msg, &all),

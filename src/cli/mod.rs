@@ -11,9 +11,12 @@ use clap::{Parser, Subcommand};
 use strata::block::{list_blocks, Block};
 use strata::dump::{dump, DumpOptions};
 use strata::format::aggr::AggrType;
-use strata::gofmt::{go_duration_ms, rfc3339_ms};
 use strata::labels::Selector;
+use strata::time::{go_duration_ms, rfc3339_ms};
 use strata::verify::verify_block;
+
+/// The one duration parser (Prometheus `model.Duration`), for the subcommand modules.
+pub(crate) use strata::time::parse_duration_ms;
 
 mod bucket;
 mod demo;
@@ -297,41 +300,6 @@ impl RetentionFlags {
             one_hour_ms: parse_duration_ms(&self.retention_1h).context("--retention.resolution-1h")?,
         })
     }
-}
-
-/// Parses a Prometheus-style duration: `90s`, `30m`, `2h`, `1h30m`, `2d`, `1w`, `1y`, `500ms`.
-pub fn parse_duration_ms(s: &str) -> anyhow::Result<i64> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(0);
-    }
-    let mut total: i64 = 0;
-    let mut rest = s;
-    if rest.is_empty() {
-        bail!("empty duration");
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        if digits == 0 {
-            bail!("invalid duration {s:?}: expected a number at {rest:?}");
-        }
-        let n: i64 = rest[..digits].parse().with_context(|| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let mult = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            u => bail!("invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d, w, y)"),
-        };
-        rest = &rest[unit_len..];
-        total = total.checked_add(n.checked_mul(mult).context("duration overflows")?).context("duration overflows")?;
-    }
-    Ok(total)
 }
 
 /// The progress bar (on a terminal) and one line per block written, for `strata compact`.

@@ -25,10 +25,9 @@ use crate::block::pipeline::{self, series_chunk, BatchLimits};
 use crate::block::{Block, BlockWriter, ChunkToWrite};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{frame_in_place, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE, RECORD_HEAD_ROOM};
-use crate::format::histogram::{encode_float_histograms, encode_histograms, FloatHistogram, Histogram};
 use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
-use crate::format::sample::{decode, Value};
+use crate::format::sample::{decode, encode, Value};
 use crate::format::tombstones::Tombstones;
 use crate::labels::LabelPairs;
 
@@ -785,87 +784,21 @@ fn seg_path(block: &Block, m: &ChunkMeta) -> PathBuf {
     block.segments().get(m.chunk_ref.segment() as usize).map(|s| s.path.clone()).unwrap_or_else(|| block.dir.clone())
 }
 
-/// Encodes samples into chunks of at most `per_chunk` samples, cutting also where the
-/// value type changes and wherever the histogram encoders need a new chunk.
+/// [`crate::format::sample::encode`], as chunks the block writer takes.
 pub fn encode_values(
     samples: &[(i64, Value)],
     per_chunk: usize,
 ) -> std::result::Result<Vec<OutChunk<'static>>, String> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < samples.len() {
-        let kind = std::mem::discriminant(&samples[i].1);
-        let mut j = i;
-        while j < samples.len() && std::mem::discriminant(&samples[j].1) == kind {
-            j += 1;
-        }
-        let run = &samples[i..j];
-        for piece in run.chunks(per_chunk.clamp(1, crate::format::xor::MAX_SAMPLES)) {
-            match &piece[0].1 {
-                Value::Float(_) => {
-                    let floats: Vec<(i64, f64)> = piece
-                        .iter()
-                        .filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None })
-                        .collect();
-                    let mut data = Vec::new();
-                    crate::format::xor::encode_into(&floats, &mut data).map_err(|e| e.to_string())?;
-                    out.push(OutChunk {
-                        encoding: Encoding::Xor as u8,
-                        data: Cow::Owned(data),
-                        min_time: piece[0].0,
-                        max_time: piece[piece.len() - 1].0,
-                    });
-                }
-                Value::Histogram(_) => {
-                    let hs: Vec<(i64, Histogram)> = piece
-                        .iter()
-                        .filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None })
-                        .collect();
-                    push_cut(&mut out, &hs, Encoding::Histogram, encode_histograms(&hs).map_err(|e| e.to_string())?)?;
-                }
-                Value::FloatHistogram(_) => {
-                    let hs: Vec<(i64, FloatHistogram)> = piece
-                        .iter()
-                        .filter_map(
-                            |(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None },
-                        )
-                        .collect();
-                    push_cut(
-                        &mut out,
-                        &hs,
-                        Encoding::FloatHistogram,
-                        encode_float_histograms(&hs).map_err(|e| e.to_string())?,
-                    )?;
-                }
-            }
-        }
-        i = j;
-    }
-    Ok(out)
-}
-
-/// Assigns time ranges to the chunks a histogram encoder cut, by their sample counts.
-fn push_cut<T>(
-    out: &mut Vec<OutChunk<'static>>,
-    samples: &[(i64, T)],
-    enc: Encoding,
-    chunks: Vec<Vec<u8>>,
-) -> std::result::Result<(), String> {
-    let mut at = 0;
-    for c in chunks {
-        let n = u16::from_be_bytes([c[0], c[1]]) as usize;
-        if n == 0 || at + n > samples.len() {
-            return Err("histogram encoder produced an inconsistent chunk".into());
-        }
-        out.push(OutChunk {
-            encoding: enc as u8,
-            data: Cow::Owned(c),
-            min_time: samples[at].0,
-            max_time: samples[at + n - 1].0,
-        });
-        at += n;
-    }
-    Ok(())
+    let chunks = encode(samples, per_chunk).map_err(|e| e.to_string())?;
+    Ok(chunks
+        .into_iter()
+        .map(|c| OutChunk {
+            encoding: c.encoding as u8,
+            data: Cow::Owned(c.data),
+            min_time: c.min_time,
+            max_time: c.max_time,
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ use crate::error::{AtPath, Error, Result};
 use crate::format::meta::{BlockDesc, BlockMeta, Compaction, Downsample, ThanosMeta, NO_COMPACT_MARK};
 use crate::observe::Observer;
 use crate::retention::Retention;
+/// Kept for `cli/run.rs` until it imports from [`crate::time`].
+pub use crate::time::now_ms;
 
 /// Everything `strata compact` can be told.
 #[derive(Clone, Debug)]
@@ -192,11 +194,6 @@ fn apply_retention(set: &mut BTreeMap<Ulid, Entry>, opts: &CompactOptions, repor
         report.expired.push(u);
     }
     remove_blocks(&paths)
-}
-
-/// Now, in ms since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn load(set: &mut BTreeMap<Ulid, Entry>, dir: &Path, removable: bool) -> Result<()> {

@@ -1,12 +1,17 @@
-//! Decoding any stored chunk into samples.
+//! Decoding any stored chunk into samples, and encoding samples of any kind into chunks.
 //!
-//! Owns: the dispatch from a chunk's encoding byte to its decoder, and [`Value`], the
-//! value of one sample (float, integer histogram, float histogram).
+//! Owns: the dispatch from a chunk's encoding byte to its decoder, the reverse (samples to
+//! XOR or histogram chunks, [`encode`]), and [`Value`], the value of one sample (float,
+//! integer histogram, float histogram).
 //! Must not: filter or merge samples.
 
 use super::aggr::{self, AggrType};
 use super::chunks::Encoding;
-use super::histogram::{FloatHistogram, FloatHistogramIter, Histogram, HistogramIter};
+use super::histogram::{
+    encode_float_histograms, encode_histograms, AppendError, FloatHistogram, FloatHistogramIter, Histogram,
+    HistogramIter,
+};
+use super::xor::{ChunkFull, MAX_SAMPLES};
 use crate::error::{FormatError, FormatResult};
 
 /// The value of one sample.
@@ -83,4 +88,94 @@ pub fn decode_aggr(data: &[u8], which: AggrType) -> FormatResult<ChunkSamples> {
         return Err(FormatError::new("aggregate chunk", 0, "an aggregate slot may not itself be an aggregate chunk"));
     }
     decode(sub.encoding, sub.data)
+}
+
+/// One chunk cut by [`encode`]: its encoding, its bytes and the times of its first and
+/// last sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedChunk {
+    pub encoding: Encoding,
+    pub data: Vec<u8>,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+/// Why samples cannot be encoded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// A histogram the format cannot hold (spans disagree with buckets, unknown schema).
+    #[error(transparent)]
+    Histogram(#[from] AppendError),
+    #[error(transparent)]
+    Full(#[from] ChunkFull),
+    #[error("histogram encoder produced an inconsistent chunk")]
+    Inconsistent,
+}
+
+/// Encodes samples into chunks of at most `per_chunk` samples (Prometheus cuts at 120),
+/// cutting also where the value type changes and wherever the histogram encoders need a
+/// new chunk (see [`encode_histograms`]).
+pub fn encode(samples: &[(i64, Value)], per_chunk: usize) -> Result<Vec<EncodedChunk>, EncodeError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < samples.len() {
+        let kind = std::mem::discriminant(&samples[i].1);
+        let mut j = i;
+        while j < samples.len() && std::mem::discriminant(&samples[j].1) == kind {
+            j += 1;
+        }
+        for piece in samples[i..j].chunks(per_chunk.clamp(1, MAX_SAMPLES)) {
+            encode_run(piece, &mut out)?;
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Encodes samples that all have the same kind of value and fit one XOR chunk.
+fn encode_run(piece: &[(i64, Value)], out: &mut Vec<EncodedChunk>) -> Result<(), EncodeError> {
+    match &piece[0].1 {
+        Value::Float(_) => {
+            let floats: Vec<(i64, f64)> =
+                piece.iter().filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None }).collect();
+            let mut data = Vec::new();
+            super::xor::encode_into(&floats, &mut data)?;
+            let (min_time, max_time) = (piece[0].0, piece[piece.len() - 1].0);
+            out.push(EncodedChunk { encoding: Encoding::Xor, data, min_time, max_time });
+        }
+        Value::Histogram(_) => {
+            let hs: Vec<(i64, Histogram)> = piece
+                .iter()
+                .filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None })
+                .collect();
+            push_cut(out, &hs, Encoding::Histogram, encode_histograms(&hs)?)?;
+        }
+        Value::FloatHistogram(_) => {
+            let hs: Vec<(i64, FloatHistogram)> = piece
+                .iter()
+                .filter_map(|(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None })
+                .collect();
+            push_cut(out, &hs, Encoding::FloatHistogram, encode_float_histograms(&hs)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Assigns time ranges to the chunks a histogram encoder cut, by their sample counts.
+fn push_cut<T>(
+    out: &mut Vec<EncodedChunk>,
+    samples: &[(i64, T)],
+    encoding: Encoding,
+    chunks: Vec<Vec<u8>>,
+) -> Result<(), EncodeError> {
+    let mut at = 0;
+    for data in chunks {
+        let n = u16::from_be_bytes([data[0], data[1]]) as usize;
+        if n == 0 || at + n > samples.len() {
+            return Err(EncodeError::Inconsistent);
+        }
+        out.push(EncodedChunk { encoding, data, min_time: samples[at].0, max_time: samples[at + n - 1].0 });
+        at += n;
+    }
+    Ok(())
 }

@@ -382,7 +382,7 @@ fn conformance(f: &Fixture) {
             [("chunks/000001", size("chunks/000001")), ("index", size("index")), ("meta.json", 0)],
             "thanos.files of {id}"
         );
-        let uploaded = strata::bucket::time::parse_rfc3339_ms(&t.upload_time).expect("upload_time is RFC 3339");
+        let uploaded = strata::time::parse_rfc3339_ms(&t.upload_time).expect("upload_time is RFC 3339");
         assert!((uploaded / 1000 - now_s()).abs() < 600, "upload_time {} is now", t.upload_time);
         if *id == small_id {
             assert_eq!(t.labels, BTreeMap::from([("cluster".to_string(), "small".to_string())]));
