@@ -15,12 +15,14 @@ use strata::labels::Selector;
 use strata::time::{go_duration_ms, rfc3339_ms};
 use strata::verify::verify_block;
 
-/// The one duration parser (Prometheus `model.Duration`), for the subcommand modules.
+/// The one duration parser (Prometheus `model.Duration`), for `run.rs` and `bucket.rs`
+/// until their flags take [`flags::duration_ms`] as their value parser.
 pub(crate) use strata::time::parse_duration_ms;
 
 mod bucket;
 mod demo;
 mod downsample;
+mod flags;
 mod log;
 mod run;
 
@@ -57,9 +59,9 @@ enum Command {
         /// Series selector, e.g. `up{job="api"}`.
         #[arg(long = "match")]
         selector: Option<String>,
-        /// For downsampled blocks: the aggregate to print (count, sum, min, max, counter).
-        #[arg(long)]
-        aggr: Option<String>,
+        /// For downsampled blocks: the aggregate to print.
+        #[arg(long, value_enum)]
+        aggr: Option<flags::AggrFlag>,
     },
     /// Checks every block; exit 1 and one line per problem if any.
     Verify { dir: PathBuf },
@@ -94,13 +96,13 @@ struct GenArgs {
     #[arg(long, default_value_t = 1000)]
     series: usize,
     /// Total time covered.
-    #[arg(long, default_value = "2h")]
-    duration: String,
+    #[arg(long, default_value = "2h", value_parser = flags::duration_ms)]
+    duration: i64,
     /// Time covered by each block.
-    #[arg(long = "block-duration", default_value = "2h")]
-    block_duration: String,
-    #[arg(long = "scrape-interval", default_value = "15s")]
-    scrape_interval: String,
+    #[arg(long = "block-duration", default_value = "2h", value_parser = flags::duration_ms)]
+    block_duration: i64,
+    #[arg(long = "scrape-interval", default_value = "15s", value_parser = flags::duration_ms)]
+    scrape_interval: i64,
     /// First sample time in ms (default: a fixed, 2h-aligned time).
     #[arg(long = "start", default_value_t = 1_700_006_400_000, allow_negative_numbers = true)]
     start: i64,
@@ -110,15 +112,15 @@ struct GenArgs {
     /// HA replicas: copies with the same series, scrapes shifted by --replica-offset.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
-    #[arg(long = "replica-offset", default_value = "1s")]
-    replica_offset: String,
+    #[arg(long = "replica-offset", default_value = "1s", value_parser = flags::duration_ms)]
+    replica_offset: i64,
     /// External label naming each replica (`NAME="rN"`); without it replicas are plain
     /// overlapping blocks.
     #[arg(long = "replica-label")]
     replica_label: Option<String>,
-    /// counter, gauge or mixed.
-    #[arg(long, default_value = "mixed")]
-    shape: String,
+    /// Value shape of the float series.
+    #[arg(long, value_enum, default_value_t = flags::ShapeFlag::Mixed)]
+    shape: flags::ShapeFlag,
     /// Make every N-th series a native histogram (0: none).
     #[arg(long = "native-histograms-every", default_value_t = 0)]
     histogram_every: usize,
@@ -137,8 +139,8 @@ struct CompactArgs {
     #[arg(long)]
     output: Option<PathBuf>,
     /// Ranges blocks are compacted into, ascending.
-    #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',')]
-    block_ranges: Vec<String>,
+    #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',', value_parser = flags::duration_ms)]
+    block_ranges: Vec<i64>,
     #[command(flatten)]
     dedup: DedupFlags,
     /// Merge overlapping blocks (on by default for local directories).
@@ -189,13 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(s) => Some(Selector::parse(&s).map_err(anyhow::Error::msg).context("--match")?),
                 None => None,
             };
-            let aggr = match aggr {
-                Some(a) => Some(
-                    AggrType::parse(&a)
-                        .with_context(|| format!("--aggr {a:?}: want count, sum, min, max or counter"))?,
-                ),
-                None => None,
-            };
+            let aggr = aggr.map(AggrType::from);
             if min_time > max_time {
                 bail!("--min-time {min_time} is after --max-time {max_time}");
             }
@@ -216,13 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
-    use strata::gen::{generate, GenOptions, Shape};
-    let shape = match a.shape.as_str() {
-        "counter" => Shape::Counter,
-        "gauge" => Shape::Gauge,
-        "mixed" => Shape::Mixed,
-        s => bail!("--shape {s:?}: want counter, gauge or mixed"),
-    };
+    use strata::gen::{generate, GenOptions};
     if !(0.0..=1.0).contains(&a.churn) {
         bail!("--churn must be between 0 and 1");
     }
@@ -234,14 +224,14 @@ fn gen(a: GenArgs) -> anyhow::Result<ExitCode> {
     let opts = GenOptions {
         series: a.series,
         start_ms: a.start,
-        duration_ms: parse_duration_ms(&a.duration).context("--duration")?,
-        block_ms: parse_duration_ms(&a.block_duration).context("--block-duration")?,
-        scrape_ms: parse_duration_ms(&a.scrape_interval).context("--scrape-interval")?,
+        duration_ms: a.duration,
+        block_ms: a.block_duration,
+        scrape_ms: a.scrape_interval,
         churn: a.churn,
         replicas: a.replicas.max(1),
-        replica_offset_ms: parse_duration_ms(&a.replica_offset).context("--replica-offset")?,
+        replica_offset_ms: a.replica_offset,
         replica_label: a.replica_label.clone(),
-        shape,
+        shape: a.shape.into(),
         histogram_every: a.histogram_every,
         labels,
         seed: a.seed,
@@ -259,16 +249,15 @@ pub struct DedupFlags {
     #[arg(long = "deduplication.replica-label", value_delimiter = ',')]
     replica_labels: Vec<String>,
     /// How overlapping samples merge: "" (one sample per timestamp) or "penalty".
-    #[arg(long = "deduplication.func", default_value = "")]
-    dedup_func: String,
+    #[arg(long = "deduplication.func", value_enum, default_value_t = flags::DedupFuncFlag::OneToOne)]
+    dedup_func: flags::DedupFuncFlag,
 }
 
 impl DedupFlags {
     /// The replica labels (trimmed, empties dropped) and the merge function.
     pub fn parse(&self) -> anyhow::Result<(Vec<String>, strata::compact::dedup::DedupFunc)> {
         use strata::compact::dedup::DedupFunc;
-        let dedup = DedupFunc::parse(&self.dedup_func)
-            .with_context(|| format!("--deduplication.func {:?}: want \"\" or \"penalty\"", self.dedup_func))?;
+        let dedup = DedupFunc::from(self.dedup_func);
         let labels: Vec<String> =
             self.replica_labels.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         if dedup == DedupFunc::Penalty && labels.is_empty() {
@@ -282,22 +271,22 @@ impl DedupFlags {
 #[derive(clap::Args)]
 pub struct RetentionFlags {
     /// Remove raw blocks whose data is older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-raw", default_value = "0d")]
-    retention_raw: String,
+    #[arg(long = "retention.resolution-raw", default_value = "0d", value_parser = flags::duration_ms)]
+    retention_raw: i64,
     /// Remove 5m downsampled blocks older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-5m", default_value = "0d")]
-    retention_5m: String,
+    #[arg(long = "retention.resolution-5m", default_value = "0d", value_parser = flags::duration_ms)]
+    retention_5m: i64,
     /// Remove 1h downsampled blocks older than this (0d: keep forever).
-    #[arg(long = "retention.resolution-1h", default_value = "0d")]
-    retention_1h: String,
+    #[arg(long = "retention.resolution-1h", default_value = "0d", value_parser = flags::duration_ms)]
+    retention_1h: i64,
 }
 
 impl RetentionFlags {
     pub fn parse(&self) -> anyhow::Result<strata::retention::Retention> {
         Ok(strata::retention::Retention {
-            raw_ms: parse_duration_ms(&self.retention_raw).context("--retention.resolution-raw")?,
-            five_minutes_ms: parse_duration_ms(&self.retention_5m).context("--retention.resolution-5m")?,
-            one_hour_ms: parse_duration_ms(&self.retention_1h).context("--retention.resolution-1h")?,
+            raw_ms: self.retention_raw,
+            five_minutes_ms: self.retention_5m,
+            one_hour_ms: self.retention_1h,
         })
     }
 }
@@ -379,13 +368,9 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     use strata::compact::plan::Policy;
     use strata::compact::run::CompactOptions;
 
-    let mut ranges = Vec::new();
-    for r in &a.block_ranges {
-        let ms = parse_duration_ms(r).with_context(|| format!("--block-ranges {r:?}"))?;
-        if ms <= 0 {
-            bail!("--block-ranges: {r:?} must be positive");
-        }
-        ranges.push(ms);
+    let ranges = a.block_ranges.clone();
+    if ranges.contains(&0) {
+        bail!("--block-ranges: 0 is not a block range");
     }
     if ranges.windows(2).any(|w| w[0] >= w[1]) {
         bail!("--block-ranges must be strictly increasing");

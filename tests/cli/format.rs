@@ -185,6 +185,86 @@ fn bad_arguments_give_one_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--match"));
 }
 
+#[test]
+fn bad_flag_values_are_refused_before_any_work() {
+    let dir = scratch_copy(&testdata("small"));
+    let d = dir.path().to_str().unwrap();
+    let before = dir_listing(dir.path());
+    let out = tempfile::tempdir().unwrap();
+    let gen_out = out.path().join("gen");
+    let g = gen_out.to_str().unwrap();
+    for (args, flag) in [
+        (vec!["gen", "--output", g, "--shape", "square"], "--shape"),
+        (vec!["gen", "--output", g, "--scrape-interval", "1.5s"], "--scrape-interval"),
+        (vec!["gen", "--output", g, "--duration", "30m2h"], "--duration"),
+        (vec!["dump", d, "--aggr", "median"], "--aggr"),
+        (vec!["compact", d, "--deduplication.func", "median"], "--deduplication.func"),
+        (vec!["compact", d, "--block-ranges", "2h,1x"], "--block-ranges"),
+        (vec!["compact", d, "--retention.resolution-raw", "1m1h"], "--retention.resolution-raw"),
+    ] {
+        let res = strata(&args);
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: the error names {flag}: {err}");
+        assert!(res.stdout.is_empty(), "{args:?} printed before refusing");
+    }
+    assert!(!gen_out.exists(), "gen wrote before refusing a flag");
+    assert_eq!(dir_listing(dir.path()), before, "compact touched the directory before refusing a flag");
+
+    // The same flags with good values: durations combine units, the empty dedup function
+    // is Thanos's default.
+    let res = strata(&[
+        "gen",
+        "--output",
+        g,
+        "--series",
+        "3",
+        "--shape",
+        "gauge",
+        "--duration",
+        "1h30m",
+        "--block-duration",
+        "1h30m",
+        "--scrape-interval",
+        "1m",
+    ]);
+    ok_stdout(res, "strata gen");
+    let dump = ok_stdout(strata(&["dump", g]), "strata dump");
+    assert_eq!(dump.lines().count(), 3 * 90, "three series of 90 one-minute samples");
+    let merged = out.path().join("merged");
+    let res = strata(&[
+        "compact",
+        g,
+        "--output",
+        merged.to_str().unwrap(),
+        "--deduplication.func=",
+        "--block-ranges",
+        "90m,3h",
+        "--retention.resolution-raw",
+        "1y2w",
+        "--downsampling.disable",
+        "--quiet",
+    ]);
+    ok_stdout(res, "strata compact");
+}
+
+/// Every path below `dir`, relative, sorted.
+fn dir_listing(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A histogram as `strata dump` prints it (Prometheus's `FloatHistogram.String()`):
 /// count, sum and buckets as (boundary rule, lower, upper, count), rules numbered as the
 /// HTTP API numbers them (0 `(l,u]`, 1 `[l,u)`, 2 `(l,u)`, 3 `[l,u]`).

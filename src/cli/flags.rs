@@ -1,0 +1,94 @@
+//! Typed flag values: clap parses each flag into its type before any work starts, so a
+//! bad value is refused with clap's usage error naming the flag.
+//!
+//! Durations are Prometheus `model.Duration`s ([`strata::time::parse_duration_ms`]);
+//! flags with a fixed set of values are [`ValueEnum`]s mapped onto the library's types.
+
+use clap::ValueEnum;
+
+use strata::time::DurationError;
+
+/// Value parser for a duration flag, in milliseconds: `#[arg(value_parser = duration_ms)]`.
+pub(crate) fn duration_ms(s: &str) -> Result<i64, DurationError> {
+    strata::time::parse_duration_ms(s)
+}
+
+/// `strata gen --shape`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ShapeFlag {
+    Counter,
+    Gauge,
+    /// Alternating counters and gauges.
+    Mixed,
+}
+
+impl From<ShapeFlag> for strata::gen::Shape {
+    fn from(s: ShapeFlag) -> Self {
+        match s {
+            ShapeFlag::Counter => strata::gen::Shape::Counter,
+            ShapeFlag::Gauge => strata::gen::Shape::Gauge,
+            ShapeFlag::Mixed => strata::gen::Shape::Mixed,
+        }
+    }
+}
+
+/// `strata dump --aggr`: which aggregate of a downsampled block to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AggrFlag {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Counter,
+}
+
+impl From<AggrFlag> for strata::format::aggr::AggrType {
+    fn from(a: AggrFlag) -> Self {
+        use strata::format::aggr::AggrType;
+        match a {
+            AggrFlag::Count => AggrType::Count,
+            AggrFlag::Sum => AggrType::Sum,
+            AggrFlag::Min => AggrType::Min,
+            AggrFlag::Max => AggrType::Max,
+            AggrFlag::Counter => AggrType::Counter,
+        }
+    }
+}
+
+/// `--deduplication.func`: Thanos's names, the empty string for one sample per timestamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DedupFuncFlag {
+    /// Every timestamp of every replica, one sample each.
+    #[default]
+    #[value(name = "")]
+    OneToOne,
+    /// Follow one replica; switch to another only across a gap.
+    Penalty,
+}
+
+impl From<DedupFuncFlag> for strata::compact::dedup::DedupFunc {
+    fn from(f: DedupFuncFlag) -> Self {
+        match f {
+            DedupFuncFlag::OneToOne => strata::compact::dedup::DedupFunc::OneToOne,
+            DedupFuncFlag::Penalty => strata::compact::dedup::DedupFunc::Penalty,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every value clap offers maps to the library type of the same name.
+    #[test]
+    fn enum_names_match_the_library() {
+        for a in AggrFlag::value_variants() {
+            let name = a.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(strata::format::aggr::AggrType::parse(&name), Some((*a).into()), "{name}");
+        }
+        for f in DedupFuncFlag::value_variants() {
+            let name = f.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(strata::compact::dedup::DedupFunc::parse(&name), Some((*f).into()), "{name:?}");
+        }
+    }
+}
