@@ -4,7 +4,6 @@
 //! Exit codes: 0 done (also when nothing qualified); 1 some blocks failed while the others
 //! were downsampled; 2 bad flags or an unreadable directory.
 
-use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -103,16 +102,7 @@ pub fn run(a: DownsampleArgs) -> anyhow::Result<ExitCode> {
         block.segment_size = s;
     }
     let opts = DirOptions { output: a.output.clone(), block };
-    let bar = if !a.quiet && io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}")
-                .expect("template"),
-        );
-        Some(b)
-    } else {
-        None
-    };
+    let bar = super::series_progress_bar(a.quiet);
     let obs = Progress { bar };
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;

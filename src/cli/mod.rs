@@ -291,6 +291,19 @@ impl RetentionFlags {
     }
 }
 
+/// A progress bar counting series, on stderr when it is a terminal and not `--quiet`.
+pub(crate) fn series_progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
+    if quiet || !io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(0);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}")
+            .expect("template"),
+    );
+    Some(b)
+}
+
 /// The progress bar (on a terminal) and one line per block written, for `strata compact`.
 struct CompactObserver {
     bar: Option<indicatif::ProgressBar>,
@@ -392,16 +405,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         compact.merge.segment_size = s;
     }
     let opts = LocalOptions { compact, downsample: (!a.downsampling_disable).then(Default::default) };
-    let bar = if !a.quiet && io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(0);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} series {msg}")
-                .expect("template"),
-        );
-        Some(b)
-    } else {
-        None
-    };
+    let bar = series_progress_bar(a.quiet);
     let obs = CompactObserver { bar };
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(a.concurrency.unwrap_or(0)).build().context("thread pool")?;

@@ -136,29 +136,27 @@ pub fn encode(samples: &[(i64, Value)], per_chunk: usize) -> Result<Vec<EncodedC
 fn encode_run(piece: &[(i64, Value)], out: &mut Vec<EncodedChunk>) -> Result<(), EncodeError> {
     match &piece[0].1 {
         Value::Float(_) => {
-            let floats: Vec<(i64, f64)> =
-                piece.iter().filter_map(|(t, v)| if let Value::Float(x) = v { Some((*t, *x)) } else { None }).collect();
+            let floats = values(piece, |v| if let Value::Float(x) = v { Some(*x) } else { None });
             let mut data = Vec::new();
             super::xor::encode_into(&floats, &mut data)?;
             let (min_time, max_time) = (piece[0].0, piece[piece.len() - 1].0);
             out.push(EncodedChunk { encoding: Encoding::Xor, data, min_time, max_time });
         }
         Value::Histogram(_) => {
-            let hs: Vec<(i64, Histogram)> = piece
-                .iter()
-                .filter_map(|(t, v)| if let Value::Histogram(h) = v { Some((*t, (**h).clone())) } else { None })
-                .collect();
+            let hs = values(piece, |v| if let Value::Histogram(h) = v { Some((**h).clone()) } else { None });
             push_cut(out, &hs, Encoding::Histogram, encode_histograms(&hs)?)?;
         }
         Value::FloatHistogram(_) => {
-            let hs: Vec<(i64, FloatHistogram)> = piece
-                .iter()
-                .filter_map(|(t, v)| if let Value::FloatHistogram(h) = v { Some((*t, (**h).clone())) } else { None })
-                .collect();
+            let hs = values(piece, |v| if let Value::FloatHistogram(h) = v { Some((**h).clone()) } else { None });
             push_cut(out, &hs, Encoding::FloatHistogram, encode_float_histograms(&hs)?)?;
         }
     }
     Ok(())
+}
+
+/// The samples whose value `pick` takes, with their timestamps.
+fn values<T>(samples: &[(i64, Value)], pick: impl Fn(&Value) -> Option<T>) -> Vec<(i64, T)> {
+    samples.iter().filter_map(|(t, v)| pick(v).map(|x| (*t, x))).collect()
 }
 
 /// Assigns time ranges to the chunks a histogram encoder cut, by their sample counts.
