@@ -56,9 +56,17 @@ pub struct LogFlags {
 }
 
 /// Installs the subscriber for the whole process.
+///
+/// strata's own events are logged from `--log.level` up. The libraries under it (the
+/// object-store client, the HTTP stack) log only warnings and errors, unless the level
+/// is `debug`: their routine chatter (each retried request, each connection) is not the
+/// operator's business, and strata logs what it does about failures itself.
 pub fn init(flags: LogFlags) {
-    let layer = LineLayer { format: flags.format }
-        .with_filter(tracing_subscriber::filter::LevelFilter::from_level(flags.level.max()));
+    let max = flags.level.max();
+    let layer = LineLayer { format: flags.format }.with_filter(tracing_subscriber::filter::filter_fn(move |meta| {
+        let level = if max == Level::DEBUG || meta.target().starts_with("strata") { max } else { Level::WARN.min(max) };
+        *meta.level() <= level
+    }));
     let subscriber = tracing_subscriber::registry().with(layer);
     // A second call (tests calling `main` twice) keeps the first subscriber.
     let _ = tracing::subscriber::set_global_default(subscriber);
