@@ -3,7 +3,19 @@
 # same input blocks, once for adjacent blocks and once for overlapping ones (two
 # replicas with the same series labels, scrapes one second apart).
 #
-#   bash benches/compare_prometheus.sh [SERIES] [HOURS]     (defaults: 20000 series, 26h)
+#   bash benches/compare_prometheus.sh [SERIES] [HOURS] [CASES]
+#
+# Defaults: 20000 series, 26h, CASES=adjacent,overlapping,memory. The scale runs of
+# docs/performance.md are, e.g.:
+#   bash benches/compare_prometheus.sh 200000 14 adjacent
+#   bash benches/compare_prometheus.sh 200000 2 overlapping
+#   bash benches/compare_prometheus.sh 1000000 2 overlapping
+# With CHECK=1 the promtool dump of each output is compared with the input's (sha256 of
+# both dumps, streamed; a vertical merge's one-to-one output equals the union promtool's
+# own querier gives). At 200k series that takes minutes per case.
+#
+# For the adjacent case the disk's own speed is measured in the same run: `dd` writes and
+# fsyncs as many bytes as strata's output holds, which is the floor for any compactor.
 #
 # Prometheus is started on a copy of the directory with a long retention and no scrape
 # targets, listening on loopback only; its first compaction cycle starts about a minute
@@ -16,6 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${1:-20000}
 HOURS=${2:-26}
+CASES=${3:-adjacent,overlapping,memory}
+want() { [[ ",$CASES," == *",$1,"* ]]; }
 WORK=$(mktemp -d /tmp/strata-bench.XXXXXX)
 trap 'pkill -f "storage.tsdb.path=$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -81,13 +95,33 @@ bench() { # name, hours, gen args...
   printf '  prometheus 2.42: %6.2fs in %s compactions -> %s blocks; peak RSS %s MiB, peak anon %s MiB (idle server %s MiB)\n' "$ps" "$pn" "$pb" "$((prss/1024))" "$((panon/1024))" "$((pidle/1024))"
   printf '  strata:          %6.2fs (whole process; merges %.2fs) -> %s blocks; peak RSS %s MiB, peak anon %s MiB\n' "$ss" "$smerge" "$sb" "$((srss/1024))" "$((sanon/1024))"
   printf '  ratio: %.1fx faster (whole process), %.1fx (merges); peak RSS %.2f, peak anon %.2f of Prometheus'"'"'s\n' "$(echo "$ps / $ss" | bc -l)" "$(echo "$ps / $smerge" | bc -l)" "$(echo "$srss / $prss" | bc -l)" "$(echo "$sanon / $panon" | bc -l)"
+  if [ "$name" = adjacent ]; then
+    # The disk bound: write and fsync as many bytes as strata wrote (its new blocks).
+    local bytes=0 b
+    for b in "$WORK"/s/01*; do
+      [ -e "$WORK/in/$(basename "$b")" ] || bytes=$((bytes + $(du -sb "$b" | cut -f1)))
+    done
+    local t0 t1; t0=$(date +%s.%N)
+    dd if=/dev/zero of="$WORK/dd" bs=4M count=$(( (bytes + 4194303) / 4194304 )) conv=fsync status=none
+    t1=$(date +%s.%N); rm -f "$WORK/dd"
+    printf '  disk bound: %s MB written and fsynced by dd in %.2fs (%.0f MB/s); strata took %.2fx that (%.0f MB/s of output)\n' \
+      "$((bytes/1000000))" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$bytes / 1000000 / ($t1 - $t0)" | bc -l)" \
+      "$(echo "$ss / ($t1 - $t0)" | bc -l)" "$(echo "$bytes / 1000000 / $ss" | bc -l)"
+  fi
+  if [ "${CHECK:-0}" = 1 ]; then
+    mkdir -p "$WORK/in/wal" "$WORK/s/wal"
+    local a b; a=$(promtool tsdb dump "$WORK/in" | sha256sum | cut -c1-16); b=$(promtool tsdb dump "$WORK/s" | sha256sum | cut -c1-16)
+    if [ "$a" = "$b" ]; then echo "  check: promtool dump of the output equals the input's ($a)"; else echo "  check: FAILED: promtool dumps differ (input $a, output $b)"; exit 1; fi
+  fi
 }
 
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem/{print $2}') GiB"
-bench adjacent "$HOURS"
+echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown); cases: $CASES; $SERIES series"
+if want adjacent; then bench adjacent "$HOURS"; fi
 # Overlapping: two replicas of every block, same series labels, no external labels
 # (Prometheus ignores them anyway), scrapes one second apart.
-bench overlapping 2 --replicas 2 --replica-offset 1s
+if want overlapping; then bench overlapping 2 --replicas 2 --replica-offset 1s; fi
+want memory || exit 0
 
 # Peak memory as samples per series double (same series and time range, scrape interval
 # halved): strata's heap should stay flat.

@@ -47,7 +47,7 @@ pub fn series_samples(block: &Block, entry: &SeriesEntry, opts: &DumpOptions) ->
         let raw = block.chunk(meta.chunk_ref)?;
         let samples = if raw.encoding == Encoding::Aggr as u8 {
             let which = opts.aggr.ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::BadRequest(format!(
                     "{}: block is downsampled; choose an aggregate with --aggr count|sum|min|max|counter",
                     block.dir.display()
                 ))
@@ -122,7 +122,7 @@ pub fn dump(dir: &Path, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
         && blocks.iter().any(|b| b.meta.resolution() != RES_RAW)
         && blocks.iter().all(|b| b.meta.resolution() != RES_RAW)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::BadRequest(format!(
             "{}: only downsampled blocks here; choose an aggregate with --aggr count|sum|min|max|counter",
             dir.display()
         )));
@@ -133,7 +133,7 @@ pub fn dump(dir: &Path, opts: &DumpOptions, out: &mut dyn Write) -> Result<()> {
         res.sort_unstable();
         res.dedup();
         if res.len() > 1 {
-            return Err(Error::Invalid(format!("{}: downsampled blocks of several resolutions ({} ms); dump one block, or a directory of one resolution", dir.display(), res.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))));
+            return Err(Error::BadRequest(format!("{}: downsampled blocks of several resolutions ({} ms); dump one block, or a directory of one resolution", dir.display(), res.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "))));
         }
     }
     let indexes = blocks.iter().map(|b| b.index()).collect::<Result<Vec<_>>>()?;

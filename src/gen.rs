@@ -196,7 +196,7 @@ fn histogram_at(step: u64, r: &mut Rng) -> Histogram {
 /// Writes the blocks into `dir`; returns their paths.
 pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
     if opts.series == 0 || opts.block_ms <= 0 || opts.scrape_ms <= 0 || opts.duration_ms <= 0 {
-        return Err(Error::Invalid("gen: series, durations and the scrape interval must be positive".into()));
+        return Err(Error::BadRequest("gen: series, durations and the scrape interval must be positive".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut paths = Vec::new();
@@ -228,7 +228,7 @@ pub fn generate(dir: &Path, opts: &GenOptions) -> Result<Vec<PathBuf>> {
                     })
                     .collect();
                 for ((labels, _), enc) in batch.iter().zip(encoded) {
-                    let (chunks, last) = enc.map_err(Error::Invalid)?;
+                    let (chunks, last) = enc.map_err(Error::BadRequest)?;
                     max_t = max_t.max(last);
                     let cw: Vec<ChunkToWrite<'_>> = chunks
                         .iter()

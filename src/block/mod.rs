@@ -64,10 +64,21 @@ pub fn segment_names(chunks_dir: &Path) -> Result<Vec<String>> {
 impl Block {
     /// Opens the block in `dir`: meta.json, index and every segment (headers checked),
     /// tombstones (a missing file reads as empty).
+    /// Errors name the block: its directory's ULID, or the one in its meta.json.
     pub fn open(dir: &Path) -> Result<Block> {
+        let named = dir.file_name().and_then(|n| n.to_str()).and_then(|n| ulid::Ulid::from_string(n).ok());
+        let mut from_meta = None;
+        Self::open_unnamed(dir, &mut from_meta).map_err(|e| match named.or(from_meta) {
+            Some(id) => e.in_block(id),
+            None => e,
+        })
+    }
+
+    fn open_unnamed(dir: &Path, ulid: &mut Option<ulid::Ulid>) -> Result<Block> {
         let meta_path = dir.join(META_FILE);
         let meta_bytes = std::fs::read(&meta_path).at(&meta_path)?;
         let meta = BlockMeta::parse(&meta_bytes).at(&meta_path)?;
+        *ulid = Some(meta.ulid);
         let index_path = dir.join(INDEX_FILE);
         let index = FileBytes::open(&index_path)?;
         let chunks_dir = dir.join(CHUNKS_DIR);
@@ -102,11 +113,15 @@ impl Block {
 
     /// Parses the index (TOC, symbol table and postings offset table are checked).
     pub fn index(&self) -> Result<IndexReader<'_>> {
-        IndexReader::new(&self.index).at(&self.index_path())
+        IndexReader::new(&self.index).at(&self.index_path()).map_err(|e| e.in_block(self.meta.ulid))
     }
 
     /// The chunk a ref points at, CRC-checked.
     pub fn chunk(&self, r: ChunkRef) -> Result<RawChunk<'_>> {
+        self.chunk_unnamed(r).map_err(|e| e.in_block(self.meta.ulid))
+    }
+
+    fn chunk_unnamed(&self, r: ChunkRef) -> Result<RawChunk<'_>> {
         let seg = self.segments.get(r.segment() as usize).ok_or_else(|| {
             Error::corrupt(
                 self.dir.join(CHUNKS_DIR),

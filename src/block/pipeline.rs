@@ -106,15 +106,17 @@ where
 }
 
 /// Reads chunk `r` of a series of `block`; a chunk that cannot be read is reported with
-/// the block, the series' labels and the chunk ref, in the file that holds it.
+/// the block (as [`Error::InBlock`]), the series' labels and the chunk ref, in the file
+/// that holds it.
 pub fn series_chunk<'a>(block: &'a Block, r: ChunkRef, labels: &[(&[u8], &[u8])]) -> Result<RawChunk<'a>> {
-    block.chunk(r).map_err(|e| match e {
+    block.chunk(r).map_err(|e| match e.innermost() {
         Error::Corrupt { path, source } => Error::BadSeries {
-            path,
+            path: path.clone(),
             series: labels.to_label_string(),
-            problem: format!("block {}: chunk at {r}: {source}", block.meta.ulid),
-        },
-        other => other,
+            problem: format!("chunk at {r}: {source}"),
+        }
+        .in_block(block.meta.ulid),
+        _ => e,
     })
 }
 
@@ -124,7 +126,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn fail(what: &str) -> Error {
-        Error::Invalid(what.into())
+        Error::BadRequest(what.into())
     }
 
     #[test]

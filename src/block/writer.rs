@@ -195,8 +195,10 @@ impl SegmentWriter {
                     self.cut()?;
                 }
             }
-            let offset =
-                u32::try_from(self.size).map_err(|_| Error::Invalid("segment file would exceed 4 GiB".into()))?;
+            let offset = u32::try_from(self.size).map_err(|_| Error::BadWrite {
+                path: self.file.as_ref().map_or_else(|| self.dir.clone(), |(_, p)| p.clone()),
+                problem: "segment file would exceed 4 GiB".into(),
+            })?;
             // The record (see `chunks::write_chunk`) goes straight into the file's
             // buffer: the payload is copied once.
             let (w, path) = self.file.as_mut().expect("segment open");
@@ -250,7 +252,7 @@ pub struct BlockWriter {
 fn index_err(path: &Path, e: WriteError) -> Error {
     match e {
         WriteError::Io(e) => Error::io(path, e),
-        WriteError::Invalid(m) => Error::Invalid(format!("{}: {m}", path.display())),
+        WriteError::Invalid(problem) => Error::BadWrite { path: path.to_path_buf(), problem },
     }
 }
 

@@ -538,7 +538,7 @@ pub async fn gather_files(dir: &Path) -> Result<Vec<(String, u64)>> {
         let index = d.join(INDEX_FILE);
         let md = std::fs::metadata(&index).map_err(|e| LocalError::io(&index, e))?;
         if !md.is_file() {
-            return Err(LocalError::Invalid(format!("{}: not a file", index.display())));
+            return Err(LocalError::BadRequest(format!("{}: not a file", index.display())));
         }
         out.push((INDEX_FILE.to_string(), md.len()));
         out.sort();

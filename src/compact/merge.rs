@@ -240,11 +240,13 @@ pub fn merge_blocks<'a>(
                 if read_next(srcs_ref, &mut postings, &mut refs, &mut cur)? {
                     let prev = &g.labels[lr.clone()];
                     if cur.labels.cmp_pairs(prev).is_le() {
-                        return Err(Error::BadSeries {
-                            path: srcs_ref[cur.src].block.index_path(),
-                            series: cur.labels.to_label_string(),
-                            problem: format!("series out of order (after {})", prev.to_label_string()),
-                        });
+                        let block = srcs_ref[cur.src].block;
+                        return Err(bad(
+                            block,
+                            block.index_path(),
+                            &cur.labels,
+                            format!("series out of order (after {})", prev.to_label_string()),
+                        ));
                     }
                     heap.push(Reverse(cur));
                 }
@@ -378,8 +380,9 @@ struct Item<'a> {
     record: Option<&'a [u8]>,
 }
 
-fn bad(file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
-    Error::BadSeries { path: file, series: labels.to_label_string(), problem }
+/// A series of source `block` is wrong: an error that blames that block.
+fn bad(block: &Block, file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
+    Error::BadSeries { path: file, series: labels.to_label_string(), problem }.in_block(block.meta.ulid)
 }
 
 /// Buffers reused across the series one worker merges.
@@ -418,11 +421,12 @@ fn merge_series<'a>(
         for m in &g.metas[e.chunks.start as usize..e.chunks.end as usize] {
             if m.max_time < m.min_time || prev.is_some_and(|p| m.min_time <= p.max_time) {
                 return Err(bad(
+                    block,
                     block.index_path(),
                     labels,
                     format!(
-                        "chunk at {} [{}, {}] is out of order or overlaps the chunk before it in block {}",
-                        m.chunk_ref, m.min_time, m.max_time, block.meta.ulid
+                        "chunk at {} [{}, {}] is out of order or overlaps the chunk before it",
+                        m.chunk_ref, m.min_time, m.max_time
                     ),
                 ));
             }
@@ -442,15 +446,14 @@ fn merge_series<'a>(
                 continue;
             }
             // Re-encode as one chunk without the samples outside the range or deleted.
-            let samples = decode(raw.encoding, raw.data).map_err(|err| {
-                bad(seg_path(block, m), labels, format!("block {}: chunk at {}: {err}", block.meta.ulid, m.chunk_ref))
-            })?;
+            let samples = decode(raw.encoding, raw.data)
+                .map_err(|err| bad(block, seg_path(block, m), labels, format!("chunk at {}: {err}", m.chunk_ref)))?;
             let kept: Vec<(i64, Value)> = samples
                 .into_values()
                 .into_iter()
                 .filter(|(t, _)| *t >= bmin && *t <= bmax && !deleted.iter().any(|iv| iv.contains(*t)))
                 .collect();
-            for c in encode_values(&kept, usize::MAX).map_err(|p| bad(seg_path(block, m), labels, p))? {
+            for c in encode_values(&kept, usize::MAX).map_err(|p| bad(block, seg_path(block, m), labels, p))? {
                 items.push(Item {
                     source: i,
                     min_time: c.min_time,
@@ -518,12 +521,10 @@ fn merge_series<'a>(
                 };
                 crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| {
                     bad(
+                        srcs[c.source].block,
                         srcs[c.source].block.dir.clone(),
                         labels,
-                        format!(
-                            "block {}: chunk [{}, {}]: {err}",
-                            srcs[c.source].block.meta.ulid, c.min_time, c.max_time
-                        ),
+                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
                     )
                 })?;
             }
@@ -566,12 +567,10 @@ fn merge_series<'a>(
                 let c = &items[k];
                 let samples = decode(c.encoding, &c.data).map_err(|err| {
                     bad(
+                        srcs[c.source].block,
                         srcs[c.source].block.dir.clone(),
                         labels,
-                        format!(
-                            "block {}: chunk [{}, {}]: {err}",
-                            srcs[c.source].block.meta.ulid, c.min_time, c.max_time
-                        ),
+                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
                     )
                 })?;
                 let vals = samples.into_values();
@@ -584,11 +583,8 @@ fn merge_series<'a>(
                 v.sort_by_key(|s| s.0);
             }
             let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
-            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries {
-                path: srcs[items[keep[0]].source].block.dir.clone(),
-                series: labels.to_label_string(),
-                problem: p,
-            })? {
+            let first = srcs[items[keep[0]].source].block;
+            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))? {
                 out.chunks.push(OutRef {
                     encoding: c.encoding,
                     data: Bytes::Owned(c.data.into_owned()),
@@ -684,9 +680,10 @@ fn merge_series_penalty<'a>(
             };
             done.map_err(|err| {
                 bad(
+                    srcs[c.source].block,
                     srcs[c.source].block.dir.clone(),
                     labels,
-                    format!("block {}: chunk [{}, {}]: {err}", srcs[c.source].block.meta.ulid, c.min_time, c.max_time),
+                    format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
                 )
             })?;
             for (i, e) in ts[start..].iter_mut().enumerate() {
@@ -712,7 +709,7 @@ fn merge_series_penalty<'a>(
     merge_into_reusing(DedupFunc::Penalty, refs, merged, tmp);
 
     // Re-encodes merged[range] into chunks of at most 120 samples.
-    let first_dir = &srcs[items[0].source].block.dir;
+    let first = srcs[items[0].source].block;
     let mut encode = |range: Range<usize>, out: &mut SubOut<'a>| -> Result<()> {
         if range.is_empty() {
             return Ok(());
@@ -736,11 +733,8 @@ fn merge_series_penalty<'a>(
             }
         } else {
             let vals: Vec<(i64, Value)> = run.iter().map(|&(_, g)| values[g as usize].clone()).collect();
-            let chunks = encode_values(&vals, SAMPLES_PER_CHUNK).map_err(|p| Error::BadSeries {
-                path: first_dir.clone(),
-                series: labels.to_label_string(),
-                problem: p,
-            })?;
+            let chunks =
+                encode_values(&vals, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))?;
             for c in chunks {
                 out.chunks.push(OutRef {
                     encoding: c.encoding,

@@ -74,7 +74,7 @@ pub fn downsample_block_with_progress<'a>(
 ) -> Result<(PathBuf, BlockMeta)> {
     let from = src.meta.resolution();
     let to = target_resolution(from).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::BadRequest(format!(
             "{}: block {} has resolution {from} ms, which is not downsampled further",
             src.dir.display(),
             src.meta.ulid
@@ -162,10 +162,8 @@ fn replace_meta(dir: &Path, meta: &BlockMeta) -> Result<()> {
 
 /// Aggregates one series, its chunk bytes borrowed from the source's mapped segments.
 fn series<'a>(src: &'a Block, p: Pending<'a>, from: i64, to: i64, s: &mut Scratch) -> Result<SeriesOut<'a>> {
-    let bad = |problem: String, path: PathBuf| Error::BadSeries {
-        path,
-        series: p.labels.to_label_string(),
-        problem: format!("block {}: {problem}", src.meta.ulid),
+    let bad = |problem: String, path: PathBuf| {
+        Error::BadSeries { path, series: p.labels.to_label_string(), problem }.in_block(src.meta.ulid)
     };
     let mut ins = Vec::with_capacity(p.chunks.len());
     let mut bytes_in = 0u64;

@@ -114,7 +114,7 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
 /// passes as Thanos does.
 pub fn downsample_dir(dir: &Path, opts: &DirOptions, obs: &dyn Observer) -> Result<DirReport> {
     if !dir.is_dir() {
-        return Err(Error::Invalid(format!("{}: not a directory", dir.display())));
+        return Err(Error::BadRequest(format!("{}: not a directory", dir.display())));
     }
     let out = opts.output.clone().unwrap_or_else(|| dir.to_path_buf());
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;

@@ -34,9 +34,8 @@ pub struct Server {
 
 /// Binds `addr` and serves on a background thread.
 pub fn serve(addr: &str, status: Arc<Status>) -> Result<Server> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| Error::Invalid(format!("--http-address {addr}: cannot listen: {e}")))?;
-    let local = listener.local_addr().map_err(|e| Error::Invalid(format!("--http-address {addr}: {e}")))?;
+    let listener = TcpListener::bind(addr).map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen { addr: addr.to_string(), source })?;
     std::thread::Builder::new()
         .name("strata-http".into())
         .spawn(move || {
@@ -44,7 +43,7 @@ pub fn serve(addr: &str, status: Arc<Status>) -> Result<Server> {
                 let _ = handle(conn, &status);
             }
         })
-        .map_err(|e| Error::Invalid(format!("cannot start the HTTP thread: {e}")))?;
+        .map_err(|e| Error::Task { what: "the HTTP thread", problem: e.to_string() })?;
     Ok(Server { addr: local })
 }
 

@@ -246,17 +246,6 @@ async fn sync_owned(bucket: &Bucket, opts: &SyncOptions, selector: &Selector) ->
     Ok(s)
 }
 
-/// The block directory a local error points into, if it is one of `sources`.
-fn blamed_block(err: &Error, sources: &[Ulid]) -> Option<Ulid> {
-    let path: &Path = match err {
-        Error::BadSeries { path, .. } | Error::Corrupt { path, .. } | Error::Io { path, .. } => path,
-        _ => return None,
-    };
-    path.components()
-        .filter_map(|c| Ulid::from_string(&c.as_os_str().to_string_lossy()).ok())
-        .find(|u| sources.contains(u))
-}
-
 async fn run_plan(bucket: &Bucket, p: &Plan, synced: &Synced, opts: &JobOptions) -> JobResult<PlanOutcome> {
     let work = opts.data_dir.join(format!("compact-{}", Ulid::new()));
     let r = run_plan_in(bucket, p, synced, opts, &work).await;
@@ -298,20 +287,21 @@ async fn run_plan_in(
             if let Some((path, _)) = &out {
                 let (problems, _) = verify_block(path)?;
                 if let Some(p) = problems.first() {
-                    return Err(Error::Invalid(format!(
-                        "compacted block {ulid} failed verification, not uploaded: {p}"
-                    )));
+                    return Err(Error::BadWrite {
+                        path: path.clone(),
+                        problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
+                    });
                 }
             }
             Ok(out)
         },
     )
     .await
-    .map_err(|e| Error::Invalid(format!("compaction task failed: {e}")))?;
+    .map_err(|e| Error::Task { what: "compaction task", problem: e.to_string() })?;
     let out = match merged {
         Ok(out) => out,
         Err(e) => {
-            return match blamed_block(&e, &sources) {
+            return match e.blamed_block().filter(|b| sources.contains(b)) {
                 Some(block) => Ok(PlanOutcome::BadSource { block, reason: e.to_string() }),
                 None => Err(e.into()),
             }
@@ -383,7 +373,7 @@ async fn downsample_pass(
                 crate::downsample::downsample_block(&src, &out_parent, &Default::default())
             })
             .await
-            .map_err(|e| Error::Invalid(format!("downsampling task failed: {e}")))??;
+            .map_err(|e| Error::Task { what: "downsampling task", problem: e.to_string() })??;
             bucket
                 .upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None })
                 .await?;

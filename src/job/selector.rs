@@ -71,23 +71,23 @@ impl Selector {
     /// Parses relabel rules (a YAML list, Prometheus's `relabel_config` fields).
     pub fn parse_relabel(yaml: &str) -> Result<Vec<Rule>> {
         let raw: Vec<RawRule> =
-            serde_yaml_ng::from_str(yaml).map_err(|e| Error::Invalid(format!("relabel config: {e}")))?;
+            serde_yaml_ng::from_str(yaml).map_err(|e| Error::BadRequest(format!("relabel config: {e}")))?;
         raw.into_iter()
             .enumerate()
             .map(|(i, r)| {
                 let pattern = r.regex.unwrap_or_else(|| "(.*)".into());
                 let regex = Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| Error::Invalid(format!("relabel config rule {}: regex {pattern:?}: {e}", i + 1)))?;
+                    .map_err(|e| Error::BadRequest(format!("relabel config rule {}: regex {pattern:?}: {e}", i + 1)))?;
                 let target = r.target_label.unwrap_or_default();
                 match r.action {
                     Action::HashMod if r.modulus.unwrap_or(0) == 0 => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadRequest(format!(
                             "relabel config rule {}: hashmod needs a modulus above 0",
                             i + 1
                         )))
                     }
                     Action::HashMod | Action::Replace if target.is_empty() => {
-                        return Err(Error::Invalid(format!(
+                        return Err(Error::BadRequest(format!(
                             "relabel config rule {}: {:?} needs target_label",
                             i + 1,
                             r.action
