@@ -246,15 +246,17 @@ enum BucketCommand {
 pub struct ObjstoreToFlags {
     /// Path of the destination's objstore YAML.
     #[arg(long = "objstore-to.config-file", value_name = "FILE")]
-    config_file: Option<PathBuf>,
+    to_config_file: Option<PathBuf>,
     /// The destination's objstore YAML itself.
     #[arg(long = "objstore-to.config", value_name = "YAML")]
-    config: Option<String>,
+    to_config: Option<String>,
 }
 
 impl ObjstoreToFlags {
     async fn open(&self) -> anyhow::Result<Bucket> {
-        let cfg = match (&self.config_file, &self.config) {
+        // Field names differ from ObjstoreFlags': clap would take them for the global
+        // --objstore.config* arguments.
+        let cfg = match (&self.to_config_file, &self.to_config) {
             (Some(_), Some(_)) => bail!("--objstore-to.config-file and --objstore-to.config are both set; use one"),
             (None, None) => bail!("no destination: set --objstore-to.config-file FILE or --objstore-to.config YAML"),
             (Some(path), None) => {
