@@ -281,7 +281,7 @@ fn sigkill_during_an_offline_rewrite_leaves_the_original_or_both_blocks() {
         "--output",
         pristine.path().to_str().unwrap(),
         "--series",
-        "3000",
+        "10000",
         "--duration",
         "2h",
         "--scrape-interval",
@@ -308,7 +308,7 @@ fn sigkill_during_an_offline_rewrite_leaves_the_original_or_both_blocks() {
     let took = start.elapsed();
     let want = ok_stdout(strata(&["dump", full.path().to_str().unwrap()]), "dump");
     let mut states = BTreeSet::new();
-    for pct in [5u32, 20, 40, 60, 80, 95, 110] {
+    for pct in [5u32, 15, 30, 45, 60, 75, 85, 95, 110] {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), dir.path());
         let mut child = strata_cmd()
@@ -340,6 +340,7 @@ fn sigkill_during_an_offline_rewrite_leaves_the_original_or_both_blocks() {
         }
         states.insert((has_orig, new.len()));
     }
+    eprintln!("rewrite took {took:?}; states (original there, new blocks): {states:?}");
     // The last kill came after the run ended.
     assert!(states.contains(&(false, 1)), "{states:?}");
 }
@@ -539,4 +540,60 @@ fn bucket_downsample_writes_what_the_job_would() {
     // Nothing left to do the second time.
     let (_, e) = tool.ok(&["downsample", "--data-dir", data.path().to_str().unwrap(), "--consistency-delay", "0s"]);
     assert!(e.contains("0 blocks written"), "{e}");
+}
+
+#[test]
+fn sigkill_during_a_bucket_rewrite_leaves_the_original_or_both_complete_blocks() {
+    let gen = tempfile::tempdir().unwrap();
+    let g = strata(&["gen", "--output", gen.path().to_str().unwrap(), "--series", "10000", "--duration", "2h"]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let orig = list_blocks(gen.path()).unwrap()[0].ulid.to_string();
+    let del = "- matchers: '{job=\"job-0\"}'\n  intervals:\n  - mint: 1700007000000\n    maxt: 1700008000000\n";
+    let rewrite = |f: &Fixture| {
+        let mut c = strata_cmd();
+        c.args([
+            "bucket",
+            "rewrite",
+            "--id",
+            &orig,
+            "--rewrite.to-delete-config",
+            del,
+            "--no-dry-run",
+            "--delete-blocks",
+        ])
+        .arg("--objstore.config-file")
+        .arg(&f.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    // A whole run, timed, on its own bucket.
+    let full = Fixture::filesystem();
+    full.ok(&["upload", gen.path().to_str().unwrap(), "--label", "cluster=eu1"]);
+    let start = Instant::now();
+    assert!(rewrite(&full).status().unwrap().success());
+    let took = start.elapsed();
+    let mut states = BTreeSet::new();
+    for pct in [10u32, 30, 50, 70, 90, 120] {
+        let f = Fixture::filesystem();
+        f.ok(&["upload", gen.path().to_str().unwrap(), "--label", "cluster=eu1"]);
+        let mut child = rewrite(&f).spawn().unwrap();
+        std::thread::sleep(took * pct / 100);
+        let _ = child.kill();
+        let _ = child.wait();
+        let ids: Vec<String> = metas(&f).iter().map(|m| m.ulid.to_string()).collect();
+        assert!(ids.contains(&orig), "kill at {pct}%: the original's meta.json is gone");
+        let marked = f.get(&format!("{orig}/deletion-mark.json")).is_some();
+        let new: Vec<&String> = ids.iter().filter(|i| **i != orig).collect();
+        assert!(new.len() <= 1, "kill at {pct}%: {ids:?}");
+        assert!(!marked || new.len() == 1, "kill at {pct}%: the original was marked without a new block");
+        if let Some(n) = new.first() {
+            // A new block with a meta.json is complete: every object there, and it verifies.
+            let (o, e) = f.ok(&["verify", "--id", n]);
+            assert!(e.contains("1 blocks ok"), "kill at {pct}%: {o}{e}");
+        }
+        states.insert((new.len(), marked));
+    }
+    eprintln!("bucket rewrite took {took:?}; states (new blocks, original marked): {states:?}");
+    assert!(states.contains(&(1, true)), "{states:?}");
 }
