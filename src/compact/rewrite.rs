@@ -257,6 +257,16 @@ fn kept_samples(
 }
 
 fn scan(block: &Block, rewrite: &Rewrite) -> Result<Scan> {
+    if block.meta.resolution() != 0 {
+        // Aggregate chunks hold five series in one; deleting samples from them would
+        // need re-aggregation (Thanos's rewrite reads raw chunks only too).
+        return Err(Error::Invalid(format!(
+            "block {}: a downsampled block ({} resolution): rewrite works on raw blocks; rewrite the raw block \
+             and downsample it again",
+            block.meta.ulid,
+            crate::gofmt::go_duration_ms(block.meta.resolution())
+        )));
+    }
     let index = block.index()?;
     let mut tombstones = block.tombstones.clone();
     let mut stats = RewriteStats::default();
@@ -365,6 +375,136 @@ pub fn rewrite_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block::BlockWriter;
+    use crate::compact::merge::encode_values;
+    use crate::format::sample::Value;
+    use proptest::prelude::*;
+
+    type Series = BTreeMap<Vec<(String, String)>, BTreeMap<i64, u64>>;
+
+    /// Writes a block of float series (120 samples per chunk) under `parent`.
+    fn write_block(parent: &Path, series: &Series, max_t: i64) -> Block {
+        let ulid = Ulid::new();
+        let mut symbols: Vec<&str> =
+            series.keys().flat_map(|l| l.iter().flat_map(|(n, v)| [n.as_str(), v.as_str()])).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        let mut w = BlockWriter::new(parent, ulid, &symbols).unwrap();
+        for (labels, samples) in series {
+            let vals: Vec<(i64, Value)> = samples.iter().map(|(t, v)| (*t, Value::Float(f64::from_bits(*v)))).collect();
+            let chunks = encode_values(&vals, 120).unwrap();
+            let cw: Vec<ChunkToWrite<'_>> = chunks
+                .iter()
+                .map(|c| ChunkToWrite {
+                    encoding: c.encoding,
+                    data: &c.data,
+                    min_time: c.min_time,
+                    max_time: c.max_time,
+                    record: None,
+                })
+                .collect();
+            w.add_series(&Labels::from_pairs(labels.iter().map(|(a, b)| (a, b))), &cw).unwrap();
+        }
+        let (dir, _) = w.finish(BlockMeta::new(ulid, 0, max_t + 1), None).unwrap();
+        Block::open(&dir).unwrap()
+    }
+
+    fn read_block(b: &Block) -> Series {
+        let index = b.index().unwrap();
+        let mut out = Series::new();
+        for e in b.series(&index).unwrap() {
+            let e = e.unwrap();
+            let key = e
+                .labels
+                .iter()
+                .map(|l| (String::from_utf8(l.name.clone()).unwrap(), String::from_utf8(l.value.clone()).unwrap()))
+                .collect();
+            let m = out.entry(key).or_default();
+            for c in &e.chunks {
+                let raw = b.chunk(c.chunk_ref).unwrap();
+                for (t, v) in decode(raw.encoding, raw.data).unwrap().into_values() {
+                    let Value::Float(x) = v else { panic!("float") };
+                    assert!(m.insert(t, x.to_bits()).is_none(), "two samples at {t}");
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn downsampled_blocks_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut input = Series::new();
+        input.insert(vec![("a".into(), "b".into())], [(1, 1f64.to_bits())].into());
+        let mut block = write_block(tmp.path(), &input, 10);
+        let mut t = crate::format::meta::ThanosMeta::default();
+        t.downsample.resolution = crate::format::meta::RES_5M;
+        block.meta.thanos = Some(t);
+        let rw = Rewrite { deletions: parse_deletions("- matchers: '{a=\"b\"}'\n").unwrap(), relabels: vec![] };
+        let e = analyse(&block, &rw).unwrap_err().to_string();
+        assert!(e.contains("downsampled block (5m0s resolution)"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Deleting `{job="a"}` over an interval and dropping `inst` gives exactly the
+        /// input minus the deleted samples with the colliding series' union, and the
+        /// dry run's counts are the output's.
+        #[test]
+        fn rewrite_is_the_input_minus_deletions_with_relabel_unions(
+            steps in proptest::collection::vec(1i64..6, 1..5),
+            del in (0i64..400, 0i64..200),
+            relabel_too in any::<bool>(),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut input = Series::new();
+            for (i, step) in steps.iter().enumerate() {
+                for (j, job) in ["a", "b"].iter().enumerate() {
+                    let labels = vec![
+                        ("__name__".to_string(), "m".to_string()),
+                        ("inst".to_string(), i.to_string()),
+                        ("job".to_string(), job.to_string()),
+                    ];
+                    // Equal values at equal timestamps across instances.
+                    let s = (0..600).step_by(*step as usize).map(|t| (t as i64, ((t + 1000 * j) as f64).to_bits())).collect();
+                    input.insert(labels, s);
+                }
+            }
+            let block = write_block(tmp.path(), &input, 600);
+            let (lo, hi) = (del.0, del.0 + del.1);
+            let yaml = format!("- matchers: '{{job=\"a\"}}'\n  intervals: [{{mint: {lo}, maxt: {hi}}}]\n");
+            let rw = Rewrite {
+                deletions: parse_deletions(&yaml).unwrap(),
+                relabels: if relabel_too {
+                    crate::relabel::parse_rules("- action: labeldrop\n  regex: inst\n").unwrap()
+                } else {
+                    vec![]
+                },
+            };
+            let mut want = Series::new();
+            for (labels, samples) in &input {
+                let deleted = labels.iter().any(|(n, v)| n == "job" && v == "a");
+                let key: Vec<(String, String)> =
+                    labels.iter().filter(|(n, _)| !(relabel_too && n == "inst")).cloned().collect();
+                for (t, v) in samples {
+                    if !(deleted && (lo..=hi).contains(t)) {
+                        want.entry(key.clone()).or_default().insert(*t, *v);
+                    }
+                }
+            }
+            let stats = analyse(&block, &rw).unwrap();
+            let out_dir = tmp.path().join("out");
+            std::fs::create_dir_all(&out_dir).unwrap();
+            let done = rewrite_block(block, &out_dir, Ulid::new(), &rw, false).unwrap();
+            prop_assert_eq!(done.stats, stats);
+            let (path, meta) = done.block.unwrap();
+            let got = read_block(&Block::open(&path).unwrap());
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(stats.series_out, meta.stats.num_series);
+            prop_assert_eq!(stats.samples_out, meta.stats.num_samples);
+            prop_assert_eq!(stats.samples_out, want.values().map(|m| m.len() as u64).sum::<u64>());
+        }
+    }
 
     #[test]
     fn deletion_config_parses_thanos_format() {
