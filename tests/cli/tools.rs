@@ -340,9 +340,11 @@ fn sigkill_during_an_offline_rewrite_leaves_the_original_or_both_blocks() {
         }
         states.insert((has_orig, new.len()));
     }
+    // Which states the kills hit depends on the machine's load; the invariants above
+    // hold in each. The uninterrupted run leaves the new block alone.
     eprintln!("rewrite took {took:?}; states (original there, new blocks): {states:?}");
-    // The last kill came after the run ended.
-    assert!(states.contains(&(false, 1)), "{states:?}");
+    let left = list_blocks(full.path()).unwrap();
+    assert!(left.len() == 1 && left[0].ulid != orig.ulid, "{left:?}");
 }
 
 #[test]
@@ -594,6 +596,9 @@ fn sigkill_during_a_bucket_rewrite_leaves_the_original_or_both_complete_blocks()
         }
         states.insert((new.len(), marked));
     }
+    // Which states the kills hit depends on the machine's load; the invariants above
+    // hold in each. The uninterrupted run ends with both blocks, the original marked.
     eprintln!("bucket rewrite took {took:?}; states (new blocks, original marked): {states:?}");
-    assert!(states.contains(&(1, true)), "{states:?}");
+    assert_eq!(metas(&full).len(), 2);
+    assert!(full.get(&format!("{orig}/deletion-mark.json")).is_some());
 }
