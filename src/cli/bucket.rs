@@ -172,6 +172,9 @@ enum BucketCommand {
     /// run unless --no-dry-run. The new block is uploaded meta.json last; with
     /// --delete-blocks the original is marked for deletion once the new one is
     /// uploaded and checked.
+    #[command(
+        after_help = "Example:\n  strata bucket rewrite --objstore.config-file bucket.yaml --id 01HQ... \\\n    --rewrite.to-delete-config-file delete.yaml --no-dry-run --delete-blocks\n\ndelete.yaml (Thanos's deletion requests; intervals in ms, absent: all time):\n  - matchers: '{job=\"leaky\"}'\n    intervals: [{mint: 1700007000000, maxt: 1700007600000}]"
+    )]
     Rewrite {
         /// The block (repeatable, at least one).
         #[arg(long = "id", required = true)]
@@ -190,7 +193,10 @@ enum BucketCommand {
         concurrency: usize,
     },
     /// Copies blocks into another bucket (Thanos's `tools bucket replicate`): those
-    /// not there yet, meta.json last, never blocks marked for deletion.
+    /// not there yet, meta.json last, never blocks marked for deletion. Runs once.
+    #[command(
+        after_help = "Example:\n  strata bucket replicate --objstore.config-file eu.yaml --objstore-to.config-file backup.yaml \\\n    --matcher 'cluster=\"eu1\"' --resolution 0s"
+    )]
     Replicate {
         #[command(flatten)]
         to: ObjstoreToFlags,
@@ -219,6 +225,9 @@ enum BucketCommand {
     },
     /// Marks the blocks the retention flags expire for deletion, once: the retention
     /// phase of `strata run` alone.
+    #[command(
+        after_help = "Example:\n  strata bucket retention --objstore.config-file bucket.yaml --retention.resolution-raw 90d"
+    )]
     Retention {
         #[arg(long = "consistency-delay", default_value = "30m")]
         consistency_delay: String,
@@ -227,6 +236,9 @@ enum BucketCommand {
     },
     /// Writes the 5m and 1h blocks that are due, and nothing else: the downsampling
     /// phase of `strata run` alone (repeated until nothing is left to downsample).
+    #[command(
+        after_help = "Example:\n  strata bucket downsample --objstore.config-file bucket.yaml --data-dir /var/tmp/strata"
+    )]
     Downsample {
         /// Scratch space for downloaded and downsampled blocks.
         #[arg(long = "data-dir", default_value = "./data")]
@@ -527,6 +539,13 @@ async fn bucket_rewrite(
 ) -> anyhow::Result<ExitCode> {
     let synced = strata::bucket::sync::sync(bucket, sync_opts).await?;
     report_sync_problems(&synced);
+    let mut unique: Vec<Ulid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !unique.contains(id) {
+            unique.push(*id);
+        }
+    }
+    let ids = &unique[..];
     for id in ids {
         match synced.all_blocks().find(|b| b.id() == *id) {
             None => bail!("block {id} is not in {} (or has no meta.json)", bucket.name()),

@@ -87,6 +87,9 @@ enum Command {
     Bucket(bucket::BucketArgs),
     /// Deletes series (or time ranges of them) and relabels series in local blocks,
     /// as `strata bucket rewrite` does in a bucket; dry run unless --no-dry-run.
+    #[command(
+        after_help = "Example:\n  strata rewrite ./data --rewrite.to-relabel-config-file relabel.yaml --no-dry-run\n\nrelabel.yaml (Prometheus relabel rules over series labels):\n  - action: labeldrop\n    regex: api_key"
+    )]
     Rewrite(rewrite::RewriteArgs),
     /// Downsamples a directory of blocks as Thanos does: raw blocks of 40h or more to 5m,
     /// 5m blocks of 10 days or more to 1h, only those not yet downsampled.
