@@ -19,6 +19,7 @@ pub mod job;
 pub mod labels;
 pub mod mmap;
 pub mod observe;
+pub mod relabel;
 pub mod retention;
 pub mod time;
 pub mod verify;

@@ -20,6 +20,7 @@
 pub mod block;
 pub mod config;
 pub mod error;
+pub mod replicate;
 pub mod store;
 pub mod sync;
 pub mod time;

@@ -15,15 +15,20 @@ use clap::{Args, Subcommand, ValueEnum};
 use ulid::Ulid;
 
 use strata::block::list_blocks;
+use strata::block::Block;
 use strata::bucket::block::MARKERS;
+use strata::bucket::replicate::ReplicateFilter;
 use strata::bucket::sync::{cleanup, plan_cleanup, CleanupReason};
 use strata::bucket::time::{now_ms, parse_rfc3339_ms};
 use strata::bucket::{
     BlockInfo, Bucket, BucketError, CleanupOptions, DownloadOptions, ErrorKind, ObjstoreConfig, SyncOptions, Synced,
     UploadOptions,
 };
+use strata::compact::rewrite::{analyse, rewrite_block, Rewrite};
 use strata::format::meta::{BlockMeta, ThanosMeta, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
 use strata::gofmt::{go_duration_ms, rfc3339_ms};
+use strata::job::http::Status;
+use strata::job::run::{downsample_pass, retention_pass, IterationReport, JobOptions};
 
 use super::parse_duration_ms;
 
@@ -162,6 +167,125 @@ enum BucketCommand {
         #[arg(long, visible_alias = "compact.blocks-fetch-concurrency", default_value_t = 4)]
         concurrency: usize,
     },
+    /// Rewrites blocks into new ones without the series or samples a deletion config
+    /// names and with relabel rules applied (Thanos's `tools bucket rewrite`); a dry
+    /// run unless --no-dry-run. The new block is uploaded meta.json last; with
+    /// --delete-blocks the original is marked for deletion once the new one is
+    /// uploaded and checked.
+    #[command(
+        after_help = "Example:\n  strata bucket rewrite --objstore.config-file bucket.yaml --id 01HQ... \\\n    --rewrite.to-delete-config-file delete.yaml --no-dry-run --delete-blocks\n\ndelete.yaml (Thanos's deletion requests; intervals in ms, absent: all time):\n  - matchers: '{job=\"leaky\"}'\n    intervals: [{mint: 1700007000000, maxt: 1700007600000}]"
+    )]
+    Rewrite {
+        /// The block (repeatable, at least one).
+        #[arg(long = "id", required = true)]
+        ids: Vec<Ulid>,
+        #[command(flatten)]
+        flags: super::rewrite::RewriteFlags,
+        /// Mark each original block for deletion after its rewrite is uploaded.
+        #[arg(long = "delete-blocks")]
+        delete_blocks: bool,
+        /// Where blocks are downloaded and rewritten (default: the system's temporary
+        /// directory).
+        #[arg(long = "tmp.dir")]
+        tmp_dir: Option<PathBuf>,
+        /// Files downloaded and uploaded at once per block.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Copies blocks into another bucket (Thanos's `tools bucket replicate`): those
+    /// not there yet, meta.json last, never blocks marked for deletion. Runs once.
+    #[command(
+        after_help = "Example:\n  strata bucket replicate --objstore.config-file eu.yaml --objstore-to.config-file backup.yaml \\\n    --matcher 'cluster=\"eu1\"' --resolution 0s"
+    )]
+    Replicate {
+        #[command(flatten)]
+        to: ObjstoreToFlags,
+        /// Resolutions copied (repeatable: 0s, 5m, 1h).
+        #[arg(long = "resolution", default_values = ["0s", "5m", "1h"])]
+        resolutions: Vec<String>,
+        /// Lowest compaction level copied.
+        #[arg(long = "compaction-min", default_value_t = 1)]
+        compaction_min: u32,
+        /// Highest compaction level copied.
+        #[arg(long = "compaction-max", default_value_t = 4)]
+        compaction_max: u32,
+        /// Only blocks whose external labels match this selector, e.g.
+        /// `{cluster="eu1"}` (repeatable; all must match).
+        #[arg(long = "matcher")]
+        matchers: Vec<String>,
+        /// Only these blocks (repeatable).
+        #[arg(long = "id")]
+        ids: Vec<Ulid>,
+        /// Only blocks overlapping [--min-time, --max-time]: ms, RFC 3339, or a
+        /// duration before now (-3d).
+        #[arg(long = "min-time", allow_hyphen_values = true)]
+        min_time: Option<String>,
+        #[arg(long = "max-time", allow_hyphen_values = true)]
+        max_time: Option<String>,
+    },
+    /// Marks the blocks the retention flags expire for deletion, once: the retention
+    /// phase of `strata run` alone.
+    #[command(
+        after_help = "Example:\n  strata bucket retention --objstore.config-file bucket.yaml --retention.resolution-raw 90d"
+    )]
+    Retention {
+        #[arg(long = "consistency-delay", default_value = "30m")]
+        consistency_delay: String,
+        #[command(flatten)]
+        retention: super::RetentionFlags,
+    },
+    /// Writes the 5m and 1h blocks that are due, and nothing else: the downsampling
+    /// phase of `strata run` alone (repeated until nothing is left to downsample).
+    #[command(
+        after_help = "Example:\n  strata bucket downsample --objstore.config-file bucket.yaml --data-dir /var/tmp/strata"
+    )]
+    Downsample {
+        /// Scratch space for downloaded and downsampled blocks.
+        #[arg(long = "data-dir", default_value = "./data")]
+        data_dir: PathBuf,
+        #[arg(long = "consistency-delay", default_value = "30m")]
+        consistency_delay: String,
+        #[arg(long = "compact.blocks-fetch-concurrency", default_value_t = 4)]
+        blocks_fetch_concurrency: usize,
+        /// Stop at the first block that fails instead of marking it no-downsample.
+        #[arg(long = "halt-on-error")]
+        halt_on_error: bool,
+    },
+}
+
+/// `--objstore-to.config-file` / `--objstore-to.config`: the destination of replicate.
+#[derive(Args, Clone, Default)]
+pub struct ObjstoreToFlags {
+    /// Path of the destination's objstore YAML.
+    #[arg(long = "objstore-to.config-file", value_name = "FILE")]
+    to_config_file: Option<PathBuf>,
+    /// The destination's objstore YAML itself.
+    #[arg(long = "objstore-to.config", value_name = "YAML")]
+    to_config: Option<String>,
+}
+
+impl ObjstoreToFlags {
+    async fn open(&self) -> anyhow::Result<Bucket> {
+        // Field names differ from ObjstoreFlags': clap would take them for the global
+        // --objstore.config* arguments.
+        let cfg = match (&self.to_config_file, &self.to_config) {
+            (Some(_), Some(_)) => bail!("--objstore-to.config-file and --objstore-to.config are both set; use one"),
+            (None, None) => bail!("no destination: set --objstore-to.config-file FILE or --objstore-to.config YAML"),
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--objstore-to.config-file {}", path.display()))?;
+                ObjstoreConfig::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--objstore-to.config-file {}: {e}", path.display()))?
+            }
+            (None, Some(text)) => {
+                ObjstoreConfig::parse(text).map_err(|e| anyhow::anyhow!("--objstore-to.config: {e}"))?
+            }
+        };
+        for w in cfg.warnings() {
+            eprintln!("strata: warning: destination objstore config: {w}");
+        }
+        Ok(Bucket::open(&cfg).await?)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -268,7 +392,250 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             let sync_opts = SyncOptions { delete_delay_ms: 48 * 3_600_000, deduplicate: true, ..sync_all };
             download(&bucket, &sync_opts, &dir, min, max, &labels, include_downsampled, verify, concurrency).await
         }
+        BucketCommand::Rewrite { ids, flags, delete_blocks, tmp_dir, concurrency } => {
+            let rewrite = flags.load()?;
+            let bucket = args.objstore.open().await?;
+            let opts = RewriteRun { dry_run: flags.dry_run(), delete_blocks, concurrency: concurrency.max(1) };
+            bucket_rewrite(&bucket, &sync_all, &ids, &rewrite, tmp_dir, &opts).await
+        }
+        BucketCommand::Replicate {
+            to,
+            resolutions,
+            compaction_min,
+            compaction_max,
+            matchers,
+            ids,
+            min_time,
+            max_time,
+        } => {
+            let now = now_ms();
+            let mut filter = ReplicateFilter {
+                compaction_min,
+                compaction_max,
+                ids,
+                min_time: i64::MIN,
+                max_time: i64::MAX,
+                ..Default::default()
+            };
+            for r in &resolutions {
+                filter.resolutions.push(parse_duration_ms(r).with_context(|| format!("--resolution {r:?}"))?);
+            }
+            for m in &matchers {
+                let text = if m.trim_start().starts_with('{') { m.clone() } else { format!("{{{m}}}") };
+                filter.matchers.push(
+                    strata::labels::Selector::parse(&text)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| format!("--matcher {m:?}"))?,
+                );
+            }
+            if let Some(s) = &min_time {
+                filter.min_time = parse_time_arg(s, now).with_context(|| format!("--min-time {s:?}"))?;
+            }
+            if let Some(s) = &max_time {
+                filter.max_time = parse_time_arg(s, now).with_context(|| format!("--max-time {s:?}"))?;
+            }
+            let from = args.objstore.open().await?;
+            let to = to.open().await?;
+            replicate(&from, &to, &filter, &sync_all).await
+        }
+        BucketCommand::Retention { consistency_delay, retention } => {
+            let retention = retention.parse()?;
+            if retention.is_unlimited() {
+                bail!("no retention set: give --retention.resolution-raw, -5m or -1h");
+            }
+            let sync = SyncOptions {
+                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
+                ..sync_all
+            };
+            let opts = tool_job_options(std::env::temp_dir(), sync, retention, 1, false);
+            let bucket = args.objstore.open().await?;
+            let status = Status::default();
+            let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
+            report_sync_problems(&synced);
+            let mut report = IterationReport::default();
+            retention_pass(&bucket, &opts, &status, &synced, &mut report).await?;
+            for id in &report.expired {
+                println!("{id}: marked for deletion (retention)");
+            }
+            eprintln!("strata bucket retention: {} blocks marked for deletion", report.expired.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        BucketCommand::Downsample { data_dir, consistency_delay, blocks_fetch_concurrency, halt_on_error } => {
+            let sync = SyncOptions {
+                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
+                delete_delay_ms: 48 * 3_600_000,
+                ..sync_all
+            };
+            let opts =
+                tool_job_options(data_dir, sync, Default::default(), blocks_fetch_concurrency.max(1), halt_on_error);
+            std::fs::create_dir_all(&opts.data_dir)
+                .with_context(|| format!("--data-dir {}", opts.data_dir.display()))?;
+            let bucket = args.objstore.open().await?;
+            let status = Status::default();
+            let mut report = IterationReport::default();
+            // Each pass writes what is due now; a new 5m block may make a 1h one due.
+            loop {
+                let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
+                report_sync_problems(&synced);
+                if downsample_pass(&bucket, &opts, &status, &synced, &mut report).await? == 0 {
+                    break;
+                }
+            }
+            for (src, new, res) in &report.downsampled {
+                println!("{src}: downsampled to {} into {new}", go_duration_ms(*res));
+            }
+            for w in &report.warnings {
+                eprintln!("strata: warning: {w}");
+            }
+            eprintln!("strata bucket downsample: {} blocks written", report.downsampled.len());
+            Ok(if report.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
     }
+}
+
+/// The job options the retention and downsampling phases read, for the tools that run
+/// one phase alone.
+fn tool_job_options(
+    data_dir: PathBuf,
+    sync: SyncOptions,
+    retention: strata::retention::Retention,
+    fetch_concurrency: usize,
+    halt_on_error: bool,
+) -> JobOptions {
+    JobOptions {
+        data_dir,
+        cleanup: CleanupOptions {
+            delete_delay_ms: sync.delete_delay_ms,
+            consistency_delay_ms: sync.consistency_delay_ms,
+        },
+        sync,
+        policy: Default::default(),
+        replica_labels: Vec::new(),
+        dedup: Default::default(),
+        merge: Default::default(),
+        compact_concurrency: 1,
+        fetch_concurrency,
+        retention,
+        halt_on_error,
+        downsampling: true,
+        selector: Default::default(),
+    }
+}
+
+/// How `bucket rewrite` runs.
+struct RewriteRun {
+    dry_run: bool,
+    delete_blocks: bool,
+    concurrency: usize,
+}
+
+async fn bucket_rewrite(
+    bucket: &Bucket,
+    sync_opts: &SyncOptions,
+    ids: &[Ulid],
+    rewrite: &Rewrite,
+    tmp_dir: Option<PathBuf>,
+    opts: &RewriteRun,
+) -> anyhow::Result<ExitCode> {
+    let synced = strata::bucket::sync::sync(bucket, sync_opts).await?;
+    report_sync_problems(&synced);
+    let mut unique: Vec<Ulid> = Vec::with_capacity(ids.len());
+    for id in ids {
+        if !unique.contains(id) {
+            unique.push(*id);
+        }
+    }
+    let ids = &unique[..];
+    for id in ids {
+        match synced.all_blocks().find(|b| b.id() == *id) {
+            None => bail!("block {id} is not in {} (or has no meta.json)", bucket.name()),
+            Some(b) if b.deletion_mark.is_some() => bail!("block {id} is marked for deletion; not rewriting it"),
+            Some(_) => {}
+        }
+    }
+    let base = tmp_dir.unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).with_context(|| format!("--tmp.dir {}", base.display()))?;
+    let scratch = Scratch(base.join(format!("strata-bucket-rewrite-{}", Ulid::new())));
+    std::fs::create_dir(&scratch.0).with_context(|| format!("cannot create {}", scratch.0.display()))?;
+    for id in ids {
+        let dir = bucket
+            .download_block(*id, &scratch.0, &DownloadOptions { concurrency: opts.concurrency, verify: false })
+            .await?;
+        let out_parent = scratch.0.join("out");
+        std::fs::create_dir_all(&out_parent).with_context(|| format!("cannot create {}", out_parent.display()))?;
+        let new = Ulid::new();
+        let (rw, dry_run, d, op) = (rewrite.clone(), opts.dry_run, dir.clone(), out_parent.clone());
+        let done = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let block = Block::open(&d)?;
+            if dry_run {
+                return Ok((analyse(&block, &rw)?, None));
+            }
+            let out = rewrite_block(block, &op, new, &rw, false)?;
+            if let Some((path, _)) = &out.block {
+                let (problems, _) = strata::verify::verify_block(path)?;
+                if let Some(p) = problems.first() {
+                    bail!("rewritten block {new} failed verification, not uploaded: {}: {}", p.file, p.message);
+                }
+            }
+            Ok((out.stats, out.block))
+        })
+        .await??;
+        let (stats, out) = done;
+        let _ = std::fs::remove_dir_all(&dir);
+        if opts.dry_run {
+            println!("{id}: would remove {}", super::rewrite::describe(&stats));
+            continue;
+        }
+        let why = match out {
+            Some((path, _)) => {
+                let up =
+                    bucket.upload_block(&path, &UploadOptions { concurrency: opts.concurrency, meta: None }).await?;
+                let _ = std::fs::remove_dir_all(&path);
+                println!("{id}: rewritten into {}: removed {}", up.ulid, super::rewrite::describe(&stats));
+                format!("rewritten into {}", up.ulid)
+            }
+            None => {
+                println!("{id}: every series removed, nothing uploaded: removed {}", super::rewrite::describe(&stats));
+                "every series removed by a rewrite".to_string()
+            }
+        };
+        // The new block is uploaded and checked (meta.json last, every object's size):
+        // only now is the original marked.
+        if opts.delete_blocks {
+            bucket.mark_for_deletion(*id, &why).await?;
+            println!("{id}: marked for deletion");
+        }
+    }
+    if opts.dry_run {
+        eprintln!("strata bucket rewrite: dry run, nothing written (--no-dry-run writes)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replicate(
+    from: &Bucket,
+    to: &Bucket,
+    filter: &ReplicateFilter,
+    sync_opts: &SyncOptions,
+) -> anyhow::Result<ExitCode> {
+    let scratch = Scratch(strata::bucket::replicate::scratch_dir(&std::env::temp_dir())?);
+    let report = strata::bucket::replicate::replicate(from, to, filter, sync_opts, &scratch.0).await?;
+    for (id, bytes) in &report.copied {
+        println!("{id}: copied ({bytes} bytes)");
+    }
+    for id in &report.already {
+        println!("{id}: already in {}", to.name());
+    }
+    for (id, e) in &report.failed {
+        eprintln!("strata: cannot replicate {id}: {e}");
+    }
+    eprintln!(
+        "strata bucket replicate: {} copied, {} already there, {} failed",
+        report.copied.len(),
+        report.already.len(),
+        report.failed.len()
+    );
+    Ok(if report.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn report_sync_problems(s: &Synced) {

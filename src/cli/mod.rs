@@ -24,6 +24,7 @@ mod demo;
 mod downsample;
 mod flags;
 mod log;
+mod rewrite;
 mod run;
 
 #[derive(Parser)]
@@ -81,8 +82,15 @@ enum Command {
     /// YAML, flags, layout and markers).
     Run(run::RunArgs),
     /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
-    /// download), configured by Thanos's objstore YAML.
+    /// download, rewrite, replicate, retention, downsample), configured by Thanos's
+    /// objstore YAML.
     Bucket(bucket::BucketArgs),
+    /// Deletes series (or time ranges of them) and relabels series in local blocks,
+    /// as `strata bucket rewrite` does in a bucket; dry run unless --no-dry-run.
+    #[command(
+        after_help = "Example:\n  strata rewrite ./data --rewrite.to-relabel-config-file relabel.yaml --no-dry-run\n\nrelabel.yaml (Prometheus relabel rules over series labels):\n  - action: labeldrop\n    regex: api_key"
+    )]
+    Rewrite(rewrite::RewriteArgs),
     /// Downsamples a directory of blocks as Thanos does: raw blocks of 40h or more to 5m,
     /// 5m blocks of 10 days or more to 1h, only those not yet downsampled.
     Downsample(downsample::DownsampleArgs),
@@ -206,6 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(args) => gen(args),
         Command::Demo { dir } => demo::run(&dir),
         Command::Bucket(args) => bucket::run(args),
+        Command::Rewrite(args) => rewrite::run(args),
         Command::Run(args) => run::run(args),
         Command::Downsample(args) => downsample::run(args),
     }

@@ -29,7 +29,7 @@ use crate::format::index::{IndexReader, Postings, SeriesRefs};
 use crate::format::meta::BlockMeta;
 use crate::format::sample::{decode, encode, Value};
 use crate::format::tombstones::Tombstones;
-use crate::labels::LabelPairs;
+use crate::labels::{LabelPairs, Labels};
 
 /// Samples per re-encoded chunk, as Prometheus's compactor cuts them.
 pub const SAMPLES_PER_CHUNK: usize = 120;
@@ -215,7 +215,6 @@ pub fn merge_blocks<'a>(
     }
 
     let limits = opts.batch;
-    let dedup = opts.dedup;
     let srcs_ref = &srcs;
 
     // Gathering series (heap, index decoding) runs a batch ahead of the workers.
@@ -260,6 +259,104 @@ pub fn merge_blocks<'a>(
         Ok((!g.series.is_empty()).then_some(g))
     };
 
+    let make_writer = move || -> Result<BlockWriter> {
+        // The output's symbols: every source's symbols (a superset of what survives),
+        // written while the first batch is gathered and merged, streamed from the mapped
+        // tables (nothing is collected) unless a table is damaged and out of order.
+        let mut sorted = true;
+        for s in srcs_ref {
+            let mut prev: Option<&[u8]> = None;
+            for sym in s.index.symbols() {
+                let sym = sym.map_err(|e| Error::corrupt(s.block.index_path(), e))?;
+                sorted &= prev.is_none_or(|p| p < sym);
+                prev = Some(sym);
+            }
+        }
+        let tables = || srcs_ref.iter().map(|s| s.index.symbols().map_while(|r| r.ok()));
+        let writer = if sorted {
+            BlockWriter::with_segment_size(parent, ulid, merge_sorted_unique(tables()), opts.segment_size)?
+        } else {
+            let mut all: Vec<&[u8]> = tables().flatten().collect();
+            all.sort_unstable();
+            all.dedup();
+            BlockWriter::with_segment_size(parent, ulid, &all, opts.segment_size)?
+        };
+        Ok(writer)
+    };
+    execute(srcs_ref, gather, make_writer, meta, opts, progress)
+}
+
+/// Merges one source block's series into a new block under new label sets: `series`
+/// lists, sorted by label set, each output series and the source's series refs that go
+/// into it (their chunks merged one-to-one where they overlap, whatever `opts.dedup`
+/// says). The source's tombstones are applied; series not listed are left out. The
+/// symbol table is the output label sets'.
+pub fn merge_mapped<'a>(
+    source: &'a Block,
+    series: &'a [(Labels, Vec<u32>)],
+    parent: &Path,
+    ulid: Ulid,
+    meta: BlockMeta,
+    opts: &MergeOptions,
+    progress: &(dyn Fn(MergeProgress) + Sync),
+) -> Result<Option<(PathBuf, BlockMeta)>> {
+    if let Some(w) = series.windows(2).find(|w| w[0].0 >= w[1].0) {
+        return Err(Error::BadWrite {
+            path: parent.to_path_buf(),
+            problem: format!("merge_mapped: output series out of order: {} then {}", w[0].0, w[1].0),
+        });
+    }
+    let opts = MergeOptions { dedup: DedupFunc::OneToOne, ..opts.clone() };
+    let srcs = vec![Source { block: source, index: source.index()? }];
+    let srcs_ref = &srcs;
+    let limits = opts.batch;
+    let (mut next, mut batches) = (0, 0);
+    let mut refs = SeriesRefs::default();
+    let gather = move || -> Result<Option<Gathered<'a>>> {
+        let limit = limits.ramp(batches);
+        batches += 1;
+        let mut bytes = 0;
+        let mut g = Gathered::default();
+        while next < series.len() && !limit.reached(g.series.len(), g.metas.len(), bytes) {
+            let (labels, ids) = &series[next];
+            next += 1;
+            let start = g.parts.len() as u32;
+            let l0 = g.labels.len();
+            g.labels.extend(labels.iter().map(|l| (l.name.as_slice(), l.value.as_slice())));
+            for &id in ids {
+                srcs_ref[0].index.series_refs(id, &mut refs).map_err(|e| Error::corrupt(source.index_path(), e))?;
+                bytes += refs.chunks.iter().map(|c| source.chunk_record_len(c.chunk_ref)).sum::<usize>();
+                let m0 = g.metas.len() as u32;
+                g.metas.extend_from_slice(&refs.chunks);
+                g.parts.push(Part { src: 0, id, chunks: m0..g.metas.len() as u32 });
+            }
+            g.series.push((start..g.parts.len() as u32, l0 as u32..g.labels.len() as u32));
+        }
+        Ok((!g.series.is_empty()).then_some(g))
+    };
+    let segment_size = opts.segment_size;
+    let make_writer = move || -> Result<BlockWriter> {
+        let mut all: Vec<&[u8]> =
+            series.iter().flat_map(|(l, _)| l.iter().flat_map(|l| [l.name.as_slice(), l.value.as_slice()])).collect();
+        all.sort_unstable();
+        all.dedup();
+        BlockWriter::with_segment_size(parent, ulid, &all, segment_size)
+    };
+    execute(srcs_ref, gather, make_writer, meta, &opts, progress)
+}
+
+/// Runs the merge pipeline over the batches `gather` returns (series in output order)
+/// into the block writer `make_writer` starts (on the writer thread, while the first
+/// batches are gathered and merged).
+fn execute<'a>(
+    srcs_ref: &[Source<'a>],
+    gather: impl FnMut() -> Result<Option<Gathered<'a>>> + Send,
+    make_writer: impl FnOnce() -> Result<BlockWriter> + Send,
+    meta: BlockMeta,
+    opts: &MergeOptions,
+    progress: &(dyn Fn(MergeProgress) + Sync),
+) -> Result<Option<(PathBuf, BlockMeta)>> {
+    let dedup = opts.dedup;
     // Each batch in units of SUB_BATCH series across the rayon pool.
     let process = |g: Gathered<'a>| -> Result<(Gathered<'a>, Vec<SubOut<'a>>)> {
         let subs: Vec<Range<usize>> =
@@ -281,27 +378,7 @@ pub fn merge_blocks<'a>(
     };
 
     let write = |batches: &mut dyn Iterator<Item = (Gathered<'a>, Vec<SubOut<'a>>)>| -> Result<(u64, BlockWriter)> {
-        // The output's symbols: every source's symbols (a superset of what survives),
-        // written while the first batch is gathered and merged, streamed from the mapped
-        // tables (nothing is collected) unless a table is damaged and out of order.
-        let mut sorted = true;
-        for s in srcs_ref {
-            let mut prev: Option<&[u8]> = None;
-            for sym in s.index.symbols() {
-                let sym = sym.map_err(|e| Error::corrupt(s.block.index_path(), e))?;
-                sorted &= prev.is_none_or(|p| p < sym);
-                prev = Some(sym);
-            }
-        }
-        let tables = || srcs_ref.iter().map(|s| s.index.symbols().map_while(|r| r.ok()));
-        let mut writer = if sorted {
-            BlockWriter::with_segment_size(parent, ulid, merge_sorted_unique(tables()), opts.segment_size)?
-        } else {
-            let mut all: Vec<&[u8]> = tables().flatten().collect();
-            all.sort_unstable();
-            all.dedup();
-            BlockWriter::with_segment_size(parent, ulid, &all, opts.segment_size)?
-        };
+        let mut writer = make_writer()?;
         let mut done = MergeProgress::default();
         let mut written = 0u64;
         for (gathered, outs) in batches {
@@ -372,6 +449,9 @@ fn merge_sorted_unique<'a, I: Iterator<Item = &'a [u8]>>(
 /// A source chunk of one series, located and possibly trimmed.
 struct Item<'a> {
     source: usize,
+    /// The part of the output series it comes from (a source's series, or one of the
+    /// series a rewrite maps onto the same label set): the unit of one sample stream.
+    stream: usize,
     min_time: i64,
     max_time: i64,
     encoding: u8,
@@ -412,7 +492,7 @@ fn merge_series<'a>(
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
     let Scratch { items, keep, streams, merged, penalty } = scratch;
     items.clear();
-    for e in &g.parts[parts.start as usize..parts.end as usize] {
+    for (stream, e) in g.parts[parts.start as usize..parts.end as usize].iter().enumerate() {
         let i = e.src;
         let block = srcs[i].block;
         let (bmin, bmax) = (block.meta.min_time, block.meta.max_time - 1);
@@ -437,6 +517,7 @@ fn merge_series<'a>(
             if !sticks_out && !hit {
                 items.push(Item {
                     source: i,
+                    stream,
                     min_time: m.min_time,
                     max_time: m.max_time,
                     encoding: raw.encoding,
@@ -456,6 +537,7 @@ fn merge_series<'a>(
             for c in encode_values(&kept, usize::MAX).map_err(|p| bad(block, seg_path(block, m), labels, p))? {
                 items.push(Item {
                     source: i,
+                    stream,
                     min_time: c.min_time,
                     max_time: c.max_time,
                     encoding: c.encoding,
@@ -507,13 +589,13 @@ fn merge_series<'a>(
             let mut used = 0;
             for &k in keep.iter() {
                 let c = &items[k];
-                let slot = match streams[..used].iter().position(|(s, _)| *s == c.source) {
+                let slot = match streams[..used].iter().position(|(s, _)| *s == c.stream) {
                     Some(slot) => slot,
                     None => {
                         if used == streams.len() {
-                            streams.push((c.source, Vec::new()));
+                            streams.push((c.stream, Vec::new()));
                         }
-                        streams[used].0 = c.source;
+                        streams[used].0 = c.stream;
                         streams[used].1.clear();
                         used += 1;
                         used - 1
@@ -574,9 +656,9 @@ fn merge_series<'a>(
                     )
                 })?;
                 let vals = samples.into_values();
-                match streams.iter_mut().find(|(s, _)| *s == c.source) {
+                match streams.iter_mut().find(|(s, _)| *s == c.stream) {
                     Some((_, v)) => v.extend(vals),
-                    None => streams.push((c.source, vals)),
+                    None => streams.push((c.stream, vals)),
                 }
             }
             for (_, v) in streams.iter_mut() {

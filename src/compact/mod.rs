@@ -9,4 +9,5 @@ pub mod dedup;
 pub mod local;
 pub mod merge;
 pub mod plan;
+pub mod rewrite;
 pub mod run;

@@ -329,8 +329,8 @@ async fn run_plan_in(
 
 /// Downsamples every block that qualifies and is not yet covered (Thanos's rule, with
 /// no-downsample marks honoured), uploading each result; sources are kept. Returns how
-/// many blocks were written.
-async fn downsample_pass(
+/// many blocks were written. `strata bucket downsample` runs this phase alone.
+pub async fn downsample_pass(
     bucket: &Bucket,
     opts: &JobOptions,
     status: &Status,
@@ -414,18 +414,7 @@ async fn retention_and_cleanup(
     report: &mut IterationReport,
 ) -> JobResult<()> {
     let m = &status.metrics;
-    if !opts.retention.is_unlimited() {
-        let live: Vec<_> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).map(|b| &b.meta).collect();
-        for id in crate::retention::expired(live, &opts.retention, synced.now_ms) {
-            if bucket.mark_for_deletion(id, "retention").await? {
-                m.inc(
-                    "thanos_compact_blocks_marked_total",
-                    &[("marker", "deletion-mark.json"), ("reason", "retention")],
-                );
-                report.expired.push(id);
-            }
-        }
-    }
+    retention_pass(bucket, opts, status, synced, report).await?;
     // Cleanup sees the marks written in this iteration too.
     let fresh =
         sync_owned(bucket, &SyncOptions { delete_delay_ms: i64::MAX, ..opts.sync.clone() }, &opts.selector).await?;
@@ -438,6 +427,31 @@ async fn retention_and_cleanup(
     report.cleaned = c.deleted.len();
     for (id, e) in c.failed {
         report.warnings.push(format!("cleanup of {id} failed, retried next time: {e}"));
+    }
+    Ok(())
+}
+
+/// Marks the blocks retention expired for deletion. `strata bucket retention` runs this
+/// phase alone.
+pub async fn retention_pass(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: &Status,
+    synced: &Synced,
+    report: &mut IterationReport,
+) -> JobResult<()> {
+    let m = &status.metrics;
+    if !opts.retention.is_unlimited() {
+        let live: Vec<_> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).map(|b| &b.meta).collect();
+        for id in crate::retention::expired(live, &opts.retention, synced.now_ms) {
+            if bucket.mark_for_deletion(id, "retention").await? {
+                m.inc(
+                    "thanos_compact_blocks_marked_total",
+                    &[("marker", "deletion-mark.json"), ("reason", "retention")],
+                );
+                report.expired.push(id);
+            }
+        }
     }
     Ok(())
 }

@@ -3,60 +3,14 @@
 //! plus `__block_id` (`--selector.relabel-config`), and a time range (`--min-time`,
 //! `--max-time`: blocks that overlap it).
 //!
-//! Owns: parsing the relabel YAML (a list of rules with Prometheus's field names and
-//! defaults) and applying the actions `replace`, `keep`, `drop`, `hashmod`, `labelmap`,
-//! `labeldrop`, `labelkeep`. Pure.
+//! Owns: which blocks are selected. The rules themselves are [`crate::relabel`]'s. Pure.
 
-use std::collections::BTreeMap;
-
-use md5::{Digest, Md5};
-use regex::Regex;
-use serde::Deserialize;
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::meta::BlockMeta;
+pub use crate::relabel::{relabel, Action, Rule};
 
 /// The label Thanos adds to a block's external labels for relabelling.
 pub const BLOCK_ID_LABEL: &str = "__block_id";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    #[default]
-    Replace,
-    Keep,
-    Drop,
-    HashMod,
-    LabelMap,
-    LabelDrop,
-    LabelKeep,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    #[serde(default)]
-    source_labels: Vec<String>,
-    separator: Option<String>,
-    regex: Option<String>,
-    modulus: Option<u64>,
-    target_label: Option<String>,
-    replacement: Option<String>,
-    #[serde(default)]
-    action: Action,
-}
-
-/// One relabel rule, validated.
-#[derive(Clone, Debug)]
-pub struct Rule {
-    source_labels: Vec<String>,
-    separator: String,
-    regex: Regex,
-    modulus: u64,
-    target_label: String,
-    replacement: String,
-    action: Action,
-}
 
 /// A parsed `--selector.relabel-config`.
 #[derive(Clone, Debug, Default)]
@@ -70,42 +24,7 @@ pub struct Selector {
 impl Selector {
     /// Parses relabel rules (a YAML list, Prometheus's `relabel_config` fields).
     pub fn parse_relabel(yaml: &str) -> Result<Vec<Rule>> {
-        let raw: Vec<RawRule> =
-            serde_yaml_ng::from_str(yaml).map_err(|e| Error::BadRequest(format!("relabel config: {e}")))?;
-        raw.into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let pattern = r.regex.unwrap_or_else(|| "(.*)".into());
-                let regex = Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| Error::BadRequest(format!("relabel config rule {}: regex {pattern:?}: {e}", i + 1)))?;
-                let target = r.target_label.unwrap_or_default();
-                match r.action {
-                    Action::HashMod if r.modulus.unwrap_or(0) == 0 => {
-                        return Err(Error::BadRequest(format!(
-                            "relabel config rule {}: hashmod needs a modulus above 0",
-                            i + 1
-                        )))
-                    }
-                    Action::HashMod | Action::Replace if target.is_empty() => {
-                        return Err(Error::BadRequest(format!(
-                            "relabel config rule {}: {:?} needs target_label",
-                            i + 1,
-                            r.action
-                        )))
-                    }
-                    _ => {}
-                }
-                Ok(Rule {
-                    source_labels: r.source_labels,
-                    separator: r.separator.unwrap_or_else(|| ";".into()),
-                    regex,
-                    modulus: r.modulus.unwrap_or(0),
-                    target_label: target,
-                    replacement: r.replacement.unwrap_or_else(|| "$1".into()),
-                    action: r.action,
-                })
-            })
-            .collect()
+        crate::relabel::parse_rules(yaml)
     }
 
     pub fn new(rules: Vec<Rule>, min_time: Option<i64>, max_time: Option<i64>) -> Selector {
@@ -123,71 +42,10 @@ impl Selector {
     }
 }
 
-/// Applies the rules; `None` when a rule drops the set.
-pub fn relabel(rules: &[Rule], mut labels: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    for r in rules {
-        let value = r
-            .source_labels
-            .iter()
-            .map(|l| labels.get(l).map(String::as_str).unwrap_or(""))
-            .collect::<Vec<_>>()
-            .join(&r.separator);
-        match r.action {
-            Action::Keep => {
-                if !r.regex.is_match(&value) {
-                    return None;
-                }
-            }
-            Action::Drop => {
-                if r.regex.is_match(&value) {
-                    return None;
-                }
-            }
-            Action::HashMod => {
-                let digest = Md5::digest(value.as_bytes());
-                // Prometheus's sum64: the digest's last eight bytes, big-endian.
-                let h = u64::from_be_bytes(digest[8..16].try_into().expect("8 bytes"));
-                labels.insert(r.target_label.clone(), (h % r.modulus).to_string());
-            }
-            Action::Replace => {
-                if let Some(c) = r.regex.captures(&value) {
-                    let mut target = String::new();
-                    c.expand(&r.target_label, &mut target);
-                    let mut v = String::new();
-                    c.expand(&r.replacement, &mut v);
-                    if target.is_empty() {
-                        continue;
-                    }
-                    if v.is_empty() {
-                        labels.remove(&target);
-                    } else {
-                        labels.insert(target, v);
-                    }
-                }
-            }
-            Action::LabelMap => {
-                let mapped: Vec<(String, String)> = labels
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        r.regex.captures(k).map(|c| {
-                            let mut n = String::new();
-                            c.expand(&r.replacement, &mut n);
-                            (n, v.clone())
-                        })
-                    })
-                    .collect();
-                labels.extend(mapped);
-            }
-            Action::LabelDrop => labels.retain(|k, _| !r.regex.is_match(k)),
-            Action::LabelKeep => labels.retain(|k, _| r.regex.is_match(k)),
-        }
-    }
-    Some(labels)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::{Digest, Md5};
     use ulid::Ulid;
 
     fn meta(labels: &[(&str, &str)], min: i64, max: i64) -> BlockMeta {

@@ -92,7 +92,7 @@ impl Moto {
     }
 
     /// `(method, path)` of every request moto has logged so far, in order.
-    fn requests(&self) -> Vec<(String, String)> {
+    pub(crate) fn requests(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(&self.log).unwrap();
         text.lines()
             .filter_map(|l| {
@@ -185,7 +185,7 @@ impl Fixture {
     }
 
     /// Runs `strata bucket ARGS`, checks it succeeded, returns (stdout, stderr).
-    fn ok(&self, args: &[&str]) -> (String, String) {
+    pub(crate) fn ok(&self, args: &[&str]) -> (String, String) {
         let out = self.strata(args);
         let (o, e) =
             (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
@@ -197,7 +197,7 @@ impl Fixture {
         format!("{PREFIX}/{key}")
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Vec<u8>> {
         match &self.backend {
             Backend::Filesystem { root } => std::fs::read(root.join(Self::raw_key(key))).ok(),
             Backend::S3 { moto, bucket } => {
@@ -207,7 +207,7 @@ impl Fixture {
         }
     }
 
-    fn put(&self, key: &str, data: &[u8]) {
+    pub(crate) fn put(&self, key: &str, data: &[u8]) {
         match &self.backend {
             Backend::Filesystem { root } => {
                 let p = root.join(Self::raw_key(key));
@@ -222,7 +222,7 @@ impl Fixture {
     }
 
     /// Every key under the prefix, with sizes.
-    fn keys(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn keys(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         match &self.backend {
             Backend::Filesystem { root } => {
@@ -264,7 +264,7 @@ impl Fixture {
 
     /// `(method, key)` of the requests strata sent for keys under `block/`, in order
     /// (S3 only: moto logs every request).
-    fn requests_for(&self, block: &str) -> Option<Vec<(String, String)>> {
+    pub(crate) fn requests_for(&self, block: &str) -> Option<Vec<(String, String)>> {
         match &self.backend {
             Backend::Filesystem { .. } => None,
             Backend::S3 { moto, bucket } => {
