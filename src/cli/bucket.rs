@@ -162,6 +162,8 @@ enum BucketCommand {
         #[arg(long, visible_alias = "compact.blocks-fetch-concurrency", default_value_t = 4)]
         concurrency: usize,
     },
+    /// Serves the bucket viewer (blocks page, its API, mark buttons) until stopped.
+    Web(super::web::WebArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -186,6 +188,7 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
         now_ms: None,
     };
     match args.command {
+        BucketCommand::Web(w) => super::web::run(&args.objstore, sync_all, w).await,
         BucketCommand::Ls { output } => {
             let bucket = args.objstore.open().await?;
             let synced = strata::bucket::sync::sync(&bucket, &sync_all).await?;

@@ -25,6 +25,7 @@ mod downsample;
 mod flags;
 mod log;
 mod run;
+mod web;
 
 #[derive(Parser)]
 #[command(

@@ -9,6 +9,7 @@ mod downsample;
 mod format;
 mod fuzz;
 mod run;
+mod web;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
