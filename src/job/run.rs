@@ -314,6 +314,16 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
         let results: Vec<(Plan, JobResult<PlanOutcome>)> =
             futures::stream::iter(outcome.plans.into_iter().map(|p| async move {
                 let r = run_plan(bucket, &p, synced_ref, opts, status, budget_ref).await;
+                if matches!(r, Ok(PlanOutcome::Done { .. } | PlanOutcome::Empty)) {
+                    // The backlog shrinks as each plan lands, not only at the next sync.
+                    let g = Metrics::group(&p.group.to_string());
+                    let (plans, blocks) = (
+                        status.metrics.todo_compactions.get_or_create(&g).clone(),
+                        status.metrics.todo_compaction_blocks.get_or_create(&g).clone(),
+                    );
+                    plans.set((plans.get() - 1).max(0));
+                    blocks.set((blocks.get() - p.blocks.len() as i64).max(0));
+                }
                 (p, r)
             }))
             .buffer_unordered(opts.compact_concurrency.max(1))

@@ -105,8 +105,13 @@ function ticks(min, max) {
   const steps = [3600000, 2 * 3600000, 6 * 3600000, 12 * 3600000, 86400000, 2 * 86400000, 7 * 86400000, 14 * 86400000, 30 * 86400000, 90 * 86400000, 365 * 86400000];
   const step = steps.find((s) => span / s <= 8) || steps[steps.length - 1];
   const out = [];
-  for (let t = Math.ceil(min / step) * step; t <= max; t += step) out.push(t);
+  for (let t = Math.ceil(min / step) * step; t <= max; t += step) out.push([t, step]);
   return out;
+}
+
+function tickLabel(t, step) {
+  const iso = new Date(t).toISOString();
+  return step >= 86400000 ? iso.slice(0, 10) : iso.slice(5, 16).replace("T", " ");
 }
 
 function matches(b) {
@@ -116,18 +121,24 @@ function matches(b) {
   return Object.values(labelsOf(b)).some((v) => String(v).toLowerCase().includes(f));
 }
 
+const isDeleted = (b) => (state.markers[b.ulid] || []).includes("deletion-mark.json");
+
 function render() {
   const panels = $("panels");
   panels.replaceChildren();
-  if (!state.blocks.length) {
+  const all = state.blocks;
+  const hide = $("hidedeleted").checked;
+  const shown = hide ? all.filter((b) => !isDeleted(b)) : all;
+  for (const b of all) b._overlap = false;
+  if (!shown.length) {
     panels.append(el("div", "empty", "No blocks in the bucket."));
     return;
   }
-  const min = Math.min(...state.blocks.map((b) => b.minTime));
-  const max = Math.max(...state.blocks.map((b) => b.maxTime));
+  const min = Math.min(...shown.map((b) => b.minTime));
+  const max = Math.max(...shown.map((b) => b.maxTime));
   const pos = (t) => ((t - min) / (max - min || 1)) * 100;
   const groups = new Map();
-  for (const b of state.blocks) {
+  for (const b of shown) {
     const k = labelKey(labelsOf(b));
     if (!groups.has(k)) groups.set(k, []);
     groups.get(k).push(b);
@@ -138,8 +149,12 @@ function render() {
     const labels = labelsOf(blocks[0]);
     const panel = el("section", "panel");
     const h = el("h3");
-    const title = state.label && labels[state.label] !== undefined ? `${state.label}=${labels[state.label]}  ${k}` : k;
-    h.append(el("code", "", title));
+    const t = el("span");
+    if (state.label && labels[state.label] !== undefined) {
+      t.append(el("b", "", `${state.label}=${labels[state.label]} `));
+    }
+    t.append(el("code", "", k));
+    h.append(t);
     const bytes = blocks.reduce((s, b) => s + sizeOf(b), 0);
     const overlapping = [];
     h.append(el("small", "", `${blocks.length} blocks · ${fmtBytes(bytes)}`));
@@ -147,8 +162,10 @@ function render() {
     const axis = el("div", "axis");
     axis.append(el("div", "name", "resolution · level"));
     const at = el("div", "track");
-    for (const t of ticks(min, max)) {
-      const tk = el("span", "tick", fmtTime(t).slice(0, 16));
+    for (const [t, step] of ticks(min, max)) {
+      // Labels too close to the edges would spill out of the track.
+      if (pos(t) < 4 || pos(t) > 95) continue;
+      const tk = el("span", "tick", tickLabel(t, step));
       tk.style.left = pos(t) + "%";
       at.append(tk);
     }
@@ -199,10 +216,40 @@ function render() {
   }
   const sel = state.blocks.find((b) => b.ulid === state.selected);
   if (sel) details(sel);
+  else summary(all);
+}
+
+// With no block selected: what an operator looks for first.
+function summary(all) {
+  const box = $("details");
+  box.replaceChildren(el("h2", "", "Bucket"));
+  const t = el("table");
+  const count = (f) => all.filter(f).length;
+  const byRes = {};
+  for (const b of all) byRes[RES[resOf(b)] || resOf(b)] = (byRes[RES[resOf(b)] || resOf(b)] || 0) + 1;
+  const overlapping = all.filter((b) => b._overlap);
+  const groups = new Set(all.map((b) => labelKey(labelsOf(b))));
+  const rows = [
+    ["groups", String(groups.size)],
+    ["blocks", fmtNum(all.length) + " (" + Object.entries(byRes).map(([r, n]) => `${n} ${r}`).join(", ") + ")"],
+    ["size", fmtBytes(all.reduce((s, b) => s + sizeOf(b), 0))],
+    ["time span", all.length ? fmtTime(Math.min(...all.map((b) => b.minTime))) + " – " + fmtTime(Math.max(...all.map((b) => b.maxTime))) : ""],
+    ["marked for deletion", fmtNum(count(isDeleted))],
+    ["no-compact", fmtNum(count((b) => (state.markers[b.ulid] || []).includes("no-compact-mark.json")))],
+    ["no-downsample", fmtNum(count((b) => (state.markers[b.ulid] || []).includes("no-downsample-mark.json")))],
+    ["overlapping", fmtNum(overlapping.length) + (overlapping.length ? " in " + new Set(overlapping.map((b) => labelKey(labelsOf(b)))).size + " group(s)" : "")],
+  ];
+  for (const [k, v] of rows) {
+    const tr = el("tr");
+    tr.append(el("td", "", k), el("td", "", v));
+    t.append(tr);
+  }
+  box.append(t, el("p", "hint", "Select a block for its details and the mark buttons."));
 }
 
 function select(b) {
   state.selected = b.ulid;
+  history.replaceState(null, "", "#" + b.ulid);
   render();
 }
 
@@ -258,6 +305,8 @@ async function mark(id, action, detail, msg) {
 }
 
 $("loaded").onchange = load;
+$("hidedeleted").onchange = render;
+state.selected = location.hash.slice(1) || null;
 $("find").oninput = (e) => {
   state.find = e.target.value.trim();
   render();
