@@ -80,7 +80,7 @@ enum Command {
     },
     /// The compactor job against a bucket, a drop-in for `thanos compact` (same objstore
     /// YAML, flags, layout and markers).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
     /// download), configured by Thanos's objstore YAML.
     Bucket(bucket::BucketArgs),
@@ -207,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(args) => gen(args),
         Command::Demo { dir } => demo::run(&dir),
         Command::Bucket(args) => bucket::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Downsample(args) => downsample::run(args),
     }
 }

@@ -362,8 +362,7 @@ mod tests {
     #[test]
     fn bucket_operation_counts_are_added_once() {
         let m = Metrics::new();
-        let mut st = crate::bucket::BucketStats::default();
-        st.operations = vec![("get", 3, 1)];
+        let mut st = crate::bucket::BucketStats { operations: vec![("get", 3, 1)], ..Default::default() };
         m.observe_bucket(&st);
         st.operations = vec![("get", 5, 1)];
         m.observe_bucket(&st);
