@@ -831,3 +831,21 @@ pub async fn run_job(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_error_met_at_the_bucket_edge_is_reported_as_local() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let e: JobError = BucketError::Local(Error::io("/data/compact-x/01ABC.tmp-for-creation/index", io)).into();
+        assert!(matches!(e, JobError::Local(_)), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("local: /data/compact-x/01ABC.tmp-for-creation/index: "), "{text}");
+        assert!(!text.contains("bucket"), "{text}");
+        assert!(!e.is_transient());
+        let n: JobError = NoSpace { dir: "/data".into(), needed: 200, available: 100 }.into();
+        assert_eq!(n.to_string(), "not enough disk space in /data: plan needs 200 bytes, 100 available");
+    }
+}
