@@ -393,7 +393,11 @@ pub async fn cleanup(bucket: &Bucket, synced: &Synced, opts: &CleanupOptions) ->
     for (id, reason) in plan_cleanup(synced, opts) {
         match bucket.delete_block(id).await {
             Ok(d) => {
-                tracing::info!(block = %id, reason = ?reason, objects = d.deleted.len(), "deleted block");
+                let (why, age_ms) = match &reason {
+                    CleanupReason::Marked { ago_ms } => ("marked for deletion", *ago_ms),
+                    CleanupReason::AbortedPartialUpload { age_ms } => ("aborted partial upload", *age_ms),
+                };
+                tracing::info!(block = %id, reason = why, age_ms, objects = d.deleted.len(), "deleted block");
                 report.deleted.push((id, reason))
             }
             Err(e) => report.failed.push((id, e.to_string())),

@@ -40,6 +40,8 @@ pub async fn run(objstore: &ObjstoreFlags, sync: SyncOptions, a: WebArgs) -> any
     status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
     status.enable_marks(bucket.clone());
     let server = serve(&a.http_address, status.clone())?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot handle SIGTERM")?;
     tracing::info!(address = %server.addr, bucket = bucket.name(), "serving the bucket viewer");
     loop {
         let r =
@@ -63,6 +65,7 @@ pub async fn run(objstore: &ObjstoreFlags, sync: SyncOptions, a: WebArgs) -> any
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(refresh)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = term.recv() => return Ok(ExitCode::SUCCESS),
         }
     }
 }
