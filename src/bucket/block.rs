@@ -245,6 +245,7 @@ impl Bucket {
     /// after it fails, meta.json is removed again so no reader sees the block.
     /// Returns the meta.json as uploaded.
     pub async fn upload_block(&self, dir: &Path, opts: &UploadOptions) -> Result<BlockMeta> {
+        let started = std::time::Instant::now();
         let mut meta = match &opts.meta {
             Some(m) => m.clone(),
             None => {
@@ -324,6 +325,8 @@ impl Bucket {
             let _ = self.delete(&meta_key).await;
             return Err(e);
         }
+        let bytes = files.iter().map(|(_, s)| *s).sum::<u64>() + meta_bytes.len() as u64;
+        transfer_event("block uploaded", id, bytes, files.len() + 1, started.elapsed(), self.name());
         Ok(meta)
     }
 
@@ -374,6 +377,7 @@ impl Bucket {
     /// Downloads block `id` into `parent/<ULID>/` (see the module doc). Fails if that
     /// directory exists. Returns its path.
     pub async fn download_block(&self, id: Ulid, parent: &Path, opts: &DownloadOptions) -> Result<PathBuf> {
+        let started = std::time::Instant::now();
         let dest = parent.join(id.to_string());
         if tokio::fs::try_exists(&dest).await.map_err(|e| LocalError::io(&dest, e))? {
             return Err(BucketError::block(id, format!("{} exists already", dest.display())));
@@ -456,6 +460,7 @@ impl Bucket {
             .try_collect::<Vec<()>>()
             .await?;
         let meta_path = tmp.join(META_FILE);
+        let meta_bytes_len = meta_bytes.len() as u64;
         let t = tmp.clone();
         tokio::task::spawn_blocking(move || -> crate::Result<()> {
             crate::block::writer::write_synced(&meta_path, &meta_bytes)?;
@@ -486,6 +491,8 @@ impl Bucket {
         let d = dest.clone();
         let p = parent.to_path_buf();
         let _ = tokio::task::spawn_blocking(move || crate::block::writer::sync_dir(&p).map(|_| d)).await;
+        let bytes = objects.iter().map(|(_, s)| *s).sum::<u64>() + meta_bytes_len;
+        transfer_event("block downloaded", id, bytes, objects.len() + 1, started.elapsed(), self.name());
         Ok(dest)
     }
 
@@ -518,6 +525,13 @@ impl Bucket {
         }
         Ok(report)
     }
+}
+
+/// One event per block moved: bytes, duration and throughput.
+fn transfer_event(msg: &'static str, id: Ulid, bytes: u64, files: usize, took: std::time::Duration, bucket: &str) {
+    let secs = took.as_secs_f64();
+    let mib_per_s = if secs > 0.0 { (bytes as f64 / 1048576.0 / secs * 100.0).round() / 100.0 } else { 0.0 };
+    tracing::info!(block = %id, bytes, files, duration_ms = took.as_millis() as u64, mib_per_s, bucket, "{msg}");
 }
 
 /// The files a block upload sends, with sizes, sorted: every file in `chunks/`, and

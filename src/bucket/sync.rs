@@ -168,6 +168,7 @@ enum Found {
 
 /// Reads every block's meta and markers and applies the filters.
 pub async fn sync(bucket: &Bucket, opts: &SyncOptions) -> Result<Synced> {
+    let started = std::time::Instant::now();
     let now = opts.now_ms.unwrap_or_else(now_ms);
     let ids = bucket.block_ids().await?;
     let results: Vec<(Found, Vec<String>)> =
@@ -189,6 +190,13 @@ pub async fn sync(bucket: &Bucket, opts: &SyncOptions) -> Result<Synced> {
     let (blocks, excluded) = filter_blocks(all, opts, now);
     out.blocks = blocks;
     out.excluded = excluded;
+    tracing::debug!(
+        blocks = out.blocks.len(),
+        excluded = out.excluded.len(),
+        partial = out.partial.len(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "synced block metadata"
+    );
     Ok(out)
 }
 
@@ -384,7 +392,14 @@ pub async fn cleanup(bucket: &Bucket, synced: &Synced, opts: &CleanupOptions) ->
     let mut report = CleanupReport::default();
     for (id, reason) in plan_cleanup(synced, opts) {
         match bucket.delete_block(id).await {
-            Ok(_) => report.deleted.push((id, reason)),
+            Ok(d) => {
+                let (why, age_ms) = match &reason {
+                    CleanupReason::Marked { ago_ms } => ("marked for deletion", *ago_ms),
+                    CleanupReason::AbortedPartialUpload { age_ms } => ("aborted partial upload", *age_ms),
+                };
+                tracing::info!(block = %id, reason = why, age_ms, objects = d.deleted.len(), "deleted block");
+                report.deleted.push((id, reason))
+            }
             Err(e) => report.failed.push((id, e.to_string())),
         }
     }

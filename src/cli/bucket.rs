@@ -251,6 +251,8 @@ enum BucketCommand {
         #[arg(long = "halt-on-error")]
         halt_on_error: bool,
     },
+    /// Serves the bucket viewer (blocks page, its API, mark buttons) until stopped.
+    Web(super::web::WebArgs),
 }
 
 /// `--objstore-to.config-file` / `--objstore-to.config`: the destination of replicate.
@@ -310,6 +312,7 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
         now_ms: None,
     };
     match args.command {
+        BucketCommand::Web(w) => super::web::run(&args.objstore, sync_all, w).await,
         BucketCommand::Ls { output } => {
             let bucket = args.objstore.open().await?;
             let synced = strata::bucket::sync::sync(&bucket, &sync_all).await?;
@@ -519,6 +522,8 @@ fn tool_job_options(
         halt_on_error,
         downsampling: true,
         selector: Default::default(),
+        // One pass, no waiting: the backlog gauges are not recomputed.
+        progress_interval: std::time::Duration::ZERO,
     }
 }
 

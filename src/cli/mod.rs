@@ -26,6 +26,7 @@ mod flags;
 mod log;
 mod rewrite;
 mod run;
+mod web;
 
 #[derive(Parser)]
 #[command(
@@ -80,7 +81,7 @@ enum Command {
     },
     /// The compactor job against a bucket, a drop-in for `thanos compact` (same objstore
     /// YAML, flags, layout and markers).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Tools over a Thanos bucket (ls, inspect, verify, mark, cleanup, upload,
     /// download, rewrite, replicate, retention, downsample), configured by Thanos's
     /// objstore YAML.
@@ -215,7 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo { dir } => demo::run(&dir),
         Command::Bucket(args) => bucket::run(args),
         Command::Rewrite(args) => rewrite::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Downsample(args) => downsample::run(args),
     }
 }

@@ -14,7 +14,7 @@ use strata::bucket::sync::{CleanupOptions, SyncOptions};
 use strata::compact::merge::MergeOptions;
 use strata::compact::plan::Policy;
 use strata::job::http::{serve, Status};
-use strata::job::run::{run_job, IterationReport, JobOptions};
+use strata::job::run::{run_job, IterationReport, JobError, JobOptions, PlanFailure};
 use strata::job::selector::Selector;
 
 #[derive(clap::Args)]
@@ -57,9 +57,16 @@ pub struct RunArgs {
     /// Do not write 5m and 1h downsampled blocks.
     #[arg(long = "downsampling.disable")]
     downsampling_disable: bool,
-    /// Where /metrics, /-/healthy and /-/ready are served.
+    /// Where /metrics, /-/healthy, /-/ready and the bucket viewer (/) are served.
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
+    /// Refuse POST /api/v1/blocks/mark (the viewer's mark buttons).
+    #[arg(long = "disable-admin-operations")]
+    disable_admin_operations: bool,
+    /// How often the thanos_compact_todo_* gauges are recomputed while the job waits
+    /// (they are also recomputed at every sync); 0s turns the periodic update off.
+    #[arg(long = "compact.progress-interval", default_value = "5m")]
+    progress_interval: String,
     /// Prometheus relabel rules (YAML list) over each block's external labels and
     /// `__block_id`; blocks they drop belong to another instance.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
@@ -102,6 +109,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         halt_on_error: a.halt_on_error,
         downsampling: !a.downsampling_disable,
         selector: Selector::default(),
+        progress_interval: std::time::Duration::from_millis(
+            dur(&a.progress_interval, "--compact.progress-interval")?.max(0) as u64,
+        ),
     };
     let rules = match (&a.relabel_file, &a.relabel) {
         (Some(_), Some(_)) => {
@@ -128,14 +138,22 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     let status = Arc::new(Status::default());
+    status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
     let server = serve(&a.http_address, status.clone())?;
     tracing::info!(address = %server.addr, "serving");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let stop = Arc::new(AtomicBool::new(false));
+    // What the last iteration could not do (one-shot runs exit non-zero on it).
+    let mut failed: Vec<PlanFailure> = Vec::new();
     let result = rt.block_on(async {
         let bucket = a.objstore.open().await?;
+        status.enable_marks(bucket.clone());
         let cfg_desc = a.objstore.load().map(|c| c.describe()).unwrap_or_default();
-        tracing::info!(bucket = cfg_desc, mode = if wait.is_some() { "wait" } else { "one-shot" }, "starting compactor");
+        tracing::info!(
+            bucket = cfg_desc,
+            mode = if wait.is_some() { "wait" } else { "one-shot" },
+            "starting compactor"
+        );
         {
             let stop = stop.clone();
             tokio::spawn(async move {
@@ -145,50 +163,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        let report = |r: &Result<IterationReport, strata::job::run::JobError>| match r {
-            Ok(rep) => {
-                for (group, sources, output) in &rep.compacted {
-                    let ids: Vec<String> = sources.iter().map(|u| u.to_string()).collect();
-                    let out = output.map(|u| u.to_string()).unwrap_or_else(|| "none (every series deleted)".into());
-                    tracing::info!(
-                        phase = "compact",
-                        group = group.as_str(),
-                        sources = ids.join(","),
-                        output = out,
-                        "compacted, sources marked for deletion"
-                    );
-                }
-                for (src, new, res) in &rep.downsampled {
-                    tracing::info!(
-                        phase = "downsample",
-                        source = %src,
-                        output = %new,
-                        resolution = strata::gofmt::go_duration_ms(*res),
-                        "downsampled"
-                    );
-                }
-                for w in &rep.warnings {
-                    tracing::warn!("{w}");
-                }
-                for line in &rep.refused {
-                    tracing::warn!("{line}");
-                }
-                for (id, why) in &rep.no_compact_marked {
-                    tracing::error!(block = %id, reason = why.as_str(), "bad block marked no-compact; the other groups went on");
-                }
-                tracing::info!(
-                    compactions = rep.compactions,
-                    downsampled = rep.downsampled.len(),
-                    garbage_collected = rep.garbage_collected.len(),
-                    no_compact_marked = rep.no_compact_marked.len(),
-                    retention_marked = rep.expired.len(),
-                    deleted = rep.cleaned,
-                    "iteration done"
-                );
-            }
-            Err(e) if e.is_transient() => {
-                tracing::warn!(err = %e, "transient bucket error, retrying")
-            }
+        // The library logs each event as it happens; only the outcome is kept here.
+        let report = |r: &Result<IterationReport, JobError>| match r {
+            Ok(rep) => failed = rep.failed.clone(),
+            Err(e) if e.is_transient() => {}
             Err(e) => tracing::error!(err = %e, "iteration failed"),
         };
         let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
@@ -204,12 +182,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         );
         r
     });
+    // The exit code, decided here only: 1 when the job stopped, or when a one-shot run
+    // left plans undone for a reason other than a bad source block.
+    let fail = |msg: String| {
+        if std::io::stderr().is_terminal() {
+            eprintln!("strata run: {msg}");
+        }
+    };
     match result {
+        Ok(()) if wait.is_none() && !failed.is_empty() => {
+            let what: Vec<String> = failed.iter().map(|f| f.to_string()).collect();
+            let msg = format!("{} plan(s) not done: {}", failed.len(), what.join("; "));
+            fail(msg.clone());
+            tracing::error!(failed = failed.len(), err = msg, "compactor finished with failures");
+            Ok(ExitCode::from(1))
+        }
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            if std::io::stderr().is_terminal() {
-                eprintln!("strata run: {e:#}");
-            }
+            fail(format!("{e:#}"));
             tracing::error!(err = format!("{e:#}"), "compactor stopped");
             Ok(ExitCode::from(1))
         }

@@ -5,7 +5,9 @@
 //! downsampling, retention and cleanup) builds on `bucket`, `compact` and
 //! `downsample`.
 
+pub mod disk;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 pub mod run;
 pub mod selector;

@@ -10,6 +10,7 @@ mod format;
 mod fuzz;
 mod run;
 mod tools;
+mod web;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

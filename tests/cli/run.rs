@@ -117,7 +117,7 @@ fn run_deduplicates_replicas_in_s3() {
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut r = String::new();
     s.read_to_string(&mut r).ok()?;
     Some(r)
@@ -592,4 +592,278 @@ fn sources_left_unmarked_by_a_crash_are_garbage_collected_not_compacted_again() 
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("compactions=0") && err.contains("garbage_collected=2"), "{err}");
+}
+
+/// Generates `series` series over `duration` in 2h blocks, two HA replicas, and uploads
+/// them once per cluster (`cluster=<c>`, `replica=r0|r1`): per cluster, vertical plans
+/// merge the replicas, then leveled plans join the ranges.
+fn upload_generated(f: &Fixture, series: u32, duration: &str, clusters: &[&str]) {
+    let src = tempfile::tempdir().unwrap();
+    let g = strata(&[
+        "gen",
+        "--output",
+        src.path().to_str().unwrap(),
+        "--series",
+        &series.to_string(),
+        "--duration",
+        duration,
+        "--replicas",
+        "2",
+        "--replica-label",
+        "replica",
+        "--label",
+        "cluster=x",
+        "--scrape-interval",
+        "30s",
+    ]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let split = tempfile::tempdir().unwrap();
+    for b in list_blocks(src.path()).unwrap() {
+        let r = Block::open(&b.path).unwrap().meta.external_labels()["replica"].clone();
+        copy_dir(&b.path, &split.path().join(&r).join(b.path.file_name().unwrap()));
+    }
+    for c in clusters {
+        for r in ["r0", "r1"] {
+            let (cl, rl) = (format!("cluster={c}"), format!("replica={r}"));
+            let dir = split.path().join(r);
+            // Each cluster's copy needs its own ULIDs.
+            let copy = tempfile::tempdir().unwrap();
+            for b in list_blocks(&dir).unwrap() {
+                let mut meta = Block::open(&b.path).unwrap().meta;
+                let ulid = ulid::Ulid::new();
+                let dst = copy.path().join(ulid.to_string());
+                copy_dir(&b.path, &dst);
+                meta.ulid = ulid;
+                meta.compaction.sources = vec![ulid];
+                std::fs::write(dst.join("meta.json"), meta.to_json()).unwrap();
+            }
+            let out = f.strata(&["upload", copy.path().to_str().unwrap(), "--label", &cl, "--label", &rl]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// `msg` of a logfmt or JSON line.
+fn msg_of(line: &str) -> String {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        return v["msg"].as_str().unwrap_or("").to_string();
+    }
+    field_of(line, "msg")
+}
+
+/// A logfmt field's value (quotes removed), or a JSON field as text.
+fn field_of(line: &str, key: &str) -> String {
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        return match &v[key] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+    }
+    let pat = format!("{key}=");
+    let Some(i) = line.find(&pat).filter(|&i| i == 0 || line.as_bytes()[i - 1] == b' ') else { return String::new() };
+    let rest = &line[i + pat.len()..];
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut out = String::new();
+        let mut esc = false;
+        for c in q.chars() {
+            match (esc, c) {
+                (true, c) => {
+                    out.push(c);
+                    esc = false
+                }
+                (false, '\\') => esc = true,
+                (false, '"') => break,
+                (false, c) => out.push(c),
+            }
+        }
+        out
+    } else {
+        rest.split(' ').next().unwrap_or("").to_string()
+    }
+}
+
+#[test]
+fn events_stream_while_the_iteration_runs_in_logfmt_and_json() {
+    for format in ["logfmt", "json"] {
+        let f = Fixture::filesystem();
+        upload_generated(&f, 2000, "8h", &["a", "b"]);
+        let data = tempfile::tempdir().unwrap();
+        let mut args = run_args(&f, data.path());
+        args.extend(["--log.format".to_string(), format.to_string()]);
+        let t0 = Instant::now();
+        let mut child = strata_cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
+        // Each line with the moment it arrived.
+        let lines: Vec<(Duration, String)> =
+            BufReader::new(child.stderr.take().unwrap()).lines().map(|l| (t0.elapsed(), l.unwrap())).collect();
+        let status = child.wait().unwrap();
+        let all: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        let text = all.join("\n");
+        assert!(status.success(), "{text}");
+        for l in &all {
+            if format == "json" {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+                assert!(v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(), "{l}");
+            } else {
+                assert!(l.starts_with("ts=") && l.contains(" level=") && l.contains(" msg="), "not logfmt: {l}");
+            }
+        }
+        let pos = |m: &str| all.iter().position(|l| msg_of(l) == m).unwrap_or_else(|| panic!("no {m:?} in\n{text}"));
+        let (first_plan, first_done, done) =
+            (pos("compaction started"), pos("compacted, sources marked for deletion"), pos("iteration done"));
+        assert!(first_plan < first_done && first_done < done, "{text}");
+        // The first plan's events were read well before the iteration ended...
+        let (t_plan, t_done) = (lines[first_done].0, lines[done].0);
+        assert!(
+            t_done > t_plan + Duration::from_millis(300),
+            "plan done at {t_plan:?}, iteration at {t_done:?}:\n{text}"
+        );
+        // ...and say so themselves.
+        let (ts_plan, ts_done) = (field_of(all[first_plan], "ts"), field_of(all[done], "ts"));
+        assert!(ts_plan < ts_done, "timestamps {ts_plan} and {ts_done}:\n{text}");
+        let started = all.iter().filter(|l| msg_of(l) == "compaction started").count();
+        assert!(started >= 4, "{text}");
+        // Plan events carry group, sources, bytes and series; transfers their throughput.
+        let p = all[first_plan];
+        for k in ["group", "sources", "bytes", "series"] {
+            assert!(!field_of(p, k).is_empty(), "{k} missing in {p}");
+        }
+        let d = all.iter().find(|l| msg_of(l) == "block downloaded").expect("download events");
+        for k in ["block", "bytes", "duration_ms", "mib_per_s"] {
+            assert!(!field_of(d, k).is_empty(), "{k} missing in {d}");
+        }
+        assert!(all.iter().any(|l| msg_of(l) == "block uploaded"), "{text}");
+        assert!(field_of(all[done], "compactions").parse::<u32>().unwrap() >= 4, "{text}");
+    }
+}
+
+/// Unmounts a tmpfs when the test ends, however it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Every object of a filesystem bucket with its bytes.
+fn bucket_objects(f: &Fixture) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let crate::bucket::Backend::Filesystem { root } = &f.backend else { unreachable!() };
+    walk(root)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| (p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_data_dir_too_small_for_a_plan_skips_it_fails_the_run_and_leaves_the_bucket_alone() {
+    let f = Fixture::filesystem();
+    upload_generated(&f, 300, "2h", &["a"]);
+    let before = bucket_objects(&f);
+    let bytes: usize = before.values().map(|v| v.len()).sum();
+    assert!(bytes > 256 << 10, "test data too small for the tmpfs: {bytes} bytes");
+    let mnt = tempfile::tempdir().unwrap();
+    let m = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(m.status.success(), "mount: {}", String::from_utf8_lossy(&m.stderr));
+    let _guard = Unmount(mnt.path().to_path_buf());
+    let data = mnt.path().join("data");
+    let out = strata_cmd().args(run_args(&f, &data)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let skipped: Vec<&str> = err.lines().filter(|l| l.contains("not enough free space")).collect();
+    assert_eq!(skipped.len(), 1, "{err}");
+    let line = skipped[0];
+    assert!(line.contains(&format!("dir={}", data.display())), "{line}");
+    let needed: u64 = field_of(line, "needed_bytes").parse().unwrap();
+    let available: u64 = field_of(line, "available_bytes").parse().unwrap();
+    assert!(needed > available && available <= 128 << 10, "{line}");
+    assert!(!field_of(line, "group").is_empty() && !field_of(line, "sources").is_empty(), "{line}");
+    // One clear final line says the run failed and why.
+    let last = err.lines().rev().find(|l| !l.contains("bucket requests")).unwrap();
+    assert!(last.contains("level=error") && last.contains("not enough disk space"), "{err}");
+    assert!(!err.contains("bucket: "), "a local problem reported as a bucket one:\n{err}");
+    // Nothing was marked, uploaded or deleted.
+    assert_eq!(bucket_objects(&f), before, "the bucket changed");
+    // With room, the same run compacts everything.
+    let roomy = tempfile::tempdir().unwrap();
+    let out = strata_cmd().args(run_args(&f, roomy.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("compactions=1"), "{err}");
+    assert_eq!(ls(&f).len(), 1);
+}
+
+/// The sum of a metric's samples whose line starts with `name` followed by `{` or ` `.
+fn metric_exact(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[test]
+fn todo_gauges_fall_and_progress_gauges_move_while_the_backlog_is_worked_off() {
+    let f = Fixture::filesystem();
+    upload_generated(&f, 2000, "8h", &["a", "b"]);
+    let data = tempfile::tempdir().unwrap();
+    let mut args = run_args(&f, data.path());
+    args.extend(["--wait", "--wait-interval", "1h", "--compact.progress-interval", "1s"].map(String::from));
+    let mut child = strata_cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let l = lines.next().expect("strata run exited early").unwrap();
+        if let Some(a) = l.split("address=").nth(1) {
+            break a.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let start = Instant::now();
+    // (todo compactions, todo blocks, plans running, bytes done, bytes total, series done, series total)
+    let mut seen: Vec<[f64; 7]> = Vec::new();
+    loop {
+        let b = http_get(&addr, "/metrics").unwrap_or_default();
+        if !b.contains("thanos_compact_todo_compactions") {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        seen.push([
+            metric_exact(&b, "thanos_compact_todo_compactions"),
+            metric_exact(&b, "thanos_compact_todo_compaction_blocks"),
+            metric_exact(&b, "strata_compact_plans_running"),
+            metric_exact(&b, "strata_compact_progress_bytes_done"),
+            metric_exact(&b, "strata_compact_progress_bytes"),
+            metric_exact(&b, "strata_compact_progress_series_done"),
+            metric_exact(&b, "strata_compact_progress_series"),
+        ]);
+        if metric_exact(&b, "thanos_compact_iterations_total") >= 1.0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no iteration finished");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let table: Vec<String> = seen.iter().map(|s| format!("{s:?}")).collect();
+    let table = table.join("\n");
+    // The backlog: positive at the first sync, then falling to zero, never rising.
+    assert!(seen[0][0] >= 4.0 && seen[0][1] >= 8.0, "{table}");
+    assert_eq!(seen.last().unwrap()[0], 0.0, "{table}");
+    assert!(seen.windows(2).all(|w| w[1][0] <= w[0][0]), "todo compactions rose:\n{table}");
+    let distinct_todo: std::collections::BTreeSet<u64> = seen.iter().map(|s| s[0] as u64).collect();
+    assert!(distinct_todo.len() >= 3, "todo compactions did not fall step by step:\n{table}");
+    // Progress of running plans: totals set while a plan runs, done moving toward them.
+    let running: Vec<&[f64; 7]> = seen.iter().filter(|s| s[2] >= 1.0).collect();
+    assert!(!running.is_empty(), "never saw a plan running:\n{table}");
+    assert!(running.iter().all(|s| s[4] > 0.0 && s[6] > 0.0 && s[3] <= s[4] && s[5] <= s[6]), "{table}");
+    let progress: std::collections::BTreeSet<(u64, u64)> =
+        running.iter().map(|s| (s[3] as u64, s[5] as u64)).filter(|p| *p != (0, 0)).collect();
+    assert!(progress.len() >= 2, "progress gauges did not move:\n{table}");
+    // When the iteration is over, nothing is running.
+    assert_eq!(seen.last().unwrap()[2], 0.0, "{table}");
 }
