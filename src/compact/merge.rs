@@ -492,6 +492,64 @@ fn merge_series<'a>(
     let labels = &g.labels[labels_range.start as usize..labels_range.end as usize];
     let Scratch { items, keep, streams, merged, penalty } = scratch;
     items.clear();
+    locate_chunks(srcs, g, parts.clone(), labels, items)?;
+    let first_chunk = out.chunks.len();
+    if dedup == DedupFunc::Penalty && merge_series_penalty(srcs, labels, items, penalty, out)? {
+        out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
+        return Ok(());
+    }
+    items.sort_by_key(|c| (c.min_time, c.max_time));
+
+    let mut at = 0;
+    while at < items.len() {
+        // The overlap group at the front: items[at..end].
+        let mut end = at + 1;
+        let mut group_max = items[at].max_time;
+        while end < items.len() && items[end].min_time <= group_max {
+            group_max = group_max.max(items[end].max_time);
+            end += 1;
+        }
+        // Byte-identical duplicates (same range, same bytes) are dropped.
+        keep.clear();
+        for k in at..end {
+            let c = &items[k];
+            if !keep.iter().any(|&p| {
+                items[p].min_time == c.min_time
+                    && items[p].max_time == c.max_time
+                    && items[p].encoding == c.encoding
+                    && items[p].data == c.data
+            }) {
+                keep.push(k);
+            }
+        }
+        if let [only] = keep[..] {
+            let c = &mut items[only];
+            let data = match (std::mem::replace(&mut c.data, Cow::Borrowed(&[])), c.record) {
+                (Cow::Borrowed(data), Some(record)) => Bytes::Source { data, record },
+                (data, _) => Bytes::Owned(data.into_owned()),
+            };
+            out.chunks.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
+        } else if keep.iter().all(|&k| items[k].encoding == Encoding::Xor as u8) {
+            merge_float_group(srcs, labels, items, keep, streams, merged, dedup, out)?;
+        } else {
+            merge_value_group(srcs, labels, items, keep, dedup, out)?;
+        }
+        at = end;
+    }
+    out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
+    Ok(())
+}
+
+/// Every chunk of one output series from every source, located (bytes borrowed from the
+/// mapped segments) and, where a chunk sticks out of its block's range or tombstones hit
+/// it, re-encoded without those samples.
+fn locate_chunks<'a>(
+    srcs: &[Source<'a>],
+    g: &Gathered<'a>,
+    parts: Range<u32>,
+    labels: &[(&'a [u8], &'a [u8])],
+    items: &mut Vec<Item<'a>>,
+) -> Result<()> {
     for (stream, e) in g.parts[parts.start as usize..parts.end as usize].iter().enumerate() {
         let i = e.src;
         let block = srcs[i].block;
@@ -547,137 +605,121 @@ fn merge_series<'a>(
             }
         }
     }
-    let first_chunk = out.chunks.len();
-    if dedup == DedupFunc::Penalty && merge_series_penalty(srcs, labels, items, penalty, out)? {
-        out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
-        return Ok(());
-    }
-    items.sort_by_key(|c| (c.min_time, c.max_time));
+    Ok(())
+}
 
-    let mut at = 0;
-    while at < items.len() {
-        // The overlap group at the front: items[at..end].
-        let mut end = at + 1;
-        let mut group_max = items[at].max_time;
-        while end < items.len() && items[end].min_time <= group_max {
-            group_max = group_max.max(items[end].max_time);
-            end += 1;
-        }
-        // Byte-identical duplicates (same range, same bytes) are dropped.
-        keep.clear();
-        for k in at..end {
-            let c = &items[k];
-            if !keep.iter().any(|&p| {
-                items[p].min_time == c.min_time
-                    && items[p].max_time == c.max_time
-                    && items[p].encoding == c.encoding
-                    && items[p].data == c.data
-            }) {
-                keep.push(k);
-            }
-        }
-        if let [only] = keep[..] {
-            let c = &mut items[only];
-            let data = match (std::mem::replace(&mut c.data, Cow::Borrowed(&[])), c.record) {
-                (Cow::Borrowed(data), Some(record)) => Bytes::Source { data, record },
-                (data, _) => Bytes::Owned(data.into_owned()),
-            };
-            out.chunks.push(OutRef { encoding: c.encoding, data, min_time: c.min_time, max_time: c.max_time });
-        } else if keep.iter().all(|&k| items[k].encoding == Encoding::Xor as u8) {
-            // Floats only (the common case): no boxing, straight XOR in and out, buffers
-            // reused from series to series.
-            let mut used = 0;
-            for &k in keep.iter() {
-                let c = &items[k];
-                let slot = match streams[..used].iter().position(|(s, _)| *s == c.stream) {
-                    Some(slot) => slot,
-                    None => {
-                        if used == streams.len() {
-                            streams.push((c.stream, Vec::new()));
-                        }
-                        streams[used].0 = c.stream;
-                        streams[used].1.clear();
-                        used += 1;
-                        used - 1
-                    }
-                };
-                crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| {
-                    bad(
-                        srcs[c.source].block,
-                        srcs[c.source].block.dir.clone(),
-                        labels,
-                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-                    )
-                })?;
-            }
-            for (_, v) in streams[..used].iter_mut() {
-                if !v.is_sorted_by_key(|s| s.0) {
-                    v.sort_by_key(|s| s.0);
+/// Merges an overlap group of XOR chunks (`keep`, indices into `items`), the common case:
+/// no boxing, straight XOR in and out, buffers reused from series to series.
+#[allow(clippy::too_many_arguments)]
+fn merge_float_group<'a>(
+    srcs: &[Source<'a>],
+    labels: &[(&[u8], &[u8])],
+    items: &[Item<'a>],
+    keep: &[usize],
+    streams: &mut Vec<(usize, Vec<(i64, f64)>)>,
+    merged: &mut Vec<(i64, f64)>,
+    dedup: DedupFunc,
+    out: &mut SubOut<'a>,
+) -> Result<()> {
+    let mut used = 0;
+    for &k in keep.iter() {
+        let c = &items[k];
+        let slot = match streams[..used].iter().position(|(s, _)| *s == c.stream) {
+            Some(slot) => slot,
+            None => {
+                if used == streams.len() {
+                    streams.push((c.stream, Vec::new()));
                 }
+                streams[used].0 = c.stream;
+                streams[used].1.clear();
+                used += 1;
+                used - 1
             }
-            let mut few: [&[(i64, f64)]; 4] = [&[]; 4];
-            let many: Vec<&[(i64, f64)]>;
-            let refs: &[&[(i64, f64)]] = if used <= few.len() {
-                for (slot, (_, v)) in few.iter_mut().zip(&streams[..used]) {
-                    *slot = v;
-                }
-                &few[..used]
-            } else {
-                many = streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
-                &many
-            };
-            merge_into(dedup, refs, merged);
-            // Re-encoded merges of interleaved replicas come out larger than the inputs.
-            out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
-            for piece in merged.chunks(SAMPLES_PER_CHUNK) {
-                // Encoded straight into the arena and framed there as a record.
-                let room = out.arena.len();
-                out.arena.resize(room + RECORD_HEAD_ROOM, 0);
-                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
-                let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
-                out.chunks.push(OutRef {
-                    encoding: Encoding::Xor as u8,
-                    data: Bytes::Arena { record, data },
-                    min_time: piece[0].0,
-                    max_time: piece[piece.len() - 1].0,
-                });
-            }
-        } else {
-            // One stream per source (a source's chunks never overlap each other).
-            let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
-            for &k in keep.iter() {
-                let c = &items[k];
-                let samples = decode(c.encoding, &c.data).map_err(|err| {
-                    bad(
-                        srcs[c.source].block,
-                        srcs[c.source].block.dir.clone(),
-                        labels,
-                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-                    )
-                })?;
-                let vals = samples.into_values();
-                match streams.iter_mut().find(|(s, _)| *s == c.stream) {
-                    Some((_, v)) => v.extend(vals),
-                    None => streams.push((c.stream, vals)),
-                }
-            }
-            for (_, v) in streams.iter_mut() {
-                v.sort_by_key(|s| s.0);
-            }
-            let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
-            let first = srcs[items[keep[0]].source].block;
-            for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))? {
-                out.chunks.push(OutRef {
-                    encoding: c.encoding,
-                    data: Bytes::Owned(c.data.into_owned()),
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                });
-            }
-        }
-        at = end;
+        };
+        crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| {
+            bad(
+                srcs[c.source].block,
+                srcs[c.source].block.dir.clone(),
+                labels,
+                format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
+            )
+        })?;
     }
-    out.series.push((labels_range.clone(), first_chunk as u32..out.chunks.len() as u32));
+    for (_, v) in streams[..used].iter_mut() {
+        if !v.is_sorted_by_key(|s| s.0) {
+            v.sort_by_key(|s| s.0);
+        }
+    }
+    let mut few: [&[(i64, f64)]; 4] = [&[]; 4];
+    let many: Vec<&[(i64, f64)]>;
+    let refs: &[&[(i64, f64)]] = if used <= few.len() {
+        for (slot, (_, v)) in few.iter_mut().zip(&streams[..used]) {
+            *slot = v;
+        }
+        &few[..used]
+    } else {
+        many = streams[..used].iter().map(|(_, v)| v.as_slice()).collect();
+        &many
+    };
+    merge_into(dedup, refs, merged);
+    // Re-encoded merges of interleaved replicas come out larger than the inputs.
+    out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
+    for piece in merged.chunks(SAMPLES_PER_CHUNK) {
+        // Encoded straight into the arena and framed there as a record.
+        let room = out.arena.len();
+        out.arena.resize(room + RECORD_HEAD_ROOM, 0);
+        crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
+        let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
+        out.chunks.push(OutRef {
+            encoding: Encoding::Xor as u8,
+            data: Bytes::Arena { record, data },
+            min_time: piece[0].0,
+            max_time: piece[piece.len() - 1].0,
+        });
+    }
+    Ok(())
+}
+
+/// Merges an overlap group with histogram chunks (`keep`, indices into `items`): one
+/// stream per source stream, boxed values, re-encoded at 120 samples a chunk.
+fn merge_value_group<'a>(
+    srcs: &[Source<'a>],
+    labels: &[(&[u8], &[u8])],
+    items: &[Item<'a>],
+    keep: &[usize],
+    dedup: DedupFunc,
+    out: &mut SubOut<'a>,
+) -> Result<()> {
+    let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
+    for &k in keep.iter() {
+        let c = &items[k];
+        let samples = decode(c.encoding, &c.data).map_err(|err| {
+            bad(
+                srcs[c.source].block,
+                srcs[c.source].block.dir.clone(),
+                labels,
+                format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
+            )
+        })?;
+        let vals = samples.into_values();
+        match streams.iter_mut().find(|(s, _)| *s == c.stream) {
+            Some((_, v)) => v.extend(vals),
+            None => streams.push((c.stream, vals)),
+        }
+    }
+    for (_, v) in streams.iter_mut() {
+        v.sort_by_key(|s| s.0);
+    }
+    let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
+    let first = srcs[items[keep[0]].source].block;
+    for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))? {
+        out.chunks.push(OutRef {
+            encoding: c.encoding,
+            data: Bytes::Owned(c.data.into_owned()),
+            min_time: c.min_time,
+            max_time: c.max_time,
+        });
+    }
     Ok(())
 }
 
@@ -706,6 +748,60 @@ struct PenaltyScratch {
     piece: Vec<(i64, f64)>,
 }
 
+impl PenaltyScratch {
+    /// Decodes the `n` streams' chunks, stream after stream, into `floats` (or `values`),
+    /// with `ts`, `bounds`, `owner` and `decoded` describing where each sample came from.
+    fn decode_streams(
+        &mut self,
+        srcs: &[Source<'_>],
+        labels: &[(&[u8], &[u8])],
+        items: &[Item<'_>],
+        n: usize,
+        floats_only: bool,
+    ) -> Result<()> {
+        let PenaltyScratch { stream_of, decoded, owner, floats, values, ts, bounds, .. } = self;
+        decoded.clear();
+        owner.clear();
+        floats.clear();
+        values.clear();
+        ts.clear();
+        bounds.clear();
+        bounds.push(0);
+        for s in 0..n as u32 {
+            for (k, c) in items.iter().enumerate() {
+                if stream_of[k] != s {
+                    continue;
+                }
+                let start = ts.len();
+                let done = if floats_only {
+                    crate::format::xor::decode_into(&c.data, floats)
+                        .map(|()| ts.extend(floats[start..].iter().map(|&(t, _)| (t, 0))))
+                } else {
+                    decode(c.encoding, &c.data).map(|d| {
+                        values.extend(d.into_values());
+                        ts.extend(values[start..].iter().map(|(t, _)| (*t, 0)));
+                    })
+                };
+                done.map_err(|err| {
+                    bad(
+                        srcs[c.source].block,
+                        srcs[c.source].block.dir.clone(),
+                        labels,
+                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
+                    )
+                })?;
+                for (i, e) in ts[start..].iter_mut().enumerate() {
+                    e.1 = (start + i) as u32;
+                }
+                owner.resize(ts.len(), decoded.len() as u32);
+                decoded.push((start as u32, (ts.len() - start) as u32, k as u32));
+            }
+            bounds.push(ts.len());
+        }
+        Ok(())
+    }
+}
+
 /// Penalty deduplication of one series, giving what a deduplicating Thanos querier
 /// returns for it over the merge's range (see the `dedup` module comment): the series'
 /// chunks from every source are pooled, byte-identical ones kept once, dealt into the
@@ -731,51 +827,13 @@ fn merge_series_penalty<'a>(
     items.dedup_by(|b, a| {
         a.min_time == b.min_time && a.max_time == b.max_time && a.encoding == b.encoding && a.data == b.data
     });
-    let PenaltyScratch { stream_of, ends, decoded, owner, floats, values, ts, bounds, merged, tmp, piece } = scr;
-    let n = split_overlapping(items.iter().map(|c| (c.min_time, c.max_time)), stream_of, ends);
+    let n = split_overlapping(items.iter().map(|c| (c.min_time, c.max_time)), &mut scr.stream_of, &mut scr.ends);
     if n < 2 {
         return Ok(false);
     }
-
     let floats_only = items.iter().all(|c| c.encoding == Encoding::Xor as u8);
-    decoded.clear();
-    owner.clear();
-    floats.clear();
-    values.clear();
-    ts.clear();
-    bounds.clear();
-    bounds.push(0);
-    for s in 0..n as u32 {
-        for (k, c) in items.iter().enumerate() {
-            if stream_of[k] != s {
-                continue;
-            }
-            let start = ts.len();
-            let done = if floats_only {
-                crate::format::xor::decode_into(&c.data, floats)
-                    .map(|()| ts.extend(floats[start..].iter().map(|&(t, _)| (t, 0))))
-            } else {
-                decode(c.encoding, &c.data).map(|d| {
-                    values.extend(d.into_values());
-                    ts.extend(values[start..].iter().map(|(t, _)| (*t, 0)));
-                })
-            };
-            done.map_err(|err| {
-                bad(
-                    srcs[c.source].block,
-                    srcs[c.source].block.dir.clone(),
-                    labels,
-                    format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-                )
-            })?;
-            for (i, e) in ts[start..].iter_mut().enumerate() {
-                e.1 = (start + i) as u32;
-            }
-            owner.resize(ts.len(), decoded.len() as u32);
-            decoded.push((start as u32, (ts.len() - start) as u32, k as u32));
-        }
-        bounds.push(ts.len());
-    }
+    scr.decode_streams(srcs, labels, items, n, floats_only)?;
+    let PenaltyScratch { decoded, owner, floats, values, ts, bounds, merged, tmp, piece, .. } = scr;
 
     let mut few: [&[(i64, u32)]; 4] = [&[]; 4];
     let many: Vec<&[(i64, u32)]>;
