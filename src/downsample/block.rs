@@ -174,6 +174,6 @@ fn series<'a>(src: &'a Block, p: Pending<'a>, from: i64, to: i64, s: &mut Scratc
     }
     let mut chunks = Vec::new();
     downsample_series(&ins, from, to, src.tombstones.get(p.id as u64), s, &mut chunks)
-        .map_err(|problem| bad(problem, src.dir.clone()))?;
+        .map_err(|e| bad(e.to_string(), src.dir.clone()))?;
     Ok(SeriesOut { labels: p.labels, chunks, bytes_in })
 }

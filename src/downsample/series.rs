@@ -22,6 +22,7 @@ use crate::format::histogram::FloatHistogram;
 use crate::format::meta::RES_5M;
 use crate::format::tombstones::Interval;
 use crate::format::xor;
+use crate::FormatError;
 
 /// A chunk of the input series, as the index lists it and the segment holds it.
 #[derive(Clone, Copy, Debug)]
@@ -41,18 +42,43 @@ pub struct Scratch {
     aggr: AggrScratch,
 }
 
+/// Why one series could not be downsampled; the caller adds the block, the file and the
+/// series.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SeriesError {
+    /// Thanos refuses such a series too.
+    #[error(
+        "found overlapping chunks within series: [{0}, {1}] and [{2}, {3}]; chunks must be ordered by min time and must not overlap"
+    )]
+    Overlap(i64, i64, i64, i64),
+    #[error("{0}")]
+    Decode(#[from] FormatError),
+    #[error("aggregate chunk in a raw block")]
+    AggregateInRaw,
+    #[error("unexpected chunk encoding {0}")]
+    Encoding(u8),
+    #[error("target resolution {to} is not lower than the input's {from}")]
+    Resolution { from: i64, to: i64 },
+    /// Histogram arithmetic the data does not allow (e.g. schemas that cannot be merged).
+    #[error("{0}")]
+    Histogram(String),
+}
+
+impl From<String> for SeriesError {
+    fn from(problem: String) -> Self {
+        SeriesError::Histogram(problem)
+    }
+}
+
 fn is_histogram(encoding: u8) -> bool {
     encoding == Encoding::Histogram as u8 || encoding == Encoding::FloatHistogram as u8
 }
 
 /// Thanos refuses a series whose chunks overlap (or are out of order).
-fn check_overlaps(chunks: &[InChunk<'_>]) -> Result<(), String> {
+fn check_overlaps(chunks: &[InChunk<'_>]) -> Result<(), SeriesError> {
     for w in chunks.windows(2) {
         if w[0].max_time >= w[1].min_time {
-            return Err(format!(
-                "found overlapping chunks within series: [{}, {}] and [{}, {}]; chunks must be ordered by min time and must not overlap",
-                w[0].min_time, w[0].max_time, w[1].min_time, w[1].max_time
-            ));
+            return Err(SeriesError::Overlap(w[0].min_time, w[0].max_time, w[1].min_time, w[1].max_time));
         }
     }
     Ok(())
@@ -65,11 +91,11 @@ fn expand_raw(
     deleted: &[Interval],
     floats: &mut Vec<(i64, f64)>,
     hists: &mut Vec<(i64, FloatHistogram)>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     match Encoding::from_byte(c.encoding) {
         Some(Encoding::Xor) => {
             let start = floats.len();
-            xor::decode_into(c.data, floats).map_err(|e| e.to_string())?;
+            xor::decode_into(c.data, floats)?;
             if !deleted.is_empty() {
                 let mut w = start;
                 for r in start..floats.len() {
@@ -83,10 +109,10 @@ fn expand_raw(
             keep_expanded(floats, start);
             Ok(())
         }
-        Some(Encoding::Histogram) => expand_histograms(c.data, deleted, hists),
-        Some(Encoding::FloatHistogram) => expand_float_histograms(c.data, deleted, hists),
-        Some(Encoding::Aggr) => Err("aggregate chunk in a raw block".into()),
-        None => Err(format!("unexpected chunk encoding {}", c.encoding)),
+        Some(Encoding::Histogram) => Ok(expand_histograms(c.data, deleted, hists)?),
+        Some(Encoding::FloatHistogram) => Ok(expand_float_histograms(c.data, deleted, hists)?),
+        Some(Encoding::Aggr) => Err(SeriesError::AggregateInRaw),
+        None => Err(SeriesError::Encoding(c.encoding)),
     }
 }
 
@@ -100,9 +126,9 @@ pub fn downsample_series(
     deleted: &[Interval],
     s: &mut Scratch,
     out: &mut Vec<AggrChunk>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     if from >= to {
-        return Err(format!("target resolution {to} is not lower than the input's {from}"));
+        return Err(SeriesError::Resolution { from, to });
     }
     check_overlaps(chunks)?;
     if from == 0 {
@@ -118,7 +144,7 @@ fn raw_series(
     deleted: &[Interval],
     s: &mut Scratch,
     out: &mut Vec<AggrChunk>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     let Some(first) = chunks.first() else { return Ok(()) };
     s.floats.clear();
     s.hists.clear();
@@ -133,7 +159,7 @@ fn raw_series(
     flush(hist, to, s, out)
 }
 
-fn flush(hist: bool, to: i64, s: &mut Scratch, out: &mut Vec<AggrChunk>) -> Result<(), String> {
+fn flush(hist: bool, to: i64, s: &mut Scratch, out: &mut Vec<AggrChunk>) -> Result<(), SeriesError> {
     if hist {
         raw_hist_chunks(&s.hists, to, out)?;
         s.hists.clear();
@@ -157,7 +183,7 @@ fn aggregated_series(
     to: i64,
     s: &mut Scratch,
     out: &mut Vec<AggrChunk>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     let mut fixed: Vec<Fixed<'_>> = Vec::with_capacity(chunks.len());
     for c in chunks {
         if c.encoding == Encoding::Aggr as u8 {
@@ -184,8 +210,7 @@ fn aggregated_series(
             data: Cow::Owned(a.data),
         }));
     }
-    let slots: Vec<Slots<'_>> =
-        fixed.iter().map(|f| aggr::parse(&f.data).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let slots: Vec<Slots<'_>> = fixed.iter().map(|f| aggr::parse(&f.data)).collect::<Result<_, _>>()?;
     let kinds: Vec<bool> = slots.iter().map(|sl| sl[COUNTER].is_some_and(|c| is_histogram(c.encoding))).collect();
     let mut i = 0;
     while i < slots.len() {
@@ -212,7 +237,7 @@ fn aggregate_group(
     to: i64,
     s: &mut AggrScratch,
     out: &mut Vec<AggrChunk>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     let samples: usize = slots
         .iter()
         .map(|sl| {
@@ -232,7 +257,7 @@ pub(crate) fn aggregate_batches(
     to: i64,
     s: &mut AggrScratch,
     out: &mut Vec<AggrChunk>,
-) -> Result<(), String> {
+) -> Result<(), SeriesError> {
     let batch = (slots.len() / target.max(1)).max(1);
     for part in slots.chunks(batch) {
         let c = if hist { aggr_hist_batch(part, to, s)? } else { aggr_float_batch(part, to, s)? };

@@ -126,7 +126,7 @@ fn run(chunks: &[TestChunk], from: i64, to: i64) -> Result<Vec<AggrChunk>, Strin
     let ins: Vec<InChunk<'_>> =
         chunks.iter().map(|(a, b, e, d)| InChunk { min_time: *a, max_time: *b, encoding: *e, data: d }).collect();
     let mut out = Vec::new();
-    downsample_series(&ins, from, to, &[], &mut Scratch::default(), &mut out)?;
+    downsample_series(&ins, from, to, &[], &mut Scratch::default(), &mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
