@@ -115,6 +115,23 @@ struct SubOut<'a> {
     arena: Vec<u8>,
 }
 
+impl SubOut<'_> {
+    /// Encodes `piece` (at most 120 samples) as one XOR chunk straight into the arena,
+    /// framed there as a segment record.
+    fn push_xor(&mut self, piece: &[(i64, f64)]) {
+        let room = self.arena.len();
+        self.arena.resize(room + RECORD_HEAD_ROOM, 0);
+        crate::format::xor::encode_into(piece, &mut self.arena).expect("at most 120 samples");
+        let (record, data) = frame_in_place(&mut self.arena, room, Encoding::Xor as u8);
+        self.chunks.push(OutRef {
+            encoding: Encoding::Xor as u8,
+            data: Bytes::Arena { record, data },
+            min_time: piece[0].0,
+            max_time: piece[piece.len() - 1].0,
+        });
+    }
+}
+
 /// A source's next series: labels borrowed from its index, chunk metas. The heap holds
 /// one per source; its buffers are reused from series to series.
 struct Pending<'a> {
@@ -665,17 +682,7 @@ fn merge_float_group<'a>(
     // Re-encoded merges of interleaved replicas come out larger than the inputs.
     out.arena.reserve(keep.iter().map(|&k| items[k].data.len()).sum::<usize>() * 3 / 2 + 64);
     for piece in merged.chunks(SAMPLES_PER_CHUNK) {
-        // Encoded straight into the arena and framed there as a record.
-        let room = out.arena.len();
-        out.arena.resize(room + RECORD_HEAD_ROOM, 0);
-        crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
-        let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
-        out.chunks.push(OutRef {
-            encoding: Encoding::Xor as u8,
-            data: Bytes::Arena { record, data },
-            min_time: piece[0].0,
-            max_time: piece[piece.len() - 1].0,
-        });
+        out.push_xor(piece);
     }
     Ok(())
 }
@@ -860,16 +867,7 @@ fn merge_series_penalty<'a>(
             for part in run.chunks(SAMPLES_PER_CHUNK) {
                 piece.clear();
                 piece.extend(part.iter().map(|&(_, g)| floats[g as usize]));
-                let room = out.arena.len();
-                out.arena.resize(room + RECORD_HEAD_ROOM, 0);
-                crate::format::xor::encode_into(piece, &mut out.arena).expect("at most 120 samples");
-                let (record, data) = frame_in_place(&mut out.arena, room, Encoding::Xor as u8);
-                out.chunks.push(OutRef {
-                    encoding: Encoding::Xor as u8,
-                    data: Bytes::Arena { record, data },
-                    min_time: piece[0].0,
-                    max_time: piece[piece.len() - 1].0,
-                });
+                out.push_xor(piece);
             }
         } else {
             let vals: Vec<(i64, Value)> = run.iter().map(|&(_, g)| values[g as usize].clone()).collect();
