@@ -16,7 +16,6 @@ use ulid::Ulid;
 
 use strata::block::list_blocks;
 use strata::block::Block;
-use strata::bucket::block::MARKERS;
 use strata::bucket::replicate::ReplicateFilter;
 use strata::bucket::sync::{cleanup, plan_cleanup, CleanupReason};
 use strata::bucket::time::{now_ms, parse_rfc3339_ms};
@@ -30,7 +29,7 @@ use strata::gofmt::{go_duration_ms, rfc3339_ms};
 use strata::job::http::Status;
 use strata::job::run::{downsample_pass, retention_pass, IterationReport, JobOptions};
 
-use super::parse_duration_ms;
+use super::flags::duration_ms;
 
 #[derive(Args)]
 pub struct BucketArgs {
@@ -109,8 +108,8 @@ enum BucketCommand {
         #[arg(long = "id", required = true)]
         ids: Vec<Ulid>,
         /// deletion-mark.json, no-compact-mark.json or no-downsample-mark.json.
-        #[arg(long)]
-        marker: String,
+        #[arg(long, value_enum)]
+        marker: MarkerFlag,
         /// Human-readable details stored in the marker.
         #[arg(long, default_value = "")]
         details: String,
@@ -121,10 +120,10 @@ enum BucketCommand {
     /// Deletes blocks marked for deletion longer than --delete-delay, and partial
     /// uploads nothing was written to for 48h (or the consistency delay, if longer).
     Cleanup {
-        #[arg(long = "delete-delay", default_value = "48h")]
-        delete_delay: String,
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "delete-delay", default_value = "48h", value_parser = duration_ms)]
+        delete_delay: i64,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         /// Only print what would be deleted.
         #[arg(long = "dry-run")]
         dry_run: bool,
@@ -138,7 +137,7 @@ enum BucketCommand {
         #[arg(long = "label", required = true)]
         labels: Vec<String>,
         /// thanos.source written into meta.json.
-        #[arg(long, default_value = "bucket.upload")]
+        #[arg(long, default_value = "bucket.upload", value_parser = clap::builder::PossibleValuesParser::new(SOURCES))]
         source: String,
         /// Chunk files uploaded at once per block.
         #[arg(long, default_value_t = 4)]
@@ -149,11 +148,11 @@ enum BucketCommand {
     Download {
         dir: PathBuf,
         /// Start: ms since the epoch, RFC 3339, or a duration before now (`-3d`).
-        #[arg(long = "min-time", allow_hyphen_values = true)]
-        min_time: Option<String>,
+        #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+        min_time: Option<TimeArg>,
         /// End (inclusive), same forms.
-        #[arg(long = "max-time", allow_hyphen_values = true)]
-        max_time: Option<String>,
+        #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+        max_time: Option<TimeArg>,
         /// Only blocks with this external label k=v (repeatable; all must match).
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -201,8 +200,8 @@ enum BucketCommand {
         #[command(flatten)]
         to: ObjstoreToFlags,
         /// Resolutions copied (repeatable: 0s, 5m, 1h).
-        #[arg(long = "resolution", default_values = ["0s", "5m", "1h"])]
-        resolutions: Vec<String>,
+        #[arg(long = "resolution", default_values = ["0s", "5m", "1h"], value_parser = duration_ms)]
+        resolutions: Vec<i64>,
         /// Lowest compaction level copied.
         #[arg(long = "compaction-min", default_value_t = 1)]
         compaction_min: u32,
@@ -218,10 +217,10 @@ enum BucketCommand {
         ids: Vec<Ulid>,
         /// Only blocks overlapping [--min-time, --max-time]: ms, RFC 3339, or a
         /// duration before now (-3d).
-        #[arg(long = "min-time", allow_hyphen_values = true)]
-        min_time: Option<String>,
-        #[arg(long = "max-time", allow_hyphen_values = true)]
-        max_time: Option<String>,
+        #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+        min_time: Option<TimeArg>,
+        #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+        max_time: Option<TimeArg>,
     },
     /// Marks the blocks the retention flags expire for deletion, once: the retention
     /// phase of `strata run` alone.
@@ -229,8 +228,8 @@ enum BucketCommand {
         after_help = "Example:\n  strata bucket retention --objstore.config-file bucket.yaml --retention.resolution-raw 90d"
     )]
     Retention {
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         #[command(flatten)]
         retention: super::RetentionFlags,
     },
@@ -243,8 +242,8 @@ enum BucketCommand {
         /// Scratch space for downloaded and downsampled blocks.
         #[arg(long = "data-dir", default_value = "./data")]
         data_dir: PathBuf,
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         #[arg(long = "compact.blocks-fetch-concurrency", default_value_t = 4)]
         blocks_fetch_concurrency: usize,
         /// Stop at the first block that fails instead of marking it no-downsample.
@@ -290,6 +289,41 @@ impl ObjstoreToFlags {
     }
 }
 
+/// `mark --marker`: the marker file written or removed.
+#[derive(Clone, Copy, ValueEnum)]
+enum MarkerFlag {
+    #[value(name = "deletion-mark.json")]
+    Deletion,
+    #[value(name = "no-compact-mark.json")]
+    NoCompact,
+    #[value(name = "no-downsample-mark.json")]
+    NoDownsample,
+}
+
+impl MarkerFlag {
+    fn file(self) -> &'static str {
+        match self {
+            MarkerFlag::Deletion => DELETION_MARK,
+            MarkerFlag::NoCompact => NO_COMPACT_MARK,
+            MarkerFlag::NoDownsample => NO_DOWNSAMPLE_MARK,
+        }
+    }
+}
+
+/// `upload --source`: the thanos.source values Thanos knows.
+const SOURCES: [&str; 10] = [
+    "",
+    "sidecar",
+    "receive",
+    "compactor",
+    "compactor.repair",
+    "ruler",
+    "bucket.repair",
+    "bucket.rewrite",
+    "bucket.upload",
+    "test",
+];
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LsFormat {
     Plain,
@@ -330,19 +364,11 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             verify(&bucket, &sync_all, &ids, data_dir, concurrency).await
         }
         BucketCommand::Mark { ids, marker, details, remove } => {
-            let name = MARKERS
-                .iter()
-                .copied()
-                .find(|m| *m == marker)
-                .with_context(|| format!("--marker {marker:?}: want one of {}", MARKERS.join(", ")))?;
             let bucket = args.objstore.open().await?;
-            mark(&bucket, &ids, name, &details, remove).await
+            mark(&bucket, &ids, marker, &details, remove).await
         }
         BucketCommand::Cleanup { delete_delay, consistency_delay, dry_run } => {
-            let opts = CleanupOptions {
-                delete_delay_ms: parse_duration_ms(&delete_delay).context("--delete-delay")?,
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-            };
+            let opts = CleanupOptions { delete_delay_ms: delete_delay, consistency_delay_ms: consistency_delay };
             let bucket = args.objstore.open().await?;
             let sync_opts = SyncOptions {
                 consistency_delay_ms: opts.consistency_delay_ms,
@@ -356,35 +382,14 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             if labels.is_empty() {
                 bail!("--label: at least one external label is needed (Thanos refuses blocks without them)");
             }
-            const SOURCES: [&str; 10] = [
-                "",
-                "sidecar",
-                "receive",
-                "compactor",
-                "compactor.repair",
-                "ruler",
-                "bucket.repair",
-                "bucket.rewrite",
-                "bucket.upload",
-                "test",
-            ];
-            if !SOURCES.contains(&source.as_str()) {
-                bail!("--source {source:?}: want one of {}", SOURCES[1..].join(", "));
-            }
             let blocks = list_blocks(&dir)?;
             let bucket = args.objstore.open().await?;
             upload(&bucket, &blocks, &labels, &source, concurrency).await
         }
         BucketCommand::Download { dir, min_time, max_time, labels, include_downsampled, verify, concurrency } => {
             let now = now_ms();
-            let min = match &min_time {
-                Some(s) => parse_time_arg(s, now).with_context(|| format!("--min-time {s:?}"))?,
-                None => i64::MIN,
-            };
-            let max = match &max_time {
-                Some(s) => parse_time_arg(s, now).with_context(|| format!("--max-time {s:?}"))?,
-                None => i64::MAX,
-            };
+            let min = min_time.map_or(i64::MIN, |t| t.at(now));
+            let max = max_time.map_or(i64::MAX, |t| t.at(now));
             if min > max {
                 bail!("--min-time is after --max-time");
             }
@@ -413,16 +418,14 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
         } => {
             let now = now_ms();
             let mut filter = ReplicateFilter {
+                resolutions,
                 compaction_min,
                 compaction_max,
                 ids,
-                min_time: i64::MIN,
-                max_time: i64::MAX,
+                min_time: min_time.map_or(i64::MIN, |t| t.at(now)),
+                max_time: max_time.map_or(i64::MAX, |t| t.at(now)),
                 ..Default::default()
             };
-            for r in &resolutions {
-                filter.resolutions.push(parse_duration_ms(r).with_context(|| format!("--resolution {r:?}"))?);
-            }
             for m in &matchers {
                 let text = if m.trim_start().starts_with('{') { m.clone() } else { format!("{{{m}}}") };
                 filter.matchers.push(
@@ -430,12 +433,6 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
                         .map_err(anyhow::Error::msg)
                         .with_context(|| format!("--matcher {m:?}"))?,
                 );
-            }
-            if let Some(s) = &min_time {
-                filter.min_time = parse_time_arg(s, now).with_context(|| format!("--min-time {s:?}"))?;
-            }
-            if let Some(s) = &max_time {
-                filter.max_time = parse_time_arg(s, now).with_context(|| format!("--max-time {s:?}"))?;
             }
             let from = args.objstore.open().await?;
             let to = to.open().await?;
@@ -446,10 +443,7 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             if retention.is_unlimited() {
                 bail!("no retention set: give --retention.resolution-raw, -5m or -1h");
             }
-            let sync = SyncOptions {
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-                ..sync_all
-            };
+            let sync = SyncOptions { consistency_delay_ms: consistency_delay, ..sync_all };
             let opts = tool_job_options(std::env::temp_dir(), sync, retention, 1, false);
             let bucket = args.objstore.open().await?;
             let status = Status::default();
@@ -464,11 +458,8 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BucketCommand::Downsample { data_dir, consistency_delay, blocks_fetch_concurrency, halt_on_error } => {
-            let sync = SyncOptions {
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-                delete_delay_ms: 48 * 3_600_000,
-                ..sync_all
-            };
+            let sync =
+                SyncOptions { consistency_delay_ms: consistency_delay, delete_delay_ms: 48 * 3_600_000, ..sync_all };
             let opts =
                 tool_job_options(data_dir, sync, Default::default(), blocks_fetch_concurrency.max(1), halt_on_error);
             std::fs::create_dir_all(&opts.data_dir)
@@ -858,10 +849,11 @@ impl Drop for Scratch {
 async fn mark(
     bucket: &Bucket,
     ids: &[Ulid],
-    name: &'static str,
+    marker: MarkerFlag,
     details: &str,
     remove: bool,
 ) -> anyhow::Result<ExitCode> {
+    let name = marker.file();
     for id in ids {
         if remove {
             if bucket.remove_marker(*id, name).await? {
@@ -871,11 +863,10 @@ async fn mark(
             }
             continue;
         }
-        let wrote = match name {
-            DELETION_MARK => bucket.mark_for_deletion(*id, details).await?,
-            NO_COMPACT_MARK => bucket.mark_no_compact(*id, "manual", details).await?,
-            NO_DOWNSAMPLE_MARK => bucket.mark_no_downsample(*id, "manual", details).await?,
-            _ => unreachable!("checked against MARKERS"),
+        let wrote = match marker {
+            MarkerFlag::Deletion => bucket.mark_for_deletion(*id, details).await?,
+            MarkerFlag::NoCompact => bucket.mark_no_compact(*id, "manual", details).await?,
+            MarkerFlag::NoDownsample => bucket.mark_no_downsample(*id, "manual", details).await?,
         };
         if wrote {
             println!("{id}: wrote {name}");
@@ -1061,20 +1052,40 @@ fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// `--min-time`/`--max-time`: ms since the epoch, RFC 3339, or a duration relative to
-/// now (`-3d`, `-12h`, as Thanos accepts).
-pub(crate) fn parse_time_arg(s: &str, now: i64) -> anyhow::Result<i64> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
+/// A `--min-time`/`--max-time` value: ms since the epoch, RFC 3339, or a duration
+/// relative to now (`-3d`, `-12h`, as Thanos accepts), resolved by [`TimeArg::at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeArg {
+    /// Milliseconds since the epoch.
+    At(i64),
+    /// Milliseconds from now (negative: before now).
+    FromNow(i64),
+}
+
+impl TimeArg {
+    /// Value parser: `#[arg(value_parser = TimeArg::parse)]`.
+    pub(crate) fn parse(s: &str) -> Result<TimeArg, String> {
+        if let Ok(ms) = s.parse::<i64>() {
+            return Ok(TimeArg::At(ms));
+        }
+        if let Some(ms) = parse_rfc3339_ms(s) {
+            return Ok(TimeArg::At(ms));
+        }
+        let (neg, d) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let ms = duration_ms(d).map_err(|e| {
+            format!("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d: {e}")
+        })?;
+        Ok(TimeArg::FromNow(if neg { -ms } else { ms }))
     }
-    if let Some(ms) = parse_rfc3339_ms(s) {
-        return Ok(ms);
+
+    /// Milliseconds since the epoch, relative values counted from `now`.
+    pub(crate) fn at(self, now: i64) -> i64 {
+        match self {
+            TimeArg::At(ms) => ms,
+            TimeArg::FromNow(ms) => now + ms,
+        }
     }
-    let (neg, d) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let ms = parse_duration_ms(d)
-        .context("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d")?;
-    Ok(if neg { now - ms } else { now + ms })
 }

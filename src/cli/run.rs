@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::bucket::ObjstoreFlags;
-use super::parse_duration_ms;
+use super::bucket::TimeArg;
+use super::flags::duration_ms;
 use strata::bucket::sync::{CleanupOptions, SyncOptions};
 use strata::compact::merge::MergeOptions;
 use strata::compact::plan::Policy;
@@ -25,11 +26,11 @@ pub struct RunArgs {
     #[arg(long = "data-dir", default_value = "./data")]
     data_dir: PathBuf,
     /// Blocks younger than this are not touched yet (uploads may be in flight).
-    #[arg(long = "consistency-delay", default_value = "30m")]
-    consistency_delay: String,
+    #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+    consistency_delay: i64,
     /// Blocks marked for deletion are deleted this long after the mark.
-    #[arg(long = "delete-delay", default_value = "48h")]
-    delete_delay: String,
+    #[arg(long = "delete-delay", default_value = "48h", value_parser = duration_ms)]
+    delete_delay: i64,
     #[arg(long = "block-meta-fetch-concurrency", default_value_t = 32)]
     meta_fetch_concurrency: usize,
     #[arg(long = "compact.blocks-fetch-concurrency", default_value_t = 4)]
@@ -37,8 +38,14 @@ pub struct RunArgs {
     /// Compactions run at once.
     #[arg(long = "compact.concurrency", default_value_t = 1)]
     compact_concurrency: usize,
-    #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',', hide = true)]
-    block_ranges: Vec<String>,
+    #[arg(
+        long = "block-ranges",
+        default_value = "2h,8h,2d,14d",
+        value_delimiter = ',',
+        hide = true,
+        value_parser = duration_ms
+    )]
+    block_ranges: Vec<i64>,
     #[command(flatten)]
     dedup: super::DedupFlags,
     /// Merge overlapping blocks even without replica labels.
@@ -49,8 +56,8 @@ pub struct RunArgs {
     /// Keep running, one iteration every --wait-interval.
     #[arg(long)]
     wait: bool,
-    #[arg(long = "wait-interval", default_value = "5m")]
-    wait_interval: String,
+    #[arg(long = "wait-interval", default_value = "5m", value_parser = duration_ms)]
+    wait_interval: i64,
     /// Stop at the first bad block (Thanos's behaviour) instead of marking it no-compact.
     #[arg(long = "halt-on-error")]
     halt_on_error: bool,
@@ -65,8 +72,8 @@ pub struct RunArgs {
     disable_admin_operations: bool,
     /// How often the thanos_compact_todo_* gauges are recomputed while the job waits
     /// (they are also recomputed at every sync); 0s turns the periodic update off.
-    #[arg(long = "compact.progress-interval", default_value = "5m")]
-    progress_interval: String,
+    #[arg(long = "compact.progress-interval", default_value = "5m", value_parser = duration_ms)]
+    progress_interval: i64,
     /// Prometheus relabel rules (YAML list) over each block's external labels and
     /// `__block_id`; blocks they drop belong to another instance.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
@@ -74,21 +81,17 @@ pub struct RunArgs {
     #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
     relabel: Option<String>,
     /// Only blocks that overlap [--min-time, --max-time]: ms, RFC 3339, or a duration before now (-3d).
-    #[arg(long = "min-time", allow_hyphen_values = true)]
-    min_time: Option<String>,
-    #[arg(long = "max-time", allow_hyphen_values = true)]
-    max_time: Option<String>,
+    #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    min_time: Option<TimeArg>,
+    #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    max_time: Option<TimeArg>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let dur = |s: &str, flag: &str| parse_duration_ms(s).with_context(|| flag.to_string());
-    let mut ranges = Vec::new();
-    for r in &a.block_ranges {
-        ranges.push(dur(r, "--block-ranges")?);
-    }
+    let ranges = a.block_ranges.clone();
     let (replica_labels, dedup) = a.dedup.parse()?;
-    let consistency_delay_ms = dur(&a.consistency_delay, "--consistency-delay")?;
-    let delete_delay_ms = dur(&a.delete_delay, "--delete-delay")?;
+    let consistency_delay_ms = a.consistency_delay;
+    let delete_delay_ms = a.delete_delay;
     let opts = JobOptions {
         data_dir: a.data_dir.clone(),
         sync: SyncOptions {
@@ -109,9 +112,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         halt_on_error: a.halt_on_error,
         downsampling: !a.downsampling_disable,
         selector: Selector::default(),
-        progress_interval: std::time::Duration::from_millis(
-            dur(&a.progress_interval, "--compact.progress-interval")?.max(0) as u64,
-        ),
+        progress_interval: std::time::Duration::from_millis(a.progress_interval.max(0) as u64),
     };
     let rules = match (&a.relabel_file, &a.relabel) {
         (Some(_), Some(_)) => {
@@ -126,16 +127,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         (None, None) => Vec::new(),
     };
     let now = strata::compact::run::now_ms();
-    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
-        v.as_deref().map(|s| super::bucket::parse_time_arg(s, now).with_context(|| flag.to_string())).transpose()
-    };
     let mut opts = opts;
-    opts.selector = Selector::new(rules, time(&a.min_time, "--min-time")?, time(&a.max_time, "--max-time")?);
-    let wait = if a.wait {
-        Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64))
-    } else {
-        None
-    };
+    opts.selector = Selector::new(rules, a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));
+    let wait = if a.wait { Some(std::time::Duration::from_millis(a.wait_interval as u64)) } else { None };
 
     let status = Arc::new(Status::default());
     status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
