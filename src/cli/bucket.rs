@@ -18,16 +18,15 @@ use strata::block::list_blocks;
 use strata::block::Block;
 use strata::bucket::replicate::ReplicateFilter;
 use strata::bucket::sync::{cleanup, plan_cleanup, CleanupReason};
-use strata::bucket::time::{now_ms, parse_rfc3339_ms};
 use strata::bucket::{
     BlockInfo, Bucket, BucketError, CleanupOptions, DownloadOptions, ErrorKind, ObjstoreConfig, SyncOptions, Synced,
     UploadOptions,
 };
 use strata::compact::rewrite::{analyse, rewrite_block, Rewrite};
 use strata::format::meta::{BlockMeta, ThanosMeta, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
-use strata::gofmt::{go_duration_ms, rfc3339_ms};
 use strata::job::http::Status;
 use strata::job::run::{downsample_pass, retention_pass, IterationReport, JobOptions};
+use strata::time::{go_duration_ms, now_ms, parse_rfc3339_ms, rfc3339_ms};
 
 use super::flags::duration_ms;
 

@@ -126,7 +126,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
         (None, None) => Vec::new(),
     };
-    let now = strata::compact::run::now_ms();
+    let now = strata::time::now_ms();
     let mut opts = opts;
     opts.selector = Selector::new(rules, a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));
     let wait = if a.wait { Some(std::time::Duration::from_millis(a.wait_interval as u64)) } else { None };

@@ -654,7 +654,7 @@ pub async fn downsample_pass(
             tracing::info!(
                 group = group.as_str(),
                 block = %id,
-                resolution = crate::gofmt::go_duration_ms(resolution),
+                resolution = crate::time::go_duration_ms(resolution),
                 bytes,
                 series = meta.stats.num_series,
                 "downsampling started"
@@ -690,7 +690,7 @@ pub async fn downsample_pass(
                     group = group.as_str(),
                     source = %id,
                     output = %new,
-                    resolution = crate::gofmt::go_duration_ms(resolution),
+                    resolution = crate::time::go_duration_ms(resolution),
                     duration_ms = ms(started.elapsed()),
                     "downsampled"
                 );
