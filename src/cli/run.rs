@@ -88,6 +88,22 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = job_options(&a)?;
+    let wait = if a.wait { Some(std::time::Duration::from_millis(a.wait_interval as u64)) } else { None };
+
+    let status = Arc::new(Status::default());
+    status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
+    let server = serve(&a.http_address, status.clone())?;
+    tracing::info!(address = %server.addr, "serving");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    // What the last iteration could not do (one-shot runs exit non-zero on it).
+    let mut failed: Vec<PlanFailure> = Vec::new();
+    let result = rt.block_on(run_compactor(&a.objstore, &opts, status, wait, &mut failed));
+    Ok(exit_code(result, wait.is_some(), &failed))
+}
+
+/// The job's options from the flags; the relabel rules are read and parsed here.
+fn job_options(a: &RunArgs) -> anyhow::Result<JobOptions> {
     let ranges = a.block_ranges.clone();
     let (replica_labels, dedup) = a.dedup.parse()?;
     let consistency_delay_ms = a.consistency_delay;
@@ -129,73 +145,73 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let now = strata::time::now_ms();
     let mut opts = opts;
     opts.selector = Selector::new(rules, a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));
-    let wait = if a.wait { Some(std::time::Duration::from_millis(a.wait_interval as u64)) } else { None };
+    Ok(opts)
+}
 
-    let status = Arc::new(Status::default());
-    status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
-    let server = serve(&a.http_address, status.clone())?;
-    tracing::info!(address = %server.addr, "serving");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+/// Opens the bucket and runs the job until it ends (one-shot), fails, or SIGTERM stops it;
+/// `failed` keeps what the last iteration could not do.
+async fn run_compactor(
+    objstore: &ObjstoreFlags,
+    opts: &JobOptions,
+    status: Arc<Status>,
+    wait: Option<std::time::Duration>,
+    failed: &mut Vec<PlanFailure>,
+) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    // What the last iteration could not do (one-shot runs exit non-zero on it).
-    let mut failed: Vec<PlanFailure> = Vec::new();
-    let result = rt.block_on(async {
-        let bucket = a.objstore.open().await?;
-        status.enable_marks(bucket.clone());
-        let cfg_desc = a.objstore.load().map(|c| c.describe()).unwrap_or_default();
-        tracing::info!(
-            bucket = cfg_desc,
-            mode = if wait.is_some() { "wait" } else { "one-shot" },
-            "starting compactor"
-        );
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    term.recv().await;
-                    stop.store(true, Ordering::Relaxed);
-                }
-            });
-        }
-        // The library logs each event as it happens; only the outcome is kept here.
-        let report = |r: &Result<IterationReport, JobError>| match r {
-            Ok(rep) => failed = rep.failed.clone(),
-            Err(e) if e.is_transient() => {}
-            Err(e) => tracing::error!(err = %e, "iteration failed"),
-        };
-        let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
-        let st = bucket.stats();
-        tracing::info!(
-            http_requests = st.http_requests,
-            retried_failures = st.transient_failures,
-            server_errors = st.server_errors,
-            throttled = st.throttled,
-            timeouts = st.timeouts,
-            network_errors = st.network_errors,
-            "bucket requests"
-        );
-        r
-    });
-    // The exit code, decided here only: 1 when the job stopped, or when a one-shot run
-    // left plans undone for a reason other than a bad source block.
+    let bucket = objstore.open().await?;
+    status.enable_marks(bucket.clone());
+    let cfg_desc = objstore.load().map(|c| c.describe()).unwrap_or_default();
+    tracing::info!(bucket = cfg_desc, mode = if wait.is_some() { "wait" } else { "one-shot" }, "starting compactor");
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    // The library logs each event as it happens; only the outcome is kept here.
+    let report = |r: &Result<IterationReport, JobError>| match r {
+        Ok(rep) => *failed = rep.failed.clone(),
+        Err(e) if e.is_transient() => {}
+        Err(e) => tracing::error!(err = %e, "iteration failed"),
+    };
+    let r = run_job(&bucket, opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
+    let st = bucket.stats();
+    tracing::info!(
+        http_requests = st.http_requests,
+        retried_failures = st.transient_failures,
+        server_errors = st.server_errors,
+        throttled = st.throttled,
+        timeouts = st.timeouts,
+        network_errors = st.network_errors,
+        "bucket requests"
+    );
+    r
+}
+
+/// The exit code, decided here only: 1 when the job stopped, or when a one-shot run left
+/// plans undone for a reason other than a bad source block.
+fn exit_code(result: anyhow::Result<()>, waiting: bool, failed: &[PlanFailure]) -> ExitCode {
     let fail = |msg: String| {
         if std::io::stderr().is_terminal() {
             eprintln!("strata run: {msg}");
         }
     };
     match result {
-        Ok(()) if wait.is_none() && !failed.is_empty() => {
+        Ok(()) if !waiting && !failed.is_empty() => {
             let what: Vec<String> = failed.iter().map(|f| f.to_string()).collect();
             let msg = format!("{} plan(s) not done: {}", failed.len(), what.join("; "));
             fail(msg.clone());
             tracing::error!(failed = failed.len(), err = msg, "compactor finished with failures");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             fail(format!("{e:#}"));
             tracing::error!(err = format!("{e:#}"), "compactor stopped");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
     }
 }
