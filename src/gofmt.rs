@@ -3,9 +3,6 @@
 //!
 //! Owns: `%g` for float64. Times and durations are in [`crate::time`].
 
-/// Kept for `cli/bucket.rs` and `cli/run.rs` until they import from [`crate::time`].
-pub use crate::time::{go_duration_ms, rfc3339_ms};
-
 /// Formats like Go's `fmt.Sprintf("%g", v)`: shortest round-trip digits; exponent form
 /// when the decimal exponent is below -4 or at least 6 (Go decides with precision 6 when
 /// the precision is "shortest"), the exponent with at least two digits.

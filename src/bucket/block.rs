@@ -133,6 +133,27 @@ pub fn parse_meta(id: Ulid, bytes: &[u8]) -> MetaRead {
     }
 }
 
+/// Runs every check of `strata verify` on a downloaded block in `dir`; the first problem
+/// fails the download.
+async fn verify_downloaded(id: Ulid, dir: &Path) -> Result<()> {
+    let t = dir.to_path_buf();
+    let (problems, _) = tokio::task::spawn_blocking(move || crate::verify::verify_block(&t))
+        .await
+        .map_err(|e| BucketError::block(id, format!("verify task failed: {e}")))??;
+    if let Some(p) = problems.first() {
+        return Err(BucketError::block(
+            id,
+            format!(
+                "downloaded block fails verification ({} problems), first: {}: {}",
+                problems.len(),
+                p.file,
+                p.message
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Bucket {
     /// ULIDs of the blocks (`<ULID>/` directories) in the bucket, sorted. Other
     /// top-level names (`debug/`, `bucket-cache/`, ...) are passed over.
@@ -382,19 +403,49 @@ impl Bucket {
         if tokio::fs::try_exists(&dest).await.map_err(|e| LocalError::io(&dest, e))? {
             return Err(BucketError::block(id, format!("{} exists already", dest.display())));
         }
+        let (meta, meta_bytes) = self.download_meta(id).await?;
+        let objects = self.downloadable_files(id, &meta).await?;
+
+        let tmp = parent.join(format!("{id}.tmp-for-creation"));
+        let guard = TmpDir(Some(tmp.clone()));
+        if tokio::fs::try_exists(&tmp).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&tmp).await.map_err(|e| LocalError::io(&tmp, e))?;
+        }
+        tokio::fs::create_dir_all(tmp.join(CHUNKS_DIR)).await.map_err(|e| LocalError::io(&tmp, e))?;
+        let meta_bytes_len = meta_bytes.len() as u64;
+        self.fetch_block_files(id, &tmp, &objects, meta_bytes, opts.concurrency).await?;
+        if opts.verify {
+            verify_downloaded(id, &tmp).await?;
+        }
+        tokio::fs::rename(&tmp, &dest).await.map_err(|e| LocalError::io(&dest, e))?;
+        guard.disarm();
+        let d = dest.clone();
+        let p = parent.to_path_buf();
+        let _ = tokio::task::spawn_blocking(move || crate::block::writer::sync_dir(&p).map(|_| d)).await;
+        let bytes = objects.iter().map(|(_, s)| *s).sum::<u64>() + meta_bytes_len;
+        transfer_event("block downloaded", id, bytes, objects.len() + 1, started.elapsed(), self.name());
+        Ok(dest)
+    }
+
+    /// Block `id`'s meta.json, parsed, and its bytes as stored.
+    async fn download_meta(&self, id: Ulid) -> Result<(BlockMeta, Bytes)> {
         let meta_bytes = self.get(&block_key(id, META_FILE)).await?.ok_or_else(|| {
             BucketError::block(
                 id,
                 format!("no meta.json in {} (a partial upload, or a block being deleted)", self.name()),
             )
         })?;
-        let meta = match parse_meta(id, &meta_bytes) {
-            MetaRead::Ok(m) => m,
-            MetaRead::Corrupt(why) => {
-                return Err(BucketError::block(id, format!("meta.json in {}: {why}", self.name())))
-            }
+        match parse_meta(id, &meta_bytes) {
+            MetaRead::Ok(m) => Ok((m, meta_bytes)),
+            MetaRead::Corrupt(why) => Err(BucketError::block(id, format!("meta.json in {}: {why}", self.name()))),
             MetaRead::Missing => unreachable!(),
-        };
+        }
+    }
+
+    /// The index, tombstones and chunk files of block `id` with their sizes, checked
+    /// against the files its meta.json lists (what the uploader recorded must match
+    /// what is there).
+    async fn downloadable_files(&self, id: Ulid, meta: &BlockMeta) -> Result<Vec<(String, u64)>> {
         let prefix = format!("{id}/");
         let objects: Vec<(String, u64)> = self
             .list(&id.to_string())
@@ -411,38 +462,37 @@ impl Bucket {
         if !objects.iter().any(|(r, _)| r == INDEX_FILE) {
             return Err(BucketError::block(id, format!("no index in {}", self.name())));
         }
-        // What the uploader recorded must match what is there.
-        if let Some(t) = &meta.thanos {
-            for f in t.files.iter().filter(|f| f.rel_path != META_FILE) {
-                match objects.iter().find(|(r, _)| *r == f.rel_path) {
-                    None => {
-                        return Err(BucketError::block(
-                            id,
-                            format!("{} is listed in meta.json but missing from {}", f.rel_path, self.name()),
-                        ))
-                    }
-                    Some((_, size)) if f.size_bytes != 0 && *size != f.size_bytes as u64 => {
-                        return Err(BucketError::block(
-                            id,
-                            format!(
-                                "{} is {size} bytes in {}, meta.json says {}",
-                                f.rel_path,
-                                self.name(),
-                                f.size_bytes
-                            ),
-                        ))
-                    }
-                    Some(_) => {}
+        let Some(t) = &meta.thanos else { return Ok(objects) };
+        for f in t.files.iter().filter(|f| f.rel_path != META_FILE) {
+            match objects.iter().find(|(r, _)| *r == f.rel_path) {
+                None => {
+                    return Err(BucketError::block(
+                        id,
+                        format!("{} is listed in meta.json but missing from {}", f.rel_path, self.name()),
+                    ))
                 }
+                Some((_, size)) if f.size_bytes != 0 && *size != f.size_bytes as u64 => {
+                    return Err(BucketError::block(
+                        id,
+                        format!("{} is {size} bytes in {}, meta.json says {}", f.rel_path, self.name(), f.size_bytes),
+                    ))
+                }
+                Some(_) => {}
             }
         }
+        Ok(objects)
+    }
 
-        let tmp = parent.join(format!("{id}.tmp-for-creation"));
-        let guard = TmpDir(Some(tmp.clone()));
-        if tokio::fs::try_exists(&tmp).await.unwrap_or(false) {
-            tokio::fs::remove_dir_all(&tmp).await.map_err(|e| LocalError::io(&tmp, e))?;
-        }
-        tokio::fs::create_dir_all(tmp.join(CHUNKS_DIR)).await.map_err(|e| LocalError::io(&tmp, e))?;
+    /// Downloads `objects` of block `id` into `tmp`, `concurrency` at once, each checked
+    /// against its listed size; then writes meta.json and syncs the directories.
+    async fn fetch_block_files(
+        &self,
+        id: Ulid,
+        tmp: &Path,
+        objects: &[(String, u64)],
+        meta_bytes: Bytes,
+        concurrency: usize,
+    ) -> Result<()> {
         let jobs: Vec<(String, PathBuf, String, u64)> =
             objects.iter().map(|(rel, size)| (block_key(id, rel), tmp.join(rel), rel.clone(), *size)).collect();
         futures::stream::iter(jobs)
@@ -456,12 +506,11 @@ impl Bucket {
                 }
                 Ok(())
             })
-            .buffer_unordered(opts.concurrency.max(1))
+            .buffer_unordered(concurrency.max(1))
             .try_collect::<Vec<()>>()
             .await?;
         let meta_path = tmp.join(META_FILE);
-        let meta_bytes_len = meta_bytes.len() as u64;
-        let t = tmp.clone();
+        let t = tmp.to_path_buf();
         tokio::task::spawn_blocking(move || -> crate::Result<()> {
             crate::block::writer::write_synced(&meta_path, &meta_bytes)?;
             crate::block::writer::sync_dir(&t.join(CHUNKS_DIR))?;
@@ -469,31 +518,7 @@ impl Bucket {
         })
         .await
         .map_err(|e| BucketError::block(id, format!("sync task failed: {e}")))??;
-        if opts.verify {
-            let t = tmp.clone();
-            let (problems, _) = tokio::task::spawn_blocking(move || crate::verify::verify_block(&t))
-                .await
-                .map_err(|e| BucketError::block(id, format!("verify task failed: {e}")))??;
-            if let Some(p) = problems.first() {
-                return Err(BucketError::block(
-                    id,
-                    format!(
-                        "downloaded block fails verification ({} problems), first: {}: {}",
-                        problems.len(),
-                        p.file,
-                        p.message
-                    ),
-                ));
-            }
-        }
-        tokio::fs::rename(&tmp, &dest).await.map_err(|e| LocalError::io(&dest, e))?;
-        guard.disarm();
-        let d = dest.clone();
-        let p = parent.to_path_buf();
-        let _ = tokio::task::spawn_blocking(move || crate::block::writer::sync_dir(&p).map(|_| d)).await;
-        let bytes = objects.iter().map(|(_, s)| *s).sum::<u64>() + meta_bytes_len;
-        transfer_event("block downloaded", id, bytes, objects.len() + 1, started.elapsed(), self.name());
-        Ok(dest)
+        Ok(())
     }
 
     /// Deletes block `id` in Thanos's order: meta.json, then every other object but the

@@ -415,17 +415,7 @@ fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
         &f.path("sse_config"),
         &["type", "kms_key_id", "kms_encryption_context", "encryption_key"],
     )?;
-    let lookup = match f.string("bucket_lookup_type")?.as_str() {
-        "" | "auto" => BucketLookup::Auto,
-        "virtual-hosted" => BucketLookup::VirtualHosted,
-        "path" => BucketLookup::Path,
-        other => {
-            return Err(err(
-                f.path("bucket_lookup_type"),
-                format!("unsupported bucket lookup type {other:?} (want auto, virtual-hosted or path)"),
-            ))
-        }
-    };
+    let lookup = parse_bucket_lookup(&f)?;
     let c = S3Config {
         bucket: f.string("bucket")?,
         endpoint: f.string("endpoint")?,
@@ -454,7 +444,26 @@ fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
         sts_endpoint: f.string("sts_endpoint")?,
         max_retries: f.int("max_retries", 0)?,
     };
-    // Thanos's checks (providers/s3/s3.go validate), plus a required bucket.
+    validate_s3(&c)?;
+    Ok(c)
+}
+
+fn parse_bucket_lookup(f: &Fields) -> Result<BucketLookup> {
+    Ok(match f.string("bucket_lookup_type")?.as_str() {
+        "" | "auto" => BucketLookup::Auto,
+        "virtual-hosted" => BucketLookup::VirtualHosted,
+        "path" => BucketLookup::Path,
+        other => {
+            return Err(err(
+                f.path("bucket_lookup_type"),
+                format!("unsupported bucket lookup type {other:?} (want auto, virtual-hosted or path)"),
+            ))
+        }
+    })
+}
+
+/// Thanos's checks (providers/s3/s3.go validate), plus a required bucket.
+fn validate_s3(c: &S3Config) -> Result<()> {
     if c.bucket.is_empty() {
         return Err(err("config.bucket", "missing required key (the S3 bucket name)"));
     }
@@ -511,7 +520,7 @@ fn parse_s3(v: Option<&Value>) -> Result<S3Config> {
     if c.max_retries < 0 {
         return Err(err("config.max_retries", "must not be negative"));
     }
-    Ok(c)
+    Ok(())
 }
 
 fn parse_gcs(v: Option<&Value>) -> Result<GcsConfig> {

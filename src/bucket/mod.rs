@@ -23,7 +23,6 @@ pub mod error;
 pub mod replicate;
 pub mod store;
 pub mod sync;
-pub mod time;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,21 +16,19 @@ use ulid::Ulid;
 
 use strata::block::list_blocks;
 use strata::block::Block;
-use strata::bucket::block::MARKERS;
 use strata::bucket::replicate::ReplicateFilter;
 use strata::bucket::sync::{cleanup, plan_cleanup, CleanupReason};
-use strata::bucket::time::{now_ms, parse_rfc3339_ms};
 use strata::bucket::{
     BlockInfo, Bucket, BucketError, CleanupOptions, DownloadOptions, ErrorKind, ObjstoreConfig, SyncOptions, Synced,
     UploadOptions,
 };
 use strata::compact::rewrite::{analyse, rewrite_block, Rewrite};
 use strata::format::meta::{BlockMeta, ThanosMeta, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
-use strata::gofmt::{go_duration_ms, rfc3339_ms};
 use strata::job::http::Status;
 use strata::job::run::{downsample_pass, retention_pass, IterationReport, JobOptions};
+use strata::time::{go_duration_ms, now_ms, parse_rfc3339_ms, rfc3339_ms};
 
-use super::parse_duration_ms;
+use super::flags::duration_ms;
 
 #[derive(Args)]
 pub struct BucketArgs {
@@ -109,8 +107,8 @@ enum BucketCommand {
         #[arg(long = "id", required = true)]
         ids: Vec<Ulid>,
         /// deletion-mark.json, no-compact-mark.json or no-downsample-mark.json.
-        #[arg(long)]
-        marker: String,
+        #[arg(long, value_enum)]
+        marker: MarkerFlag,
         /// Human-readable details stored in the marker.
         #[arg(long, default_value = "")]
         details: String,
@@ -121,10 +119,10 @@ enum BucketCommand {
     /// Deletes blocks marked for deletion longer than --delete-delay, and partial
     /// uploads nothing was written to for 48h (or the consistency delay, if longer).
     Cleanup {
-        #[arg(long = "delete-delay", default_value = "48h")]
-        delete_delay: String,
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "delete-delay", default_value = "48h", value_parser = duration_ms)]
+        delete_delay: i64,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         /// Only print what would be deleted.
         #[arg(long = "dry-run")]
         dry_run: bool,
@@ -138,7 +136,7 @@ enum BucketCommand {
         #[arg(long = "label", required = true)]
         labels: Vec<String>,
         /// thanos.source written into meta.json.
-        #[arg(long, default_value = "bucket.upload")]
+        #[arg(long, default_value = "bucket.upload", value_parser = clap::builder::PossibleValuesParser::new(SOURCES))]
         source: String,
         /// Chunk files uploaded at once per block.
         #[arg(long, default_value_t = 4)]
@@ -146,27 +144,7 @@ enum BucketCommand {
     },
     /// Restores the blocks of a time range into a directory Prometheus can open (raw
     /// blocks only unless --include-downsampled).
-    Download {
-        dir: PathBuf,
-        /// Start: ms since the epoch, RFC 3339, or a duration before now (`-3d`).
-        #[arg(long = "min-time", allow_hyphen_values = true)]
-        min_time: Option<String>,
-        /// End (inclusive), same forms.
-        #[arg(long = "max-time", allow_hyphen_values = true)]
-        max_time: Option<String>,
-        /// Only blocks with this external label k=v (repeatable; all must match).
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// Also 5m and 1h blocks (Prometheus cannot read their aggregate chunks).
-        #[arg(long = "include-downsampled")]
-        include_downsampled: bool,
-        /// Verify each block before it is renamed into place.
-        #[arg(long)]
-        verify: bool,
-        /// Files downloaded at once.
-        #[arg(long, visible_alias = "compact.blocks-fetch-concurrency", default_value_t = 4)]
-        concurrency: usize,
-    },
+    Download(DownloadArgs),
     /// Rewrites blocks into new ones without the series or samples a deletion config
     /// names and with relabel rules applied (Thanos's `tools bucket rewrite`); a dry
     /// run unless --no-dry-run. The new block is uploaded meta.json last; with
@@ -197,40 +175,15 @@ enum BucketCommand {
     #[command(
         after_help = "Example:\n  strata bucket replicate --objstore.config-file eu.yaml --objstore-to.config-file backup.yaml \\\n    --matcher 'cluster=\"eu1\"' --resolution 0s"
     )]
-    Replicate {
-        #[command(flatten)]
-        to: ObjstoreToFlags,
-        /// Resolutions copied (repeatable: 0s, 5m, 1h).
-        #[arg(long = "resolution", default_values = ["0s", "5m", "1h"])]
-        resolutions: Vec<String>,
-        /// Lowest compaction level copied.
-        #[arg(long = "compaction-min", default_value_t = 1)]
-        compaction_min: u32,
-        /// Highest compaction level copied.
-        #[arg(long = "compaction-max", default_value_t = 4)]
-        compaction_max: u32,
-        /// Only blocks whose external labels match this selector, e.g.
-        /// `{cluster="eu1"}` (repeatable; all must match).
-        #[arg(long = "matcher")]
-        matchers: Vec<String>,
-        /// Only these blocks (repeatable).
-        #[arg(long = "id")]
-        ids: Vec<Ulid>,
-        /// Only blocks overlapping [--min-time, --max-time]: ms, RFC 3339, or a
-        /// duration before now (-3d).
-        #[arg(long = "min-time", allow_hyphen_values = true)]
-        min_time: Option<String>,
-        #[arg(long = "max-time", allow_hyphen_values = true)]
-        max_time: Option<String>,
-    },
+    Replicate(ReplicateArgs),
     /// Marks the blocks the retention flags expire for deletion, once: the retention
     /// phase of `strata run` alone.
     #[command(
         after_help = "Example:\n  strata bucket retention --objstore.config-file bucket.yaml --retention.resolution-raw 90d"
     )]
     Retention {
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         #[command(flatten)]
         retention: super::RetentionFlags,
     },
@@ -243,8 +196,8 @@ enum BucketCommand {
         /// Scratch space for downloaded and downsampled blocks.
         #[arg(long = "data-dir", default_value = "./data")]
         data_dir: PathBuf,
-        #[arg(long = "consistency-delay", default_value = "30m")]
-        consistency_delay: String,
+        #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+        consistency_delay: i64,
         #[arg(long = "compact.blocks-fetch-concurrency", default_value_t = 4)]
         blocks_fetch_concurrency: usize,
         /// Stop at the first block that fails instead of marking it no-downsample.
@@ -253,6 +206,59 @@ enum BucketCommand {
     },
     /// Serves the bucket viewer (blocks page, its API, mark buttons) until stopped.
     Web(super::web::WebArgs),
+}
+
+/// `strata bucket download`'s flags.
+#[derive(Args)]
+struct DownloadArgs {
+    dir: PathBuf,
+    /// Start: ms since the epoch, RFC 3339, or a duration before now (`-3d`).
+    #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    min_time: Option<TimeArg>,
+    /// End (inclusive), same forms.
+    #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    max_time: Option<TimeArg>,
+    /// Only blocks with this external label k=v (repeatable; all must match).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Also 5m and 1h blocks (Prometheus cannot read their aggregate chunks).
+    #[arg(long = "include-downsampled")]
+    include_downsampled: bool,
+    /// Verify each block before it is renamed into place.
+    #[arg(long)]
+    verify: bool,
+    /// Files downloaded at once.
+    #[arg(long, visible_alias = "compact.blocks-fetch-concurrency", default_value_t = 4)]
+    concurrency: usize,
+}
+
+/// `strata bucket replicate`'s flags.
+#[derive(Args)]
+struct ReplicateArgs {
+    #[command(flatten)]
+    to: ObjstoreToFlags,
+    /// Resolutions copied (repeatable: 0s, 5m, 1h).
+    #[arg(long = "resolution", default_values = ["0s", "5m", "1h"], value_parser = duration_ms)]
+    resolutions: Vec<i64>,
+    /// Lowest compaction level copied.
+    #[arg(long = "compaction-min", default_value_t = 1)]
+    compaction_min: u32,
+    /// Highest compaction level copied.
+    #[arg(long = "compaction-max", default_value_t = 4)]
+    compaction_max: u32,
+    /// Only blocks whose external labels match this selector, e.g.
+    /// `{cluster="eu1"}` (repeatable; all must match).
+    #[arg(long = "matcher")]
+    matchers: Vec<String>,
+    /// Only these blocks (repeatable).
+    #[arg(long = "id")]
+    ids: Vec<Ulid>,
+    /// Only blocks overlapping [--min-time, --max-time]: ms, RFC 3339, or a
+    /// duration before now (-3d).
+    #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    min_time: Option<TimeArg>,
+    #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    max_time: Option<TimeArg>,
 }
 
 /// `--objstore-to.config-file` / `--objstore-to.config`: the destination of replicate.
@@ -290,6 +296,41 @@ impl ObjstoreToFlags {
     }
 }
 
+/// `mark --marker`: the marker file written or removed.
+#[derive(Clone, Copy, ValueEnum)]
+enum MarkerFlag {
+    #[value(name = "deletion-mark.json")]
+    Deletion,
+    #[value(name = "no-compact-mark.json")]
+    NoCompact,
+    #[value(name = "no-downsample-mark.json")]
+    NoDownsample,
+}
+
+impl MarkerFlag {
+    fn file(self) -> &'static str {
+        match self {
+            MarkerFlag::Deletion => DELETION_MARK,
+            MarkerFlag::NoCompact => NO_COMPACT_MARK,
+            MarkerFlag::NoDownsample => NO_DOWNSAMPLE_MARK,
+        }
+    }
+}
+
+/// `upload --source`: the thanos.source values Thanos knows.
+const SOURCES: [&str; 10] = [
+    "",
+    "sidecar",
+    "receive",
+    "compactor",
+    "compactor.repair",
+    "ruler",
+    "bucket.repair",
+    "bucket.rewrite",
+    "bucket.upload",
+    "test",
+];
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LsFormat {
     Plain,
@@ -311,189 +352,165 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
         deduplicate: false,
         now_ms: None,
     };
+    let objstore = &args.objstore;
     match args.command {
-        BucketCommand::Web(w) => super::web::run(&args.objstore, sync_all, w).await,
-        BucketCommand::Ls { output } => {
-            let bucket = args.objstore.open().await?;
-            let synced = strata::bucket::sync::sync(&bucket, &sync_all).await?;
-            report_sync_problems(&synced);
-            ls(&synced, output)
-        }
-        BucketCommand::Inspect => {
-            let bucket = args.objstore.open().await?;
-            let synced = strata::bucket::sync::sync(&bucket, &sync_all).await?;
-            report_sync_problems(&synced);
-            inspect(&synced)
-        }
+        BucketCommand::Web(w) => super::web::run(objstore, sync_all, w).await,
+        BucketCommand::Ls { output } => ls(&synced_blocks(objstore, &sync_all).await?, output),
+        BucketCommand::Inspect => inspect(&synced_blocks(objstore, &sync_all).await?),
         BucketCommand::Verify { ids, data_dir, concurrency } => {
-            let bucket = args.objstore.open().await?;
+            let bucket = objstore.open().await?;
             verify(&bucket, &sync_all, &ids, data_dir, concurrency).await
         }
         BucketCommand::Mark { ids, marker, details, remove } => {
-            let name = MARKERS
-                .iter()
-                .copied()
-                .find(|m| *m == marker)
-                .with_context(|| format!("--marker {marker:?}: want one of {}", MARKERS.join(", ")))?;
-            let bucket = args.objstore.open().await?;
-            mark(&bucket, &ids, name, &details, remove).await
+            let bucket = objstore.open().await?;
+            mark(&bucket, &ids, marker, &details, remove).await
         }
         BucketCommand::Cleanup { delete_delay, consistency_delay, dry_run } => {
-            let opts = CleanupOptions {
-                delete_delay_ms: parse_duration_ms(&delete_delay).context("--delete-delay")?,
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-            };
-            let bucket = args.objstore.open().await?;
-            let sync_opts = SyncOptions {
-                consistency_delay_ms: opts.consistency_delay_ms,
-                delete_delay_ms: opts.delete_delay_ms,
-                ..sync_all
-            };
-            run_cleanup(&bucket, &sync_opts, &opts, dry_run).await
+            cleanup_cmd(objstore, sync_all, delete_delay, consistency_delay, dry_run).await
         }
         BucketCommand::Upload { dir, labels, source, concurrency } => {
             let labels = parse_labels(&labels)?;
             if labels.is_empty() {
                 bail!("--label: at least one external label is needed (Thanos refuses blocks without them)");
             }
-            const SOURCES: [&str; 10] = [
-                "",
-                "sidecar",
-                "receive",
-                "compactor",
-                "compactor.repair",
-                "ruler",
-                "bucket.repair",
-                "bucket.rewrite",
-                "bucket.upload",
-                "test",
-            ];
-            if !SOURCES.contains(&source.as_str()) {
-                bail!("--source {source:?}: want one of {}", SOURCES[1..].join(", "));
-            }
             let blocks = list_blocks(&dir)?;
-            let bucket = args.objstore.open().await?;
+            let bucket = objstore.open().await?;
             upload(&bucket, &blocks, &labels, &source, concurrency).await
         }
-        BucketCommand::Download { dir, min_time, max_time, labels, include_downsampled, verify, concurrency } => {
-            let now = now_ms();
-            let min = match &min_time {
-                Some(s) => parse_time_arg(s, now).with_context(|| format!("--min-time {s:?}"))?,
-                None => i64::MIN,
-            };
-            let max = match &max_time {
-                Some(s) => parse_time_arg(s, now).with_context(|| format!("--max-time {s:?}"))?,
-                None => i64::MAX,
-            };
-            if min > max {
-                bail!("--min-time is after --max-time");
-            }
-            let labels = parse_labels(&labels)?;
-            let bucket = args.objstore.open().await?;
-            // Like a store gateway: blocks marked for deletion long ago and blocks whose
-            // data a compacted block holds too are left out, so nothing is doubled.
-            let sync_opts = SyncOptions { delete_delay_ms: 48 * 3_600_000, deduplicate: true, ..sync_all };
-            download(&bucket, &sync_opts, &dir, min, max, &labels, include_downsampled, verify, concurrency).await
-        }
+        BucketCommand::Download(d) => download_cmd(objstore, sync_all, d).await,
         BucketCommand::Rewrite { ids, flags, delete_blocks, tmp_dir, concurrency } => {
             let rewrite = flags.load()?;
-            let bucket = args.objstore.open().await?;
+            let bucket = objstore.open().await?;
             let opts = RewriteRun { dry_run: flags.dry_run(), delete_blocks, concurrency: concurrency.max(1) };
             bucket_rewrite(&bucket, &sync_all, &ids, &rewrite, tmp_dir, &opts).await
         }
-        BucketCommand::Replicate {
-            to,
-            resolutions,
-            compaction_min,
-            compaction_max,
-            matchers,
-            ids,
-            min_time,
-            max_time,
-        } => {
-            let now = now_ms();
-            let mut filter = ReplicateFilter {
-                compaction_min,
-                compaction_max,
-                ids,
-                min_time: i64::MIN,
-                max_time: i64::MAX,
-                ..Default::default()
-            };
-            for r in &resolutions {
-                filter.resolutions.push(parse_duration_ms(r).with_context(|| format!("--resolution {r:?}"))?);
-            }
-            for m in &matchers {
-                let text = if m.trim_start().starts_with('{') { m.clone() } else { format!("{{{m}}}") };
-                filter.matchers.push(
-                    strata::labels::Selector::parse(&text)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(|| format!("--matcher {m:?}"))?,
-                );
-            }
-            if let Some(s) = &min_time {
-                filter.min_time = parse_time_arg(s, now).with_context(|| format!("--min-time {s:?}"))?;
-            }
-            if let Some(s) = &max_time {
-                filter.max_time = parse_time_arg(s, now).with_context(|| format!("--max-time {s:?}"))?;
-            }
-            let from = args.objstore.open().await?;
-            let to = to.open().await?;
-            replicate(&from, &to, &filter, &sync_all).await
-        }
+        BucketCommand::Replicate(r) => replicate_cmd(objstore, &sync_all, r).await,
         BucketCommand::Retention { consistency_delay, retention } => {
-            let retention = retention.parse()?;
-            if retention.is_unlimited() {
-                bail!("no retention set: give --retention.resolution-raw, -5m or -1h");
-            }
-            let sync = SyncOptions {
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-                ..sync_all
-            };
-            let opts = tool_job_options(std::env::temp_dir(), sync, retention, 1, false);
-            let bucket = args.objstore.open().await?;
-            let status = Status::default();
-            let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
-            report_sync_problems(&synced);
-            let mut report = IterationReport::default();
-            retention_pass(&bucket, &opts, &status, &synced, &mut report).await?;
-            for id in &report.expired {
-                println!("{id}: marked for deletion (retention)");
-            }
-            eprintln!("strata bucket retention: {} blocks marked for deletion", report.expired.len());
-            Ok(ExitCode::SUCCESS)
+            retention_cmd(objstore, sync_all, consistency_delay, &retention).await
         }
         BucketCommand::Downsample { data_dir, consistency_delay, blocks_fetch_concurrency, halt_on_error } => {
-            let sync = SyncOptions {
-                consistency_delay_ms: parse_duration_ms(&consistency_delay).context("--consistency-delay")?,
-                delete_delay_ms: 48 * 3_600_000,
-                ..sync_all
-            };
+            let sync =
+                SyncOptions { consistency_delay_ms: consistency_delay, delete_delay_ms: 48 * 3_600_000, ..sync_all };
             let opts =
                 tool_job_options(data_dir, sync, Default::default(), blocks_fetch_concurrency.max(1), halt_on_error);
-            std::fs::create_dir_all(&opts.data_dir)
-                .with_context(|| format!("--data-dir {}", opts.data_dir.display()))?;
-            let bucket = args.objstore.open().await?;
-            let status = Status::default();
-            let mut report = IterationReport::default();
-            // Each pass writes what is due now; a new 5m block may make a 1h one due.
-            loop {
-                let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
-                report_sync_problems(&synced);
-                if downsample_pass(&bucket, &opts, &status, &synced, &mut report).await? == 0 {
-                    break;
-                }
-            }
-            for (src, new, res) in &report.downsampled {
-                println!("{src}: downsampled to {} into {new}", go_duration_ms(*res));
-            }
-            for w in &report.warnings {
-                eprintln!("strata: warning: {w}");
-            }
-            eprintln!("strata bucket downsample: {} blocks written", report.downsampled.len());
-            Ok(if report.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            downsample_cmd(objstore, &opts).await
         }
     }
+}
+
+/// Opens the bucket and reads every block's meta.json and markers, printing what could
+/// not be read (`ls`, `inspect`).
+async fn synced_blocks(objstore: &ObjstoreFlags, sync_all: &SyncOptions) -> anyhow::Result<Synced> {
+    let bucket = objstore.open().await?;
+    let synced = strata::bucket::sync::sync(&bucket, sync_all).await?;
+    report_sync_problems(&synced);
+    Ok(synced)
+}
+
+/// `strata bucket cleanup`.
+async fn cleanup_cmd(
+    objstore: &ObjstoreFlags,
+    sync_all: SyncOptions,
+    delete_delay_ms: i64,
+    consistency_delay_ms: i64,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let opts = CleanupOptions { delete_delay_ms, consistency_delay_ms };
+    let bucket = objstore.open().await?;
+    let sync_opts = SyncOptions { consistency_delay_ms, delete_delay_ms, ..sync_all };
+    run_cleanup(&bucket, &sync_opts, &opts, dry_run).await
+}
+
+/// `strata bucket download`.
+async fn download_cmd(objstore: &ObjstoreFlags, sync_all: SyncOptions, d: DownloadArgs) -> anyhow::Result<ExitCode> {
+    let now = now_ms();
+    let min = d.min_time.map_or(i64::MIN, |t| t.at(now));
+    let max = d.max_time.map_or(i64::MAX, |t| t.at(now));
+    if min > max {
+        bail!("--min-time is after --max-time");
+    }
+    let labels = parse_labels(&d.labels)?;
+    let bucket = objstore.open().await?;
+    // Like a store gateway: blocks marked for deletion long ago and blocks whose
+    // data a compacted block holds too are left out, so nothing is doubled.
+    let sync_opts = SyncOptions { delete_delay_ms: 48 * 3_600_000, deduplicate: true, ..sync_all };
+    download(&bucket, &sync_opts, &d.dir, min, max, &labels, d.include_downsampled, d.verify, d.concurrency).await
+}
+
+/// `strata bucket replicate`.
+async fn replicate_cmd(objstore: &ObjstoreFlags, sync_all: &SyncOptions, r: ReplicateArgs) -> anyhow::Result<ExitCode> {
+    let now = now_ms();
+    let mut filter = ReplicateFilter {
+        resolutions: r.resolutions,
+        compaction_min: r.compaction_min,
+        compaction_max: r.compaction_max,
+        ids: r.ids,
+        min_time: r.min_time.map_or(i64::MIN, |t| t.at(now)),
+        max_time: r.max_time.map_or(i64::MAX, |t| t.at(now)),
+        ..Default::default()
+    };
+    for m in &r.matchers {
+        let text = if m.trim_start().starts_with('{') { m.clone() } else { format!("{{{m}}}") };
+        filter.matchers.push(
+            strata::labels::Selector::parse(&text)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--matcher {m:?}"))?,
+        );
+    }
+    let from = objstore.open().await?;
+    let to = r.to.open().await?;
+    replicate(&from, &to, &filter, sync_all).await
+}
+
+/// `strata bucket retention`: the retention phase of `strata run`, once.
+async fn retention_cmd(
+    objstore: &ObjstoreFlags,
+    sync_all: SyncOptions,
+    consistency_delay_ms: i64,
+    retention: &super::RetentionFlags,
+) -> anyhow::Result<ExitCode> {
+    let retention = retention.parse()?;
+    if retention.is_unlimited() {
+        bail!("no retention set: give --retention.resolution-raw, -5m or -1h");
+    }
+    let sync = SyncOptions { consistency_delay_ms, ..sync_all };
+    let opts = tool_job_options(std::env::temp_dir(), sync, retention, 1, false);
+    let bucket = objstore.open().await?;
+    let status = Status::default();
+    let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
+    report_sync_problems(&synced);
+    let mut report = IterationReport::default();
+    retention_pass(&bucket, &opts, &status, &synced, &mut report).await?;
+    for id in &report.expired {
+        println!("{id}: marked for deletion (retention)");
+    }
+    eprintln!("strata bucket retention: {} blocks marked for deletion", report.expired.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `strata bucket downsample`: the downsampling phase of `strata run`, repeated until
+/// nothing is left to downsample.
+async fn downsample_cmd(objstore: &ObjstoreFlags, opts: &JobOptions) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("--data-dir {}", opts.data_dir.display()))?;
+    let bucket = objstore.open().await?;
+    let status = Status::default();
+    let mut report = IterationReport::default();
+    // Each pass writes what is due now; a new 5m block may make a 1h one due.
+    loop {
+        let synced = strata::bucket::sync::sync(&bucket, &opts.sync).await?;
+        report_sync_problems(&synced);
+        if downsample_pass(&bucket, opts, &status, &synced, &mut report).await? == 0 {
+            break;
+        }
+    }
+    for (src, new, res) in &report.downsampled {
+        println!("{src}: downsampled to {} into {new}", go_duration_ms(*res));
+    }
+    for w in &report.warnings {
+        eprintln!("strata: warning: {w}");
+    }
+    eprintln!("strata bucket downsample: {} blocks written", report.downsampled.len());
+    Ok(if report.warnings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The job options the retention and downsampling phases read, for the tools that run
@@ -858,10 +875,11 @@ impl Drop for Scratch {
 async fn mark(
     bucket: &Bucket,
     ids: &[Ulid],
-    name: &'static str,
+    marker: MarkerFlag,
     details: &str,
     remove: bool,
 ) -> anyhow::Result<ExitCode> {
+    let name = marker.file();
     for id in ids {
         if remove {
             if bucket.remove_marker(*id, name).await? {
@@ -871,11 +889,10 @@ async fn mark(
             }
             continue;
         }
-        let wrote = match name {
-            DELETION_MARK => bucket.mark_for_deletion(*id, details).await?,
-            NO_COMPACT_MARK => bucket.mark_no_compact(*id, "manual", details).await?,
-            NO_DOWNSAMPLE_MARK => bucket.mark_no_downsample(*id, "manual", details).await?,
-            _ => unreachable!("checked against MARKERS"),
+        let wrote = match marker {
+            MarkerFlag::Deletion => bucket.mark_for_deletion(*id, details).await?,
+            MarkerFlag::NoCompact => bucket.mark_no_compact(*id, "manual", details).await?,
+            MarkerFlag::NoDownsample => bucket.mark_no_downsample(*id, "manual", details).await?,
         };
         if wrote {
             println!("{id}: wrote {name}");
@@ -1061,20 +1078,40 @@ fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// `--min-time`/`--max-time`: ms since the epoch, RFC 3339, or a duration relative to
-/// now (`-3d`, `-12h`, as Thanos accepts).
-pub(crate) fn parse_time_arg(s: &str, now: i64) -> anyhow::Result<i64> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
+/// A `--min-time`/`--max-time` value: ms since the epoch, RFC 3339, or a duration
+/// relative to now (`-3d`, `-12h`, as Thanos accepts), resolved by [`TimeArg::at`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TimeArg {
+    /// Milliseconds since the epoch.
+    At(i64),
+    /// Milliseconds from now (negative: before now).
+    FromNow(i64),
+}
+
+impl TimeArg {
+    /// Value parser: `#[arg(value_parser = TimeArg::parse)]`.
+    pub(crate) fn parse(s: &str) -> Result<TimeArg, String> {
+        if let Ok(ms) = s.parse::<i64>() {
+            return Ok(TimeArg::At(ms));
+        }
+        if let Some(ms) = parse_rfc3339_ms(s) {
+            return Ok(TimeArg::At(ms));
+        }
+        let (neg, d) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let ms = duration_ms(d).map_err(|e| {
+            format!("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d: {e}")
+        })?;
+        Ok(TimeArg::FromNow(if neg { -ms } else { ms }))
     }
-    if let Some(ms) = parse_rfc3339_ms(s) {
-        return Ok(ms);
+
+    /// Milliseconds since the epoch, relative values counted from `now`.
+    pub(crate) fn at(self, now: i64) -> i64 {
+        match self {
+            TimeArg::At(ms) => ms,
+            TimeArg::FromNow(ms) => now + ms,
+        }
     }
-    let (neg, d) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let ms = parse_duration_ms(d)
-        .context("want ms since the epoch, an RFC 3339 time or a duration before now such as -3d")?;
-    Ok(if neg { now - ms } else { now + ms })
 }

@@ -17,8 +17,6 @@ use strata::verify::verify_block;
 
 /// The one duration parser (Prometheus `model.Duration`), for `run.rs` and `bucket.rs`
 /// until their flags take [`flags::duration_ms`] as their value parser.
-pub(crate) use strata::time::parse_duration_ms;
-
 mod bucket;
 mod demo;
 mod downsample;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use super::bucket::ObjstoreFlags;
-use super::parse_duration_ms;
+use super::bucket::TimeArg;
+use super::flags::duration_ms;
 use strata::bucket::sync::{CleanupOptions, SyncOptions};
 use strata::compact::merge::MergeOptions;
 use strata::compact::plan::Policy;
@@ -25,11 +26,11 @@ pub struct RunArgs {
     #[arg(long = "data-dir", default_value = "./data")]
     data_dir: PathBuf,
     /// Blocks younger than this are not touched yet (uploads may be in flight).
-    #[arg(long = "consistency-delay", default_value = "30m")]
-    consistency_delay: String,
+    #[arg(long = "consistency-delay", default_value = "30m", value_parser = duration_ms)]
+    consistency_delay: i64,
     /// Blocks marked for deletion are deleted this long after the mark.
-    #[arg(long = "delete-delay", default_value = "48h")]
-    delete_delay: String,
+    #[arg(long = "delete-delay", default_value = "48h", value_parser = duration_ms)]
+    delete_delay: i64,
     #[arg(long = "block-meta-fetch-concurrency", default_value_t = 32)]
     meta_fetch_concurrency: usize,
     #[arg(long = "compact.blocks-fetch-concurrency", default_value_t = 4)]
@@ -37,8 +38,14 @@ pub struct RunArgs {
     /// Compactions run at once.
     #[arg(long = "compact.concurrency", default_value_t = 1)]
     compact_concurrency: usize,
-    #[arg(long = "block-ranges", default_value = "2h,8h,2d,14d", value_delimiter = ',', hide = true)]
-    block_ranges: Vec<String>,
+    #[arg(
+        long = "block-ranges",
+        default_value = "2h,8h,2d,14d",
+        value_delimiter = ',',
+        hide = true,
+        value_parser = duration_ms
+    )]
+    block_ranges: Vec<i64>,
     #[command(flatten)]
     dedup: super::DedupFlags,
     /// Merge overlapping blocks even without replica labels.
@@ -49,8 +56,8 @@ pub struct RunArgs {
     /// Keep running, one iteration every --wait-interval.
     #[arg(long)]
     wait: bool,
-    #[arg(long = "wait-interval", default_value = "5m")]
-    wait_interval: String,
+    #[arg(long = "wait-interval", default_value = "5m", value_parser = duration_ms)]
+    wait_interval: i64,
     /// Stop at the first bad block (Thanos's behaviour) instead of marking it no-compact.
     #[arg(long = "halt-on-error")]
     halt_on_error: bool,
@@ -65,8 +72,8 @@ pub struct RunArgs {
     disable_admin_operations: bool,
     /// How often the thanos_compact_todo_* gauges are recomputed while the job waits
     /// (they are also recomputed at every sync); 0s turns the periodic update off.
-    #[arg(long = "compact.progress-interval", default_value = "5m")]
-    progress_interval: String,
+    #[arg(long = "compact.progress-interval", default_value = "5m", value_parser = duration_ms)]
+    progress_interval: i64,
     /// Prometheus relabel rules (YAML list) over each block's external labels and
     /// `__block_id`; blocks they drop belong to another instance.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
@@ -74,21 +81,33 @@ pub struct RunArgs {
     #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
     relabel: Option<String>,
     /// Only blocks that overlap [--min-time, --max-time]: ms, RFC 3339, or a duration before now (-3d).
-    #[arg(long = "min-time", allow_hyphen_values = true)]
-    min_time: Option<String>,
-    #[arg(long = "max-time", allow_hyphen_values = true)]
-    max_time: Option<String>,
+    #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    min_time: Option<TimeArg>,
+    #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    max_time: Option<TimeArg>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let dur = |s: &str, flag: &str| parse_duration_ms(s).with_context(|| flag.to_string());
-    let mut ranges = Vec::new();
-    for r in &a.block_ranges {
-        ranges.push(dur(r, "--block-ranges")?);
-    }
+    let opts = job_options(&a)?;
+    let wait = if a.wait { Some(std::time::Duration::from_millis(a.wait_interval as u64)) } else { None };
+
+    let status = Arc::new(Status::default());
+    status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
+    let server = serve(&a.http_address, status.clone())?;
+    tracing::info!(address = %server.addr, "serving");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    // What the last iteration could not do (one-shot runs exit non-zero on it).
+    let mut failed: Vec<PlanFailure> = Vec::new();
+    let result = rt.block_on(run_compactor(&a.objstore, &opts, status, wait, &mut failed));
+    Ok(exit_code(result, wait.is_some(), &failed))
+}
+
+/// The job's options from the flags; the relabel rules are read and parsed here.
+fn job_options(a: &RunArgs) -> anyhow::Result<JobOptions> {
+    let ranges = a.block_ranges.clone();
     let (replica_labels, dedup) = a.dedup.parse()?;
-    let consistency_delay_ms = dur(&a.consistency_delay, "--consistency-delay")?;
-    let delete_delay_ms = dur(&a.delete_delay, "--delete-delay")?;
+    let consistency_delay_ms = a.consistency_delay;
+    let delete_delay_ms = a.delete_delay;
     let opts = JobOptions {
         data_dir: a.data_dir.clone(),
         sync: SyncOptions {
@@ -109,9 +128,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         halt_on_error: a.halt_on_error,
         downsampling: !a.downsampling_disable,
         selector: Selector::default(),
-        progress_interval: std::time::Duration::from_millis(
-            dur(&a.progress_interval, "--compact.progress-interval")?.max(0) as u64,
-        ),
+        progress_interval: std::time::Duration::from_millis(a.progress_interval.max(0) as u64),
     };
     let rules = match (&a.relabel_file, &a.relabel) {
         (Some(_), Some(_)) => {
@@ -125,83 +142,76 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
         (None, None) => Vec::new(),
     };
-    let now = strata::compact::run::now_ms();
-    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
-        v.as_deref().map(|s| super::bucket::parse_time_arg(s, now).with_context(|| flag.to_string())).transpose()
-    };
+    let now = strata::time::now_ms();
     let mut opts = opts;
-    opts.selector = Selector::new(rules, time(&a.min_time, "--min-time")?, time(&a.max_time, "--max-time")?);
-    let wait = if a.wait {
-        Some(std::time::Duration::from_millis(dur(&a.wait_interval, "--wait-interval")? as u64))
-    } else {
-        None
-    };
+    opts.selector = Selector::new(rules, a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));
+    Ok(opts)
+}
 
-    let status = Arc::new(Status::default());
-    status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
-    let server = serve(&a.http_address, status.clone())?;
-    tracing::info!(address = %server.addr, "serving");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+/// Opens the bucket and runs the job until it ends (one-shot), fails, or SIGTERM stops it;
+/// `failed` keeps what the last iteration could not do.
+async fn run_compactor(
+    objstore: &ObjstoreFlags,
+    opts: &JobOptions,
+    status: Arc<Status>,
+    wait: Option<std::time::Duration>,
+    failed: &mut Vec<PlanFailure>,
+) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    // What the last iteration could not do (one-shot runs exit non-zero on it).
-    let mut failed: Vec<PlanFailure> = Vec::new();
-    let result = rt.block_on(async {
-        let bucket = a.objstore.open().await?;
-        status.enable_marks(bucket.clone());
-        let cfg_desc = a.objstore.load().map(|c| c.describe()).unwrap_or_default();
-        tracing::info!(
-            bucket = cfg_desc,
-            mode = if wait.is_some() { "wait" } else { "one-shot" },
-            "starting compactor"
-        );
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    term.recv().await;
-                    stop.store(true, Ordering::Relaxed);
-                }
-            });
-        }
-        // The library logs each event as it happens; only the outcome is kept here.
-        let report = |r: &Result<IterationReport, JobError>| match r {
-            Ok(rep) => failed = rep.failed.clone(),
-            Err(e) if e.is_transient() => {}
-            Err(e) => tracing::error!(err = %e, "iteration failed"),
-        };
-        let r = run_job(&bucket, &opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
-        let st = bucket.stats();
-        tracing::info!(
-            http_requests = st.http_requests,
-            retried_failures = st.transient_failures,
-            server_errors = st.server_errors,
-            throttled = st.throttled,
-            timeouts = st.timeouts,
-            network_errors = st.network_errors,
-            "bucket requests"
-        );
-        r
-    });
-    // The exit code, decided here only: 1 when the job stopped, or when a one-shot run
-    // left plans undone for a reason other than a bad source block.
+    let bucket = objstore.open().await?;
+    status.enable_marks(bucket.clone());
+    let cfg_desc = objstore.load().map(|c| c.describe()).unwrap_or_default();
+    tracing::info!(bucket = cfg_desc, mode = if wait.is_some() { "wait" } else { "one-shot" }, "starting compactor");
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                term.recv().await;
+                stop.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    // The library logs each event as it happens; only the outcome is kept here.
+    let report = |r: &Result<IterationReport, JobError>| match r {
+        Ok(rep) => *failed = rep.failed.clone(),
+        Err(e) if e.is_transient() => {}
+        Err(e) => tracing::error!(err = %e, "iteration failed"),
+    };
+    let r = run_job(&bucket, opts, status.clone(), wait, stop.clone(), report).await.map_err(anyhow::Error::from);
+    let st = bucket.stats();
+    tracing::info!(
+        http_requests = st.http_requests,
+        retried_failures = st.transient_failures,
+        server_errors = st.server_errors,
+        throttled = st.throttled,
+        timeouts = st.timeouts,
+        network_errors = st.network_errors,
+        "bucket requests"
+    );
+    r
+}
+
+/// The exit code, decided here only: 1 when the job stopped, or when a one-shot run left
+/// plans undone for a reason other than a bad source block.
+fn exit_code(result: anyhow::Result<()>, waiting: bool, failed: &[PlanFailure]) -> ExitCode {
     let fail = |msg: String| {
         if std::io::stderr().is_terminal() {
             eprintln!("strata run: {msg}");
         }
     };
     match result {
-        Ok(()) if wait.is_none() && !failed.is_empty() => {
+        Ok(()) if !waiting && !failed.is_empty() => {
             let what: Vec<String> = failed.iter().map(|f| f.to_string()).collect();
             let msg = format!("{} plan(s) not done: {}", failed.len(), what.join("; "));
             fail(msg.clone());
             tracing::error!(failed = failed.len(), err = msg, "compactor finished with failures");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             fail(format!("{e:#}"));
             tracing::error!(err = format!("{e:#}"), "compactor stopped");
-            Ok(ExitCode::from(1))
+            ExitCode::from(1)
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::bucket::ObjstoreFlags;
-use super::parse_duration_ms;
+use super::flags::duration_ms;
 use strata::bucket::SyncOptions;
 use strata::job::http::{serve, BlocksView, Status};
 
@@ -19,11 +19,11 @@ pub struct WebArgs {
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
     /// How often the blocks are read from the bucket again.
-    #[arg(long, default_value = "30m")]
-    refresh: String,
+    #[arg(long, default_value = "30m", value_parser = duration_ms)]
+    refresh: i64,
     /// Longest one refresh may take.
-    #[arg(long, default_value = "5m")]
-    timeout: String,
+    #[arg(long, default_value = "5m", value_parser = duration_ms)]
+    timeout: i64,
     /// An external label whose value titles each timeline (as Thanos's --label).
     #[arg(long, default_value = "")]
     label: String,
@@ -33,8 +33,8 @@ pub struct WebArgs {
 }
 
 pub async fn run(objstore: &ObjstoreFlags, sync: SyncOptions, a: WebArgs) -> anyhow::Result<ExitCode> {
-    let refresh = parse_duration_ms(&a.refresh).context("--refresh")?.max(1000) as u64;
-    let timeout = parse_duration_ms(&a.timeout).context("--timeout")?.max(1000) as u64;
+    let refresh = a.refresh.max(1000) as u64;
+    let timeout = a.timeout.max(1000) as u64;
     let bucket = objstore.open().await?;
     let status = Arc::new(Status::bare());
     status.admin_disabled.store(a.disable_admin_operations, Ordering::Relaxed);
@@ -58,8 +58,8 @@ pub async fn run(objstore: &ObjstoreFlags, sync: SyncOptions, a: WebArgs) -> any
                 status.set_blocks_error(e.to_string());
             }
             Err(_) => {
-                tracing::error!(timeout = a.timeout.as_str(), "refreshing the blocks timed out");
-                status.set_blocks_error(format!("refresh timed out after {}", a.timeout));
+                tracing::error!(timeout = strata::time::go_duration_ms(a.timeout), "refreshing the blocks timed out");
+                status.set_blocks_error(format!("refresh timed out after {}", strata::time::go_duration_ms(a.timeout)));
             }
         }
         tokio::select! {

@@ -264,7 +264,7 @@ fn scan(block: &Block, rewrite: &Rewrite) -> Result<Scan> {
             "block {}: a downsampled block ({} resolution): rewrite works on raw blocks; rewrite the raw block \
              and downsample it again",
             block.meta.ulid,
-            crate::gofmt::go_duration_ms(block.meta.resolution())
+            crate::time::go_duration_ms(block.meta.resolution())
         )));
     }
     let index = block.index()?;

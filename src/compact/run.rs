@@ -24,8 +24,7 @@ use crate::error::{AtPath, Error, Result};
 use crate::format::meta::{BlockDesc, BlockMeta, Compaction, Downsample, ThanosMeta, NO_COMPACT_MARK};
 use crate::observe::Observer;
 use crate::retention::Retention;
-/// Kept for `cli/run.rs` until it imports from [`crate::time`].
-pub use crate::time::now_ms;
+use crate::time::now_ms;
 
 /// Everything `strata compact` can be told.
 #[derive(Clone, Debug)]

@@ -95,7 +95,7 @@ impl BlocksView {
             blocks: all.into_iter().map(to_json).collect(),
             loaded: s.blocks.iter().map(to_json).collect(),
             markers,
-            refreshed_at: Some(crate::gofmt::rfc3339_ms(s.now_ms)),
+            refreshed_at: Some(crate::time::rfc3339_ms(s.now_ms)),
             err: None,
         }
     }

@@ -159,8 +159,18 @@ impl Metrics {
         }
     }
 
-    /// Registers every metric (counters get the `_total` suffix from the registry).
+    /// Registers every metric (counters get the `_total` suffix from the registry), in
+    /// the order /metrics lists them.
     pub fn register(&self, r: &mut Registry) {
+        self.register_compactions(r);
+        self.register_downsampling_and_marks(r);
+        self.register_todo(r);
+        self.register_objstore(r);
+        self.register_progress(r);
+    }
+
+    /// The halted flag, the iterations and the compaction runs of each group.
+    fn register_compactions(&self, r: &mut Registry) {
         r.register(
             "thanos_compact_halted",
             "Set to 1 if the compactor halted due to an unexpected error",
@@ -192,6 +202,10 @@ impl Metrics {
             "Total number of group compaction attempts that resulted in a new block based on overlapping blocks",
             self.group_vertical_compactions.clone(),
         );
+    }
+
+    /// Downsampling, garbage collection, deletions and markers.
+    fn register_downsampling_and_marks(&self, r: &mut Registry) {
         r.register("thanos_compact_downsample", "Total number of downsampling attempts", self.downsamples.clone());
         r.register(
             "thanos_compact_downsample_failures",
@@ -218,6 +232,10 @@ impl Metrics {
             "Total number of blocks marked in the compactor",
             self.blocks_marked.clone(),
         );
+    }
+
+    /// The backlog gauges and retries.
+    fn register_todo(&self, r: &mut Registry) {
         r.register(
             "thanos_compact_todo_compactions",
             "The number of planned compactions",
@@ -243,12 +261,20 @@ impl Metrics {
             "Total number of retries after retriable compactor error",
             self.retries.clone(),
         );
+    }
+
+    /// Thanos's bucket operation counters.
+    fn register_objstore(&self, r: &mut Registry) {
         r.register(
             "thanos_objstore_bucket_operations",
             "Total number of all attempted operations against a bucket",
             self.bucket_operations.clone(),
         );
         r.register("thanos_objstore_bucket_operation_failures", "Total number of operations against a bucket that failed, but were not expected to fail in certain way from caller perspective", self.bucket_operation_failures.clone());
+    }
+
+    /// strata's own: plan progress, disk-space skips, phase durations, last success.
+    fn register_progress(&self, r: &mut Registry) {
         r.register(
             "strata_compact_progress_bytes_done",
             "Bytes of source blocks downloaded by the running plans of the group",

@@ -31,11 +31,11 @@ use super::metrics::{Metrics, Phase};
 use super::selector::Selector;
 use crate::block::Block;
 use crate::bucket::block::{DownloadOptions, UploadOptions};
-use crate::bucket::sync::{cleanup, duplicates, sync, CleanupOptions, SyncOptions, Synced};
+use crate::bucket::sync::{cleanup, duplicates, sync, BlockInfo, CleanupOptions, SyncOptions, Synced};
 use crate::bucket::{Bucket, BucketError};
 use crate::compact::dedup::DedupFunc;
 use crate::compact::merge::{merge_blocks, MergeOptions};
-use crate::compact::plan::{plan, Plan, PlanBlock, PlanKind, Policy};
+use crate::compact::plan::{plan, GroupKey, Plan, PlanBlock, PlanKind, Policy};
 use crate::compact::run::compacted_meta;
 use crate::error::Error;
 use crate::format::meta::{BlockMeta, DELETION_MARK, NO_COMPACT_MARK, NO_DOWNSAMPLE_MARK};
@@ -229,7 +229,6 @@ async fn sync_for_job(bucket: &Bucket, opts: &JobOptions, status: &Status) -> Jo
 
 /// Runs one iteration.
 pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) -> JobResult<IterationReport> {
-    let m = &status.metrics;
     let started = Instant::now();
     tracing::info!(data_dir = %opts.data_dir.display(), "iteration started");
     let mut report = IterationReport::default();
@@ -239,169 +238,226 @@ pub async fn run_iteration(bucket: &Bucket, opts: &JobOptions, status: &Status) 
 
     loop {
         let synced = sync_for_job(bucket, opts, status).await?;
-        for w in &synced.warnings {
-            if !report.warnings.contains(w) {
-                tracing::warn!("{w}");
-                report.warnings.push(w.clone());
-            }
-        }
-
-        // Garbage collection: blocks whose every source another block holds.
-        let live: Vec<_> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).cloned().collect();
-        // As Thanos's compactor, with the replica labels removed first, so the sources
-        // of a deduplicated block fall in the same group as the block itself.
-        let grouped: Vec<_> = live
-            .iter()
-            .cloned()
-            .map(|mut b| {
-                let key = crate::compact::plan::GroupKey::new(
-                    b.meta.resolution(),
-                    b.meta.external_labels(),
-                    &opts.replica_labels,
-                );
-                if let Some(t) = b.meta.thanos.as_mut() {
-                    t.labels = key.labels;
-                }
-                b
-            })
-            .collect();
-        for (dup, by) in duplicates(&grouped) {
-            if bucket.mark_for_deletion(dup, &format!("sources are all in block {by}")).await? {
-                m.garbage_collected_blocks.inc();
-                m.marked(DELETION_MARK, "");
-                tracing::info!(block = %dup, by = %by, marker = DELETION_MARK, "garbage collected: its sources are all in another block, marked for deletion");
-                report.garbage_collected.push(dup);
-            }
-        }
-        let gc: BTreeSet<Ulid> = report.garbage_collected.iter().copied().collect();
-        let candidates: Vec<PlanBlock> = live
-            .iter()
-            .filter(|b| !gc.contains(&b.id()))
-            .map(|b| PlanBlock::from_meta(&b.meta, &opts.replica_labels, b.no_compact_mark.is_some()))
-            .filter(|b| !failed_groups.contains(&b.group))
-            .collect();
-        let outcome = plan(&candidates, &opts.policy);
-        for r in &outcome.refused {
-            let line = format!("group {}: not compacted: {} ({})", r.group, r.reason, ids(&r.blocks));
-            if !report.refused.contains(&line) {
-                tracing::warn!("{line}");
-                report.refused.push(line);
-            }
-        }
-        if outcome.plans.is_empty() {
+        note_warnings(&synced, &mut report);
+        let live: Vec<BlockInfo> = synced.blocks.iter().filter(|b| b.deletion_mark.is_none()).cloned().collect();
+        garbage_collect(bucket, opts, status, &live, &mut report).await?;
+        let plans = plan_iteration(opts, &live, &failed_groups, &mut report);
+        if plans.is_empty() {
             if opts.downsampling && downsample_pass(bucket, opts, status, &synced, &mut report).await? > 0 {
                 // New 5m/1h blocks: compact them among themselves, then look again.
                 continue;
             }
             retention_and_cleanup(bucket, opts, status, &synced, &mut report).await?;
-            m.observe(Phase::Iteration, started.elapsed());
-            m.observe_bucket(&bucket.stats());
-            tracing::info!(
-                compactions = report.compactions,
-                downsampled = report.downsampled.len(),
-                garbage_collected = report.garbage_collected.len(),
-                no_compact_marked = report.no_compact_marked.len(),
-                retention_marked = report.expired.len(),
-                deleted = report.cleaned,
-                failed = report.failed.len(),
-                duration_ms = ms(started.elapsed()),
-                "iteration done"
-            );
+            finish_iteration(bucket, status, &report, started);
             return Ok(report);
         }
-        let synced_ref = &synced;
-        let budget_ref = &budget;
-        let results: Vec<(Plan, JobResult<PlanOutcome>)> =
-            futures::stream::iter(outcome.plans.into_iter().map(|p| async move {
-                let r = run_plan(bucket, &p, synced_ref, opts, status, budget_ref).await;
-                if matches!(r, Ok(PlanOutcome::Done { .. } | PlanOutcome::Empty)) {
-                    // The backlog shrinks as each plan lands, not only at the next sync.
-                    let g = Metrics::group(&p.group.to_string());
-                    let (plans, blocks) = (
-                        status.metrics.todo_compactions.get_or_create(&g).clone(),
-                        status.metrics.todo_compaction_blocks.get_or_create(&g).clone(),
-                    );
-                    plans.set((plans.get() - 1).max(0));
-                    blocks.set((blocks.get() - p.blocks.len() as i64).max(0));
-                }
-                (p, r)
-            }))
-            .buffer_unordered(opts.compact_concurrency.max(1))
-            .collect()
-            .await;
-        m.observe_bucket(&bucket.stats());
+        let results = run_plans(bucket, plans, &synced, opts, status, &budget).await;
+        status.metrics.observe_bucket(&bucket.stats());
         for (p, r) in results {
-            let group = p.group.to_string();
-            let g = Metrics::group(&group);
-            m.group_compaction_runs_started.get_or_create(&g).inc();
-            match r {
-                Ok(done @ (PlanOutcome::Done { .. } | PlanOutcome::Empty)) => {
-                    let output = match done {
-                        PlanOutcome::Done { output } => Some(output),
-                        _ => None,
-                    };
-                    report.compacted.push((group.clone(), p.blocks.clone(), output));
-                    m.group_compaction_runs_completed.get_or_create(&g).inc();
-                    m.group_compactions.get_or_create(&g).inc();
-                    if p.kind == PlanKind::Vertical {
-                        m.group_vertical_compactions.get_or_create(&g).inc();
-                    }
-                    report.compactions += 1;
-                }
-                Ok(PlanOutcome::BadSource { block, reason }) => {
-                    m.group_compactions_failures.get_or_create(&g).inc();
-                    if opts.halt_on_error {
-                        m.halted.set(1);
-                        tracing::error!(group = group.as_str(), block = %block, reason = reason.as_str(), "bad source block; halting (--halt-on-error)");
-                        return Err(JobError::Halt(format!("block {block}: {reason}")));
-                    }
-                    if bucket.mark_no_compact(block, "block-index-out-of-order-chunk", &reason).await? {
-                        m.marked(NO_COMPACT_MARK, "block-index-out-of-order-chunk");
-                    }
-                    tracing::error!(
-                        group = group.as_str(),
-                        block = %block,
-                        marker = NO_COMPACT_MARK,
-                        reason = reason.as_str(),
-                        "bad block marked no-compact; the other groups went on"
-                    );
-                    report.no_compact_marked.push((block, reason));
-                }
-                Err(e) if e.is_transient() => return Err(e),
-                Err(e) => {
-                    m.group_compactions_failures.get_or_create(&g).inc();
-                    if opts.halt_on_error {
-                        m.halted.set(1);
-                        return Err(JobError::Halt(format!("group {group}: {e}")));
-                    }
-                    if let JobError::NoSpace { dir, needed, available } = &e {
-                        m.plans_skipped_disk.inc();
-                        tracing::error!(
-                            group = group.as_str(),
-                            sources = ids(&p.blocks),
-                            needed_bytes = needed,
-                            available_bytes = available,
-                            dir = %dir.display(),
-                            "plan skipped: not enough free space in the data directory; the other plans go on"
-                        );
-                    } else {
-                        tracing::error!(
-                            group = group.as_str(),
-                            sources = ids(&p.blocks),
-                            err = %e,
-                            "compaction failed; the group is skipped for this iteration and retried in the next"
-                        );
-                    }
-                    report.failed.push(PlanFailure {
-                        group: group.clone(),
-                        blocks: p.blocks.clone(),
-                        reason: e.to_string(),
-                    });
-                    failed_groups.insert(p.group);
-                }
-            }
+            record_plan_result(bucket, opts, status, p, r, &mut report, &mut failed_groups).await?;
         }
     }
+}
+
+/// Logs and keeps each sync warning once per iteration.
+fn note_warnings(synced: &Synced, report: &mut IterationReport) {
+    for w in &synced.warnings {
+        if !report.warnings.contains(w) {
+            tracing::warn!("{w}");
+            report.warnings.push(w.clone());
+        }
+    }
+}
+
+/// Garbage collection: marks for deletion the blocks whose every source another block
+/// holds.
+async fn garbage_collect(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: &Status,
+    live: &[BlockInfo],
+    report: &mut IterationReport,
+) -> JobResult<()> {
+    let m = &status.metrics;
+    // As Thanos's compactor, with the replica labels removed first, so the sources
+    // of a deduplicated block fall in the same group as the block itself.
+    let grouped: Vec<_> = live
+        .iter()
+        .cloned()
+        .map(|mut b| {
+            let key = crate::compact::plan::GroupKey::new(
+                b.meta.resolution(),
+                b.meta.external_labels(),
+                &opts.replica_labels,
+            );
+            if let Some(t) = b.meta.thanos.as_mut() {
+                t.labels = key.labels;
+            }
+            b
+        })
+        .collect();
+    for (dup, by) in duplicates(&grouped) {
+        if bucket.mark_for_deletion(dup, &format!("sources are all in block {by}")).await? {
+            m.garbage_collected_blocks.inc();
+            m.marked(DELETION_MARK, "");
+            tracing::info!(block = %dup, by = %by, marker = DELETION_MARK, "garbage collected: its sources are all in another block, marked for deletion");
+            report.garbage_collected.push(dup);
+        }
+    }
+    Ok(())
+}
+
+/// The compactions due among the live blocks not garbage collected, outside the groups
+/// that failed this iteration; the planner's refusals are logged once.
+fn plan_iteration(
+    opts: &JobOptions,
+    live: &[BlockInfo],
+    failed_groups: &BTreeSet<GroupKey>,
+    report: &mut IterationReport,
+) -> Vec<Plan> {
+    let gc: BTreeSet<Ulid> = report.garbage_collected.iter().copied().collect();
+    let candidates: Vec<PlanBlock> = live
+        .iter()
+        .filter(|b| !gc.contains(&b.id()))
+        .map(|b| PlanBlock::from_meta(&b.meta, &opts.replica_labels, b.no_compact_mark.is_some()))
+        .filter(|b| !failed_groups.contains(&b.group))
+        .collect();
+    let outcome = plan(&candidates, &opts.policy);
+    for r in &outcome.refused {
+        let line = format!("group {}: not compacted: {} ({})", r.group, r.reason, ids(&r.blocks));
+        if !report.refused.contains(&line) {
+            tracing::warn!("{line}");
+            report.refused.push(line);
+        }
+    }
+    outcome.plans
+}
+
+/// The iteration's closing metrics and summary event.
+fn finish_iteration(bucket: &Bucket, status: &Status, report: &IterationReport, started: Instant) {
+    let m = &status.metrics;
+    m.observe(Phase::Iteration, started.elapsed());
+    m.observe_bucket(&bucket.stats());
+    tracing::info!(
+        compactions = report.compactions,
+        downsampled = report.downsampled.len(),
+        garbage_collected = report.garbage_collected.len(),
+        no_compact_marked = report.no_compact_marked.len(),
+        retention_marked = report.expired.len(),
+        deleted = report.cleaned,
+        failed = report.failed.len(),
+        duration_ms = ms(started.elapsed()),
+        "iteration done"
+    );
+}
+
+/// Runs the plans, `--compact.concurrency` at once, lowering the todo gauges as each lands.
+async fn run_plans(
+    bucket: &Bucket,
+    plans: Vec<Plan>,
+    synced: &Synced,
+    opts: &JobOptions,
+    status: &Status,
+    budget: &DiskBudget,
+) -> Vec<(Plan, JobResult<PlanOutcome>)> {
+    futures::stream::iter(plans.into_iter().map(|p| async move {
+        let r = run_plan(bucket, &p, synced, opts, status, budget).await;
+        if matches!(r, Ok(PlanOutcome::Done { .. } | PlanOutcome::Empty)) {
+            // The backlog shrinks as each plan lands, not only at the next sync.
+            let g = Metrics::group(&p.group.to_string());
+            let (plans, blocks) = (
+                status.metrics.todo_compactions.get_or_create(&g).clone(),
+                status.metrics.todo_compaction_blocks.get_or_create(&g).clone(),
+            );
+            plans.set((plans.get() - 1).max(0));
+            blocks.set((blocks.get() - p.blocks.len() as i64).max(0));
+        }
+        (p, r)
+    }))
+    .buffer_unordered(opts.compact_concurrency.max(1))
+    .collect()
+    .await
+}
+
+/// Counts, logs and reports one plan's outcome: a bad source block is marked no-compact,
+/// another failure skips its group for the rest of the iteration; with --halt-on-error
+/// either stops the job.
+async fn record_plan_result(
+    bucket: &Bucket,
+    opts: &JobOptions,
+    status: &Status,
+    p: Plan,
+    r: JobResult<PlanOutcome>,
+    report: &mut IterationReport,
+    failed_groups: &mut BTreeSet<GroupKey>,
+) -> JobResult<()> {
+    let m = &status.metrics;
+    let group = p.group.to_string();
+    let g = Metrics::group(&group);
+    m.group_compaction_runs_started.get_or_create(&g).inc();
+    match r {
+        Ok(done @ (PlanOutcome::Done { .. } | PlanOutcome::Empty)) => {
+            let output = match done {
+                PlanOutcome::Done { output } => Some(output),
+                _ => None,
+            };
+            report.compacted.push((group.clone(), p.blocks.clone(), output));
+            m.group_compaction_runs_completed.get_or_create(&g).inc();
+            m.group_compactions.get_or_create(&g).inc();
+            if p.kind == PlanKind::Vertical {
+                m.group_vertical_compactions.get_or_create(&g).inc();
+            }
+            report.compactions += 1;
+        }
+        Ok(PlanOutcome::BadSource { block, reason }) => {
+            m.group_compactions_failures.get_or_create(&g).inc();
+            if opts.halt_on_error {
+                m.halted.set(1);
+                tracing::error!(group = group.as_str(), block = %block, reason = reason.as_str(), "bad source block; halting (--halt-on-error)");
+                return Err(JobError::Halt(format!("block {block}: {reason}")));
+            }
+            if bucket.mark_no_compact(block, "block-index-out-of-order-chunk", &reason).await? {
+                m.marked(NO_COMPACT_MARK, "block-index-out-of-order-chunk");
+            }
+            tracing::error!(
+                group = group.as_str(),
+                block = %block,
+                marker = NO_COMPACT_MARK,
+                reason = reason.as_str(),
+                "bad block marked no-compact; the other groups went on"
+            );
+            report.no_compact_marked.push((block, reason));
+        }
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            m.group_compactions_failures.get_or_create(&g).inc();
+            if opts.halt_on_error {
+                m.halted.set(1);
+                return Err(JobError::Halt(format!("group {group}: {e}")));
+            }
+            if let JobError::NoSpace { dir, needed, available } = &e {
+                m.plans_skipped_disk.inc();
+                tracing::error!(
+                    group = group.as_str(),
+                    sources = ids(&p.blocks),
+                    needed_bytes = needed,
+                    available_bytes = available,
+                    dir = %dir.display(),
+                    "plan skipped: not enough free space in the data directory; the other plans go on"
+                );
+            } else {
+                tracing::error!(
+                    group = group.as_str(),
+                    sources = ids(&p.blocks),
+                    err = %e,
+                    "compaction failed; the group is skipped for this iteration and retried in the next"
+                );
+            }
+            report.failed.push(PlanFailure { group: group.clone(), blocks: p.blocks.clone(), reason: e.to_string() });
+            failed_groups.insert(p.group);
+        }
+    }
+    Ok(())
 }
 
 /// Syncs and keeps only the blocks this instance owns (Thanos applies its label-shard and
@@ -654,7 +710,7 @@ pub async fn downsample_pass(
             tracing::info!(
                 group = group.as_str(),
                 block = %id,
-                resolution = crate::gofmt::go_duration_ms(resolution),
+                resolution = crate::time::go_duration_ms(resolution),
                 bytes,
                 series = meta.stats.num_series,
                 "downsampling started"
@@ -690,7 +746,7 @@ pub async fn downsample_pass(
                     group = group.as_str(),
                     source = %id,
                     output = %new,
-                    resolution = crate::gofmt::go_duration_ms(resolution),
+                    resolution = crate::time::go_duration_ms(resolution),
                     duration_ms = ms(started.elapsed()),
                     "downsampled"
                 );

@@ -248,6 +248,82 @@ fn bad_flag_values_are_refused_before_any_work() {
     ok_stdout(res, "strata compact");
 }
 
+/// `strata run` and `strata bucket` refuse a bad duration, time or enum value with
+/// clap's usage error (exit 2, naming the flag) before the bucket or the data
+/// directory is touched.
+#[test]
+fn run_and_bucket_flags_are_refused_before_any_work() {
+    let root = tempfile::tempdir().unwrap();
+    let bucket_dir = scratch_copy(&testdata("small"));
+    std::fs::remove_dir(bucket_dir.path().join("wal")).unwrap();
+    let bucket = bucket_dir.path().to_path_buf();
+    let before = dir_listing(&bucket);
+    let cfg = format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", bucket.display());
+    let data = root.path().join("data");
+    let dl = root.path().join("restore");
+    let (data_s, dl_s) = (data.to_str().unwrap(), dl.to_str().unwrap());
+    let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let run = |extra: &[&'static str]| {
+        let mut v = vec!["run", "--objstore.config", &cfg, "--data-dir", data_s, "--http-address", "127.0.0.1:0"];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let bucket_cmd = |extra: &[&str]| {
+        let mut v = vec!["bucket", "--objstore.config", &cfg];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    for (args, flag) in [
+        (run(&["--consistency-delay", "1x"]), "--consistency-delay"),
+        (run(&["--delete-delay", "48"]), "--delete-delay"),
+        (run(&["--wait", "--wait-interval", "1.5m"]), "--wait-interval"),
+        (run(&["--block-ranges", "2h,1x"]), "--block-ranges"),
+        (run(&["--compact.progress-interval", "often"]), "--compact.progress-interval"),
+        (run(&["--min-time", "yesterday"]), "--min-time"),
+        (run(&["--max-time", "-3x"]), "--max-time"),
+        (run(&["--retention.resolution-5m", "1m1h"]), "--retention.resolution-5m"),
+        (run(&["--deduplication.func", "median"]), "--deduplication.func"),
+        (bucket_cmd(&["cleanup", "--delete-delay", "1x"]), "--delete-delay"),
+        (bucket_cmd(&["cleanup", "--consistency-delay", "30"]), "--consistency-delay"),
+        (bucket_cmd(&["retention", "--consistency-delay", "1x"]), "--consistency-delay"),
+        (bucket_cmd(&["retention", "--retention.resolution-raw", "90days"]), "--retention.resolution-raw"),
+        (bucket_cmd(&["downsample", "--data-dir", data_s, "--consistency-delay", "1x"]), "--consistency-delay"),
+        (bucket_cmd(&["replicate", "--objstore-to.config", &cfg, "--resolution", "fast"]), "--resolution"),
+        (bucket_cmd(&["replicate", "--objstore-to.config", &cfg, "--min-time", "soon"]), "--min-time"),
+        (bucket_cmd(&["download", dl_s, "--max-time", "later"]), "--max-time"),
+        (bucket_cmd(&["mark", "--id", id, "--marker", "bogus.json"]), "--marker"),
+        (bucket_cmd(&["upload", dl_s, "--label", "a=b", "--source", "nowhere"]), "--source"),
+        (bucket_cmd(&["web", "--http-address", "127.0.0.1:0", "--refresh", "1x"]), "--refresh"),
+        (bucket_cmd(&["web", "--http-address", "127.0.0.1:0", "--timeout", "1x"]), "--timeout"),
+    ] {
+        let res = strata(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: the error names {flag}: {err}");
+        assert!(err.contains("invalid value"), "{args:?}: clap's usage error, not a later failure: {err}");
+        assert!(res.stdout.is_empty(), "{args:?} printed before refusing");
+    }
+    assert_eq!(dir_listing(&bucket), before, "a command touched the bucket before refusing a flag");
+    assert!(!data.exists() && !dl.exists(), "a command created its directory before refusing a flag");
+
+    // Good values of the same forms: combined units, RFC 3339 and relative times.
+    let res = strata(
+        &bucket_cmd(&["cleanup", "--dry-run", "--delete-delay", "1h30m", "--consistency-delay", "0s"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    ok_stdout(res, "strata bucket cleanup");
+    let res = strata(
+        &bucket_cmd(&["download", dl_s, "--min-time", "2000-01-01T00:00:00Z", "--max-time", "+1d"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    ok_stdout(res, "strata bucket download");
+    assert_eq!(list_blocks(&dl).unwrap().len(), 1, "the block was restored");
+}
+
 /// Every path below `dir`, relative, sorted.
 fn dir_listing(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
