@@ -6,6 +6,7 @@
 //! over this library.
 #![deny(unsafe_code)]
 
+pub mod backup;
 pub mod block;
 pub mod bucket;
 pub mod compact;
