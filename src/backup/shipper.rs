@@ -290,7 +290,7 @@ impl Shipper {
                     state.uploaded.push(id);
                     report.uploaded.push(id);
                     self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.last_upload_ms.store(crate::bucket::time::now_ms(), Ordering::Relaxed);
+                    self.metrics.last_upload_ms.store(crate::time::now_ms(), Ordering::Relaxed);
                     let bytes: i64 = m.thanos.as_ref().map(|t| t.files.iter().map(|f| f.size_bytes).sum()).unwrap_or(0);
                     tracing::info!(block = %id, level = m.compaction.level, mint = m.min_time, maxt = m.max_time, bytes, "block uploaded");
                 }

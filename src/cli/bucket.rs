@@ -128,19 +128,31 @@ enum BucketCommand {
         dry_run: bool,
     },
     /// Uploads the finished blocks of a Prometheus data directory with these external
-    /// labels, skipping blocks already in the bucket (what a Thanos sidecar with
-    /// --shipper.upload-compacted does).
+    /// labels, skipping blocks already in the bucket; with --wait, keeps shipping each
+    /// new block as a Thanos sidecar does (see docs/backup.md).
     Upload {
         dir: PathBuf,
         /// External label k=v (repeatable, at least one).
         #[arg(long = "label", required = true)]
         labels: Vec<String>,
-        /// thanos.source written into meta.json.
-        #[arg(long, default_value = "bucket.upload", value_parser = clap::builder::PossibleValuesParser::new(SOURCES))]
-        source: String,
+        /// thanos.source written into meta.json (default: bucket.upload; sidecar with --wait).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(SOURCES))]
+        source: Option<String>,
         /// Chunk files uploaded at once per block.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
+        /// Keep running: ship each new level-1 block once, recorded in DIR/thanos.shipper.json.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: time between two looks at DIR.
+        #[arg(long = "wait-interval", default_value = "30s", requires = "wait")]
+        wait_interval: String,
+        /// With --wait: also ship compacted blocks (level above 1) once.
+        #[arg(long = "shipper.upload-compacted", requires = "wait")]
+        upload_compacted: bool,
+        /// With --wait: /metrics and /-/healthy.
+        #[arg(long = "http-address", default_value = "0.0.0.0:10902", requires = "wait")]
+        http_address: String,
     },
     /// Restores the blocks of a time range into a directory Prometheus can open (raw
     /// blocks only unless --include-downsampled).
@@ -368,10 +380,25 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
         BucketCommand::Cleanup { delete_delay, consistency_delay, dry_run } => {
             cleanup_cmd(objstore, sync_all, delete_delay, consistency_delay, dry_run).await
         }
-        BucketCommand::Upload { dir, labels, source, concurrency } => {
+        BucketCommand::Upload {
+            dir,
+            labels,
+            source,
+            concurrency,
+            wait,
+            wait_interval,
+            upload_compacted,
+            http_address,
+        } => {
+            let source = source.unwrap_or_else(|| if wait { "sidecar" } else { "bucket.upload" }.to_string());
             let labels = parse_labels(&labels)?;
             if labels.is_empty() {
                 bail!("--label: at least one external label is needed (Thanos refuses blocks without them)");
+            }
+            if wait {
+                let bucket = objstore.open().await?;
+                let opts = strata::backup::shipper::ShipperOptions { labels, source, upload_compacted, concurrency };
+                return super::backup::ship(bucket, &dir, opts, &wait_interval, &http_address).await;
             }
             let blocks = list_blocks(&dir)?;
             let bucket = objstore.open().await?;
@@ -1061,7 +1088,7 @@ fn whole_bucket_failure(e: &BucketError) -> bool {
     matches!(e.kind(), Some(ErrorKind::Unreachable | ErrorKind::AccessDenied | ErrorKind::NoSuchBucket))
 }
 
-fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn parse_labels(v: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for l in v {
         let (k, val) = l.split_once('=').with_context(|| format!("--label {l:?}: want name=value"))?;

@@ -15,6 +15,7 @@ use strata::labels::Selector;
 use strata::time::{go_duration_ms, rfc3339_ms};
 use strata::verify::verify_block;
 
+mod backup;
 /// The one duration parser (Prometheus `model.Duration`), for `run.rs` and `bucket.rs`
 /// until their flags take [`flags::duration_ms`] as their value parser.
 mod bucket;
@@ -90,6 +91,12 @@ enum Command {
         after_help = "Example:\n  strata rewrite ./data --rewrite.to-relabel-config-file relabel.yaml --no-dry-run\n\nrelabel.yaml (Prometheus relabel rules over series labels):\n  - action: labeldrop\n    regex: api_key"
     )]
     Rewrite(rewrite::RewriteArgs),
+    /// Takes a snapshot of a running Prometheus (admin API, head included) and uploads
+    /// its blocks into the bucket.
+    Backup(backup::BackupArgs),
+    /// Restores the raw blocks of a time range from the bucket into an empty directory
+    /// Prometheus starts on (overlapping blocks merged).
+    Restore(backup::RestoreArgs),
     /// Downsamples a directory of blocks as Thanos does: raw blocks of 40h or more to 5m,
     /// 5m blocks of 10 days or more to 1h, only those not yet downsampled.
     Downsample(downsample::DownsampleArgs),
@@ -216,6 +223,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rewrite(args) => rewrite::run(args),
         Command::Run(args) => run::run(*args),
         Command::Downsample(args) => downsample::run(args),
+        Command::Backup(args) => backup::run_backup(args),
+        Command::Restore(args) => backup::run_restore(args),
     }
 }
 

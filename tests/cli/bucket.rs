@@ -17,7 +17,7 @@ use strata::format::meta::BlockMeta;
 use super::{promtool_dump, repo, testdata, STRATA};
 
 const SECRET: &str = "SECRETVALUE-never-printed-1234";
-const PREFIX: &str = "tenant-a";
+pub(crate) const PREFIX: &str = "tenant-a";
 
 /// moto_server on 127.0.0.1, stopped (with its watchdog script) when dropped.
 pub(crate) struct Moto {

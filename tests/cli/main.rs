@@ -2,6 +2,7 @@
 //! oracle (`scripts/install-test-deps.sh` installs it; these tests fail, not skip, when
 //! it is missing, because the test command always installs it).
 
+mod backup;
 mod bucket;
 mod compact;
 mod dedup;
