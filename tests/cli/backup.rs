@@ -563,19 +563,31 @@ fn shipper_killed_mid_upload_never_uploads_twice_nor_leaves_a_visible_partial() 
     let ids: Vec<String> = local_metas(&data).iter().map(|m| m.ulid.to_string()).collect();
     assert_eq!(ids.len(), 4);
     let key = |id: &str, rest: &str| format!("/{bucket}/{PREFIX}/{id}/{rest}");
-    // (where to stop, the blocks complete in the bucket afterwards)
-    let stages: [(String, &str, usize); 4] = [
-        (format!("PUT {}", key(&ids[1], "chunks/")), "while block 2's chunks go up", 1),
-        (format!("PUT {} ", key(&ids[1], "index")), "while block 2's index goes up (its chunks are there)", 1),
-        (format!("PUT {} ", key(&ids[2], "meta.json")), "while block 3's meta.json goes up", 2),
+    // (where to stop, the blocks complete in the bucket afterwards, the block left
+    // partially uploaded with the objects it has)
+    let stages: [(String, &str, usize, Option<(usize, &[&str])>); 4] = [
+        (format!("PUT {}", key(&ids[1], "chunks/")), "while block 2's chunks go up", 1, None),
+        (
+            format!("PUT {} ", key(&ids[1], "index")),
+            "while block 2's index goes up (its chunks are there)",
+            1,
+            Some((1, &["chunks/000001"])),
+        ),
+        (
+            format!("PUT {} ", key(&ids[2], "meta.json")),
+            "while block 3's meta.json goes up",
+            2,
+            Some((2, &["chunks/000001", "index"])),
+        ),
         (
             format!("HEAD {} ", key(&ids[3], "meta.json")),
             "after block 3 is complete, before the shipper file is written",
             3,
+            None,
         ),
     ];
     let log = work.path().join("shipper.log");
-    for (pattern, when, complete) in &stages {
+    for (pattern, when, complete, partial) in &stages {
         proxy.stall_on(Some(pattern.clone()));
         let mut child = start_shipper(&config, &data, &log);
         wait_for(when, Duration::from_secs(60), || {
@@ -589,8 +601,19 @@ fn shipper_killed_mid_upload_never_uploads_twice_nor_leaves_a_visible_partial() 
         // Readers see exactly the complete blocks; a partial upload is no block.
         let visible = complete_blocks(&f);
         assert_eq!(visible, ids[..*complete].to_vec(), "killed {when}");
-        let (o, _) = text(&f.strata(&["ls"]));
+        let (o, e) = text(&f.strata(&["ls"]));
         assert_eq!(o.lines().collect::<Vec<_>>(), ids[..*complete].iter().map(String::as_str).collect::<Vec<_>>());
+        let keys = f.keys();
+        let of = |i: usize| -> Vec<String> {
+            keys.keys().filter_map(|k| k.strip_prefix(&format!("{}/", ids[i]))).map(String::from).collect()
+        };
+        match partial {
+            Some((i, objects)) => {
+                assert_eq!(of(*i), objects.to_vec(), "killed {when}: the partial upload");
+                assert!(e.contains(&format!("partial upload {}: no meta.json", ids[*i])), "{e}");
+            }
+            None => assert!(of(*complete).is_empty(), "killed {when}: nothing of block {} sent", complete + 1),
+        }
         assert!(shipper_state(&data).is_none(), "no sync finished yet, so no shipper file ({when})");
     }
 
