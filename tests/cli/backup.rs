@@ -565,7 +565,8 @@ fn shipper_killed_mid_upload_never_uploads_twice_nor_leaves_a_visible_partial() 
     let key = |id: &str, rest: &str| format!("/{bucket}/{PREFIX}/{id}/{rest}");
     // (where to stop, the blocks complete in the bucket afterwards, the block left
     // partially uploaded with the objects it has)
-    let stages: [(String, &str, usize, Option<(usize, &[&str])>); 4] = [
+    type Stage<'a> = (String, &'a str, usize, Option<(usize, &'a [&'a str])>);
+    let stages: [Stage; 4] = [
         (format!("PUT {}", key(&ids[1], "chunks/")), "while block 2's chunks go up", 1, None),
         (
             format!("PUT {} ", key(&ids[1], "index")),
