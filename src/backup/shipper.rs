@@ -242,11 +242,12 @@ impl Shipper {
     }
 
     async fn sync_inner(&self) -> Result<SyncReport> {
-        let recorded = match read_state(&self.dir) {
-            Ok(s) => s.unwrap_or_default().uploaded,
+        let (recorded, on_disk) = match read_state(&self.dir) {
+            Ok(Some(s)) => (s.uploaded.clone(), Some(s)),
+            Ok(None) => (Vec::new(), None),
             Err(e) => {
                 tracing::warn!(err = %e, "reading the shipper file failed; it will be rewritten");
-                Vec::new()
+                (Vec::new(), None)
             }
         };
         self.remove_stale_upload_dirs()?;
@@ -316,8 +317,11 @@ impl Shipper {
                 }
             }
         }
-        if let Err(e) = write_state(&self.dir, &state) {
-            tracing::warn!(err = %e, "updating the shipper file failed");
+        // Rewritten (and fsynced) only when it changes.
+        if on_disk.as_ref() != Some(&state) {
+            if let Err(e) = write_state(&self.dir, &state) {
+                tracing::warn!(err = %e, "updating the shipper file failed");
+            }
         }
         match failure {
             Some(e) => Err(e),

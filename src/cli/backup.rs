@@ -248,18 +248,14 @@ pub async fn ship(
     let shipper = Shipper::new(dir, bucket, opts)?;
     let addr = serve_metrics(http_address, shipper.metrics())?;
     tracing::info!(address = %addr, dir = %dir.display(), interval = ?interval, upload_compacted, "shipper started");
-    let stop = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    // Registered before the first pass, so a SIGTERM during it is not the default (fatal) action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
     };
     shipper.run(interval, stop).await;
