@@ -102,10 +102,15 @@ pub async fn restore(bucket: &Bucket, dir: &Path, opts: &RestoreOptions) -> Resu
     Ok(report)
 }
 
-/// Refuses a directory with anything in it, unless `force`.
+/// Refuses a directory with anything in it (but `lost+found`, as at the root of a fresh
+/// volume), unless `force`.
 fn check_target(dir: &Path, force: bool) -> Result<()> {
     let entries: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "lost+found")
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(crate::Error::io(dir, e).into()),
     };
@@ -212,6 +217,8 @@ mod tests {
     fn refuses_a_non_empty_directory_unless_forced() {
         let tmp = tempfile::tempdir().unwrap();
         check_target(&tmp.path().join("missing"), false).unwrap();
+        check_target(tmp.path(), false).unwrap();
+        std::fs::create_dir(tmp.path().join("lost+found")).unwrap();
         check_target(tmp.path(), false).unwrap();
         std::fs::write(tmp.path().join("keep-me"), "x").unwrap();
         let e = check_target(tmp.path(), false).unwrap_err().to_string();
