@@ -11,9 +11,11 @@
 //!
 //! Must not: write into a directory that holds anything unless told to (`force`), or
 //! delete what it did not write: with `force`, blocks already there are neither
-//! replaced nor merged; only blocks this restore downloaded are merged and removed.
+//! replaced nor merged (bucket blocks whose data they hold, by ULID, compaction sources
+//! or parents, are not downloaded again); only blocks this restore downloaded are merged
+//! and removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ulid::Ulid;
@@ -47,7 +49,8 @@ pub struct RestoreOptions {
 pub struct RestoreReport {
     /// Blocks downloaded, by ULID.
     pub downloaded: Vec<Ulid>,
-    /// Blocks left out because a block of that ULID was in the directory already.
+    /// Blocks left out because the directory holds their data already (a block of that
+    /// ULID, or one made from it, such as an earlier restore's merge).
     pub present: Vec<Ulid>,
     /// Overlapping downloaded blocks merged: (sources, the merged block).
     pub merged: Vec<(Vec<Ulid>, Ulid)>,
@@ -77,12 +80,14 @@ pub async fn restore(bucket: &Bucket, dir: &Path, opts: &RestoreOptions) -> Resu
         .collect();
     tracing::info!(blocks = chosen.len(), bucket = bucket.name(), "restoring");
     std::fs::create_dir_all(dir).at(dir)?;
+    let held = held_blocks(dir)?;
     let mut report = RestoreReport::default();
     let mut ours: Vec<(PathBuf, BlockMeta)> = Vec::new();
     for m in chosen {
         let id = m.ulid;
-        if dir.join(id.to_string()).exists() {
-            tracing::warn!(block = %id, "already in the directory; left as it is");
+        let sources_held = !m.compaction.sources.is_empty() && m.compaction.sources.iter().all(|s| held.contains(s));
+        if dir.join(id.to_string()).exists() || held.contains(&id) || sources_held {
+            tracing::warn!(block = %id, "its data is in the directory already; not restored");
             report.present.push(id);
             continue;
         }
@@ -100,6 +105,21 @@ pub async fn restore(bucket: &Bucket, dir: &Path, opts: &RestoreOptions) -> Resu
     report.merged = merged;
     report.blocks = blocks;
     Ok(report)
+}
+
+/// The ULIDs whose data the blocks in `dir` hold: each block's own, its sources' and its
+/// parents'.
+fn held_blocks(dir: &Path) -> Result<BTreeSet<Ulid>> {
+    let mut held = BTreeSet::new();
+    for e in crate::block::list_blocks(dir)? {
+        let p = e.path.join(crate::block::META_FILE);
+        let Ok(bytes) = std::fs::read(&p) else { continue };
+        let Ok(m) = BlockMeta::parse(&bytes) else { continue };
+        held.insert(m.ulid);
+        held.extend(m.compaction.sources.iter().copied());
+        held.extend(m.compaction.parents.iter().map(|p| p.ulid));
+    }
+    Ok(held)
 }
 
 /// Refuses a directory with anything in it (but `lost+found`, as at the root of a fresh

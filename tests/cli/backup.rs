@@ -401,6 +401,22 @@ fn shipper_backup_and_restore_of_a_live_prometheus() {
     assert_eq!(out.status.code(), Some(1));
     assert!(e.trim().lines().count() == 1 && e.contains("is not empty") && e.contains("--force"), "{e}");
     assert_eq!(local_metas(&restored).len(), metas.len());
+    // With --force it adds only what the directory lacks (here nothing: the merged
+    // block holds its sources' data), and leaves what is there alone.
+    std::fs::write(restored.join("keep-me"), "x").unwrap();
+    let out = strata_cmd()
+        .arg("restore")
+        .arg(&restored)
+        .arg("--force")
+        .arg("--objstore.config-file")
+        .arg(&f.config)
+        .output()
+        .unwrap();
+    let (o, e) = text(&out);
+    assert!(out.status.success(), "restore --force failed:\n{o}\n{e}");
+    assert_eq!(local_metas(&restored), metas, "nothing restored twice:\n{o}\n{e}");
+    assert_eq!(std::fs::read_to_string(restored.join("keep-me")).unwrap(), "x");
+    std::fs::remove_file(restored.join("keep-me")).unwrap();
 
     // A second Prometheus on the restored directory answers as the original did.
     let copy = Prom::start(&restored, false, false);
