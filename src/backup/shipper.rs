@@ -303,7 +303,7 @@ impl Shipper {
                 Err(e) => {
                     // As the sidecar does: stop here so blocks go up in order.
                     self.metrics.upload_failures.fetch_add(1, Ordering::Relaxed);
-                    failure = Some(BackupError::Invalid(format!("upload of block {id} failed: {e}")));
+                    failure = Some(BackupError::Block { id, problem: format!("upload failed: {e}") });
                     break;
                 }
             }
