@@ -20,6 +20,7 @@ use strata::backup::snapshot::{backup, Auth, BackupOptions, Prometheus};
 use strata::job::selector::Selector;
 
 use super::bucket::{parse_labels, parse_time_arg, ObjstoreFlags};
+use super::flags::duration_ms;
 use strata::time::parse_duration_ms;
 
 #[derive(Args)]
@@ -39,8 +40,8 @@ pub struct BackupArgs {
     #[arg(long = "prometheus.bearer-token-file", conflicts_with = "username")]
     bearer_token_file: Option<PathBuf>,
     /// How long the snapshot request may take (writing out a large head takes a while).
-    #[arg(long = "prometheus.timeout", default_value = "5m")]
-    timeout: String,
+    #[arg(long = "prometheus.timeout", default_value = "5m", value_parser = duration_ms)]
+    timeout: i64,
     /// The server's data directory (its --storage.tsdb.path) as seen from strata.
     #[arg(long = "tsdb.path", required = true)]
     tsdb_path: PathBuf,
@@ -51,8 +52,8 @@ pub struct BackupArgs {
     #[arg(long = "skip-head")]
     skip_head: bool,
     /// Wait before the first retry; doubled after each failed retry.
-    #[arg(long = "retry-interval", default_value = "1m")]
-    retry_interval: String,
+    #[arg(long = "retry-interval", default_value = "1m", value_parser = duration_ms)]
+    retry_interval: i64,
     /// Retries after a transient failure (server unreachable or failing, bucket failing)
     /// before giving up; other failures are not retried.
     #[arg(long = "max-retries", default_value_t = 3)]
@@ -118,8 +119,8 @@ pub fn run_backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         (None, None, Some(t)) => Some(Auth::Bearer(read_secret(t, "--prometheus.bearer-token-file")?)),
         _ => None,
     };
-    let timeout = ms(&a.timeout, "--prometheus.timeout")?;
-    let retry = ms(&a.retry_interval, "--retry-interval")?;
+    let timeout = Duration::from_millis(a.timeout.max(0) as u64);
+    let retry = Duration::from_millis(a.retry_interval.max(0) as u64);
     let prom = Prometheus::new(&a.url, auth, timeout)?;
     let opts =
         BackupOptions { tsdb_path: a.tsdb_path.clone(), labels, skip_head: a.skip_head, concurrency: a.concurrency };
@@ -171,7 +172,7 @@ fn failed(e: anyhow::Error) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let now = strata::bucket::time::now_ms();
+    let now = strata::time::now_ms();
     let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
         v.as_deref().map(|s| parse_time_arg(s, now).with_context(|| format!("{flag} {s:?}"))).transpose()
     };
