@@ -24,10 +24,11 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
@@ -94,65 +95,63 @@ pub fn write_state(dir: &Path, state: &ShipperState) -> Result<()> {
     Ok(())
 }
 
-/// Counter or gauge, for whoever exposes [`ShipperMetrics`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetricKind {
-    Counter,
-    Gauge,
+/// One of [`ShipperMetrics`], sharing its value.
+#[derive(Clone, Debug)]
+pub enum ShipperMetric {
+    Counter(Counter),
+    Gauge(Gauge),
+    Seconds(Gauge<f64, AtomicU64>),
 }
 
-/// The shipper's metrics, named as the Thanos sidecar names them.
-#[derive(Debug, Default)]
+/// The shipper's metrics, named as the Thanos sidecar names them. Clones share values.
+#[derive(Clone, Debug, Default)]
 pub struct ShipperMetrics {
-    dir_syncs: AtomicU64,
-    dir_sync_failures: AtomicU64,
-    uploads: AtomicU64,
-    upload_failures: AtomicU64,
-    /// ms since the epoch; 0 before the first upload.
-    last_upload_ms: AtomicI64,
-    upload_compacted_done: AtomicU64,
+    dir_syncs: Counter,
+    dir_sync_failures: Counter,
+    uploads: Counter,
+    upload_failures: Counter,
+    /// Unix seconds of the last upload; 0 before the first.
+    last_upload: Gauge<f64, AtomicU64>,
+    upload_compacted_done: Gauge,
 }
 
 impl ShipperMetrics {
-    /// Every metric with its kind, help text and current value.
-    pub fn values(&self) -> Vec<(&'static str, MetricKind, &'static str, f64)> {
-        let c = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    /// Every metric with its name (counters without the `_total` suffix, which the
+    /// registry adds) and help text, for registering.
+    pub fn all(&self) -> Vec<(&'static str, &'static str, ShipperMetric)> {
+        use ShipperMetric::{Counter as C, Gauge as G, Seconds as S};
         vec![
-            ("thanos_shipper_dir_syncs_total", MetricKind::Counter, "Total number of dir syncs", c(&self.dir_syncs)),
+            ("thanos_shipper_dir_syncs", "Total number of dir syncs", C(self.dir_syncs.clone())),
+            ("thanos_shipper_dir_sync_failures", "Total number of failed dir syncs", C(self.dir_sync_failures.clone())),
+            ("thanos_shipper_uploads", "Total number of uploaded blocks", C(self.uploads.clone())),
             (
-                "thanos_shipper_dir_sync_failures_total",
-                MetricKind::Counter,
-                "Total number of failed dir syncs",
-                c(&self.dir_sync_failures),
-            ),
-            ("thanos_shipper_uploads_total", MetricKind::Counter, "Total number of uploaded blocks", c(&self.uploads)),
-            (
-                "thanos_shipper_upload_failures_total",
-                MetricKind::Counter,
+                "thanos_shipper_upload_failures",
                 "Total number of block upload failures",
-                c(&self.upload_failures),
+                C(self.upload_failures.clone()),
             ),
             (
                 "thanos_shipper_last_successful_upload_time",
-                MetricKind::Gauge,
                 "Unix timestamp (in seconds) of the last successful block upload; 0 before the first.",
-                self.last_upload_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                S(self.last_upload.clone()),
             ),
             (
                 "thanos_shipper_upload_compacted_done",
-                MetricKind::Gauge,
                 "If 1 it means shipper uploaded all compacted blocks from the filesystem.",
-                c(&self.upload_compacted_done),
+                G(self.upload_compacted_done.clone()),
             ),
         ]
     }
 
     pub fn uploads(&self) -> u64 {
-        self.uploads.load(Ordering::Relaxed)
+        self.uploads.get()
     }
 
     pub fn upload_failures(&self) -> u64 {
-        self.upload_failures.load(Ordering::Relaxed)
+        self.upload_failures.get()
+    }
+
+    pub fn upload_compacted_done(&self) -> bool {
+        self.upload_compacted_done.get() == 1
     }
 }
 
@@ -187,7 +186,7 @@ pub struct Shipper {
     dir: PathBuf,
     bucket: Bucket,
     opts: ShipperOptions,
-    metrics: Arc<ShipperMetrics>,
+    metrics: ShipperMetrics,
 }
 
 /// How one block's upload ended.
@@ -208,10 +207,11 @@ impl Shipper {
         if !dir.is_dir() {
             return Err(BackupError::Invalid(format!("{}: not a directory", dir.display())));
         }
-        Ok(Shipper { dir: dir.to_path_buf(), bucket, opts, metrics: Arc::default() })
+        Ok(Shipper { dir: dir.to_path_buf(), bucket, opts, metrics: ShipperMetrics::default() })
     }
 
-    pub fn metrics(&self) -> Arc<ShipperMetrics> {
+    /// The metrics (a clone shares their values).
+    pub fn metrics(&self) -> ShipperMetrics {
         self.metrics.clone()
     }
 
@@ -234,9 +234,9 @@ impl Shipper {
     /// One pass over the data directory (see the module doc).
     pub async fn sync(&self) -> Result<SyncReport> {
         let r = self.sync_inner().await;
-        self.metrics.dir_syncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dir_syncs.inc();
         if r.is_err() {
-            self.metrics.dir_sync_failures.fetch_add(1, Ordering::Relaxed);
+            self.metrics.dir_sync_failures.inc();
         }
         r
     }
@@ -291,8 +291,8 @@ impl Shipper {
                 Ok(Shipped::Uploaded(m)) => {
                     state.uploaded.push(id);
                     report.uploaded.push(id);
-                    self.metrics.uploads.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.last_upload_ms.store(crate::time::now_ms(), Ordering::Relaxed);
+                    self.metrics.uploads.inc();
+                    self.metrics.last_upload.set(crate::time::now_ms() as f64 / 1000.0);
                     let bytes: i64 = m.thanos.as_ref().map(|t| t.files.iter().map(|f| f.size_bytes).sum()).unwrap_or(0);
                     tracing::info!(block = %id, level = m.compaction.level, mint = m.min_time, maxt = m.max_time, bytes, "block uploaded");
                 }
@@ -302,7 +302,7 @@ impl Shipper {
                 }
                 Err(e) => {
                     // As the sidecar does: stop here so blocks go up in order.
-                    self.metrics.upload_failures.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.upload_failures.inc();
                     failure = Some(BackupError::Block { id, problem: format!("upload failed: {e}") });
                     break;
                 }
@@ -327,7 +327,7 @@ impl Shipper {
             Some(e) => Err(e),
             None => {
                 if self.opts.upload_compacted {
-                    self.metrics.upload_compacted_done.store(1, Ordering::Relaxed);
+                    self.metrics.upload_compacted_done.set(1);
                 }
                 Ok(report)
             }
@@ -488,6 +488,7 @@ impl Drop for RemoveOnDrop {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+    use std::sync::Arc;
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -615,10 +616,7 @@ mod tests {
             let compacted = ShipperOptions { upload_compacted: true, ..opts() };
             let s2 = Shipper::new(dir.path(), bucket.clone(), compacted.clone()).unwrap();
             assert_eq!(s2.sync().await.unwrap().uploaded, [m0.ulid]);
-            assert_eq!(
-                s2.metrics().values().iter().find(|v| v.0 == "thanos_shipper_upload_compacted_done").unwrap().3,
-                1.0
-            );
+            assert!(s2.metrics().upload_compacted_done());
 
             // A compacted block overlapping a shipped one with the same labels is refused.
             let (dir, metas) = data_dir();

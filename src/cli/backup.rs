@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use strata::backup::restore::{restore, RestoreOptions};
-use strata::backup::shipper::{Shipper, ShipperMetrics, ShipperOptions};
+use strata::backup::shipper::{Shipper, ShipperMetric, ShipperMetrics, ShipperOptions};
 use strata::backup::snapshot::{backup, Auth, BackupOptions, Prometheus};
 use strata::job::selector::Selector;
 
@@ -263,28 +262,19 @@ pub async fn ship(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/metrics` and `/-/healthy` for the shipper, through the compactor's HTTP server and
-/// registry (the one place that knows them: re-point here when they change). The
-/// shipper's counters are copied into the registry every second.
-fn serve_metrics(addr: &str, metrics: Arc<ShipperMetrics>) -> anyhow::Result<SocketAddr> {
+/// `/metrics` and `/-/healthy` for the shipper, on the job's HTTP server with a registry
+/// of its own (the one place that knows the server).
+fn serve_metrics(addr: &str, metrics: ShipperMetrics) -> anyhow::Result<SocketAddr> {
     use strata::job::http::{serve, Status};
-    use strata::job::metrics::Metrics;
-    let status = Arc::new(Status { metrics: Metrics::default(), ready: AtomicBool::new(true) });
-    // The registry declares no kind or help text for these names (it renders them as
-    // untyped-looking counters); the values are right.
-    let copy = move |status: &Status| {
-        for (name, _kind, _help, v) in metrics.values() {
-            status.metrics.set(name, &[], v);
+    let status = Arc::new(Status::bare());
+    for (name, help, metric) in metrics.all() {
+        match metric {
+            ShipperMetric::Counter(m) => status.register(name, help, m),
+            ShipperMetric::Gauge(m) => status.register(name, help, m),
+            ShipperMetric::Seconds(m) => status.register(name, help, m),
         }
-    };
-    copy(&status);
-    let server = serve(addr, status.clone()).with_context(|| format!("--http-address {addr}"))?;
-    std::thread::Builder::new()
-        .name("strata-shipper-metrics".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            copy(&status);
-        })
-        .context("cannot start the metrics thread")?;
+    }
+    status.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let server = serve(addr, status).with_context(|| format!("--http-address {addr}"))?;
     Ok(server.addr)
 }
