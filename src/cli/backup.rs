@@ -18,7 +18,7 @@ use strata::backup::shipper::{Shipper, ShipperMetric, ShipperMetrics, ShipperOpt
 use strata::backup::snapshot::{backup, Auth, BackupOptions, Prometheus};
 use strata::job::selector::Selector;
 
-use super::bucket::{parse_labels, parse_time_arg, ObjstoreFlags};
+use super::bucket::{parse_labels, ObjstoreFlags, TimeArg};
 use super::flags::duration_ms;
 use strata::time::parse_duration_ms;
 
@@ -69,11 +69,11 @@ pub struct RestoreArgs {
     /// The directory to restore into (Prometheus's --storage.tsdb.path); must be empty.
     dir: PathBuf,
     /// Start: ms since the epoch, RFC 3339, or a duration before now (`-3d`).
-    #[arg(long = "min-time", allow_hyphen_values = true)]
-    min_time: Option<String>,
+    #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    min_time: Option<TimeArg>,
     /// End (inclusive), same forms.
-    #[arg(long = "max-time", allow_hyphen_values = true)]
-    max_time: Option<String>,
+    #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
+    max_time: Option<TimeArg>,
     /// Relabel rules (YAML file) over each block's external labels; dropped blocks are
     /// not restored.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
@@ -172,10 +172,7 @@ fn failed(e: anyhow::Error) -> anyhow::Result<ExitCode> {
 
 pub fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let now = strata::time::now_ms();
-    let time = |v: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
-        v.as_deref().map(|s| parse_time_arg(s, now).with_context(|| format!("{flag} {s:?}"))).transpose()
-    };
-    let (min, max) = (time(&a.min_time, "--min-time")?, time(&a.max_time, "--max-time")?);
+    let (min, max) = (a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));
     if let (Some(lo), Some(hi)) = (min, max) {
         if lo > hi {
             bail!("--min-time is after --max-time");
