@@ -20,7 +20,6 @@ use strata::job::selector::Selector;
 
 use super::bucket::{parse_labels, ObjstoreFlags, TimeArg};
 use super::flags::duration_ms;
-use strata::time::parse_duration_ms;
 
 #[derive(Args)]
 pub struct BackupArgs {
@@ -99,11 +98,6 @@ fn read_secret(path: &Path, flag: &str) -> anyhow::Result<String> {
         bail!("{flag} {}: the file is empty", path.display());
     }
     Ok(s)
-}
-
-fn ms(s: &str, flag: &str) -> anyhow::Result<Duration> {
-    let v = parse_duration_ms(s).with_context(|| format!("{flag} {s:?}"))?;
-    Ok(Duration::from_millis(v.max(0) as u64))
 }
 
 pub fn run_backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
@@ -237,10 +231,10 @@ pub async fn ship(
     bucket: strata::bucket::Bucket,
     dir: &Path,
     opts: ShipperOptions,
-    interval: &str,
+    interval_ms: i64,
     http_address: &str,
 ) -> anyhow::Result<ExitCode> {
-    let interval = ms(interval, "--wait-interval")?;
+    let interval = Duration::from_millis(interval_ms.max(0) as u64);
     let upload_compacted = opts.upload_compacted;
     let shipper = Shipper::new(dir, bucket, opts)?;
     let addr = serve_metrics(http_address, shipper.metrics())?;

@@ -145,8 +145,8 @@ enum BucketCommand {
         #[arg(long)]
         wait: bool,
         /// With --wait: time between two looks at DIR.
-        #[arg(long = "wait-interval", default_value = "30s", requires = "wait")]
-        wait_interval: String,
+        #[arg(long = "wait-interval", default_value = "30s", requires = "wait", value_parser = super::flags::duration_ms)]
+        wait_interval: i64,
         /// With --wait: also ship compacted blocks (level above 1) once.
         #[arg(long = "shipper.upload-compacted", requires = "wait")]
         upload_compacted: bool,
@@ -398,7 +398,7 @@ async fn run_async(args: BucketArgs) -> anyhow::Result<ExitCode> {
             if wait {
                 let bucket = objstore.open().await?;
                 let opts = strata::backup::shipper::ShipperOptions { labels, source, upload_compacted, concurrency };
-                return super::backup::ship(bucket, &dir, opts, &wait_interval, &http_address).await;
+                return super::backup::ship(bucket, &dir, opts, wait_interval, &http_address).await;
             }
             let blocks = list_blocks(&dir)?;
             let bucket = objstore.open().await?;

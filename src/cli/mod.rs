@@ -16,8 +16,6 @@ use strata::time::{go_duration_ms, rfc3339_ms};
 use strata::verify::verify_block;
 
 mod backup;
-/// The one duration parser (Prometheus `model.Duration`), for `run.rs` and `bucket.rs`
-/// until their flags take [`flags::duration_ms`] as their value parser.
 mod bucket;
 mod demo;
 mod downsample;
