@@ -73,13 +73,8 @@ pub struct RestoreArgs {
     /// End (inclusive), same forms.
     #[arg(long = "max-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
     max_time: Option<TimeArg>,
-    /// Relabel rules (YAML file) over each block's external labels; dropped blocks are
-    /// not restored.
-    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
-    relabel_file: Option<PathBuf>,
-    /// The same rules inline.
-    #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
-    relabel: Option<String>,
+    #[command(flatten)]
+    relabel: super::flags::RelabelFlags,
     /// Restore into a directory that is not empty (nothing in it is replaced or deleted).
     #[arg(long)]
     force: bool,
@@ -172,18 +167,7 @@ pub fn run_restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             bail!("--min-time is after --max-time");
         }
     }
-    let rules = match (&a.relabel_file, &a.relabel) {
-        (Some(_), Some(_)) => {
-            bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one")
-        }
-        (Some(f), None) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
-            Selector::parse_relabel(&text).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?
-        }
-        (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
-        (None, None) => Vec::new(),
-    };
+    let rules = a.relabel.rules()?;
     let opts = RestoreOptions {
         selector: Selector::new(rules, min, max),
         force: a.force,

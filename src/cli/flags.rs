@@ -92,3 +92,38 @@ mod tests {
         }
     }
 }
+
+/// `--selector.relabel-config-file` / `--selector.relabel-config`: Prometheus relabel rules
+/// (a YAML list) over each block's external labels and `__block_id`; blocks they drop are
+/// left alone. Shared by `strata run` and `strata restore`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct RelabelFlags {
+    /// Relabel rules (YAML file) over each block's external labels and `__block_id`;
+    /// blocks they drop are left alone (another instance's, or not restored).
+    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+    /// The same rules inline.
+    #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
+    yaml: Option<String>,
+}
+
+impl RelabelFlags {
+    /// The parsed rules (none when neither flag is set).
+    pub(crate) fn rules(&self) -> anyhow::Result<Vec<strata::relabel::Rule>> {
+        use anyhow::Context;
+        use strata::job::selector::Selector;
+        match (&self.file, &self.yaml) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one")
+            }
+            (Some(f), None) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
+                Selector::parse_relabel(&text)
+                    .with_context(|| format!("--selector.relabel-config-file {}", f.display()))
+            }
+            (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config"),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::bucket::ObjstoreFlags;
 use super::bucket::TimeArg;
@@ -74,12 +74,8 @@ pub struct RunArgs {
     /// (they are also recomputed at every sync); 0s turns the periodic update off.
     #[arg(long = "compact.progress-interval", default_value = "5m", value_parser = duration_ms)]
     progress_interval: i64,
-    /// Prometheus relabel rules (YAML list) over each block's external labels and
-    /// `__block_id`; blocks they drop belong to another instance.
-    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
-    relabel_file: Option<PathBuf>,
-    #[arg(long = "selector.relabel-config", value_name = "YAML", allow_hyphen_values = true)]
-    relabel: Option<String>,
+    #[command(flatten)]
+    relabel: super::flags::RelabelFlags,
     /// Only blocks that overlap [--min-time, --max-time]: ms, RFC 3339, or a duration before now (-3d).
     #[arg(long = "min-time", allow_hyphen_values = true, value_parser = TimeArg::parse)]
     min_time: Option<TimeArg>,
@@ -130,18 +126,7 @@ fn job_options(a: &RunArgs) -> anyhow::Result<JobOptions> {
         selector: Selector::default(),
         progress_interval: std::time::Duration::from_millis(a.progress_interval.max(0) as u64),
     };
-    let rules = match (&a.relabel_file, &a.relabel) {
-        (Some(_), Some(_)) => {
-            bail!("--selector.relabel-config-file and --selector.relabel-config are both set; use one")
-        }
-        (Some(f), None) => {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--selector.relabel-config-file {}", f.display()))?;
-            Selector::parse_relabel(&text).with_context(|| format!("--selector.relabel-config-file {}", f.display()))?
-        }
-        (None, Some(y)) => Selector::parse_relabel(y).context("--selector.relabel-config")?,
-        (None, None) => Vec::new(),
-    };
+    let rules = a.relabel.rules()?;
     let now = strata::time::now_ms();
     let mut opts = opts;
     opts.selector = Selector::new(rules, a.min_time.map(|t| t.at(now)), a.max_time.map(|t| t.at(now)));

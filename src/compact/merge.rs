@@ -116,6 +116,16 @@ struct SubOut<'a> {
 }
 
 impl SubOut<'_> {
+    /// Adds chunks the sample encoder made (owned bytes, framed by the writer).
+    fn push_encoded(&mut self, chunks: Vec<OutChunk<'_>>) {
+        self.chunks.extend(chunks.into_iter().map(|c| OutRef {
+            encoding: c.encoding,
+            data: Bytes::Owned(c.data.into_owned()),
+            min_time: c.min_time,
+            max_time: c.max_time,
+        }));
+    }
+
     /// Encodes `piece` (at most 120 samples) as one XOR chunk straight into the arena,
     /// framed there as a segment record.
     fn push_xor(&mut self, piece: &[(i64, f64)]) {
@@ -719,14 +729,7 @@ fn merge_value_group<'a>(
     }
     let merged = merge_samples(dedup, streams.into_iter().map(|(_, v)| v).collect());
     let first = srcs[items[keep[0]].source].block;
-    for c in encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))? {
-        out.chunks.push(OutRef {
-            encoding: c.encoding,
-            data: Bytes::Owned(c.data.into_owned()),
-            min_time: c.min_time,
-            max_time: c.max_time,
-        });
-    }
+    out.push_encoded(encode_values(&merged, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))?);
     Ok(())
 }
 
@@ -871,16 +874,9 @@ fn merge_series_penalty<'a>(
             }
         } else {
             let vals: Vec<(i64, Value)> = run.iter().map(|&(_, g)| values[g as usize].clone()).collect();
-            let chunks =
-                encode_values(&vals, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))?;
-            for c in chunks {
-                out.chunks.push(OutRef {
-                    encoding: c.encoding,
-                    data: Bytes::Owned(c.data.into_owned()),
-                    min_time: c.min_time,
-                    max_time: c.max_time,
-                });
-            }
+            out.push_encoded(
+                encode_values(&vals, SAMPLES_PER_CHUNK).map_err(|p| bad(first, first.dir.clone(), labels, p))?,
+            );
         }
         Ok(())
     };
