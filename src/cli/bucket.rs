@@ -716,7 +716,36 @@ fn markers_of(b: &BlockInfo) -> String {
     m.join(",")
 }
 
-fn labels_of(m: &BlockMeta) -> String {
+/// The header of the columns every block table starts with ([`meta_columns`]).
+pub(crate) const META_HEADER: [&str; 9] = [
+    "BLOCK ULID",
+    "MIN TIME",
+    "MAX TIME",
+    "DURATION",
+    "NUM SAMPLES",
+    "NUM CHUNKS",
+    "NUM SERIES",
+    "LEVEL",
+    "RESOLUTION",
+];
+
+/// A block's row in the tables of `strata inspect` and `strata bucket inspect`, up to its
+/// resolution.
+pub(crate) fn meta_columns(m: &BlockMeta) -> Vec<String> {
+    vec![
+        m.ulid.to_string(),
+        format!("{} ({})", m.min_time, rfc3339_ms(m.min_time)),
+        format!("{} ({})", m.max_time, rfc3339_ms(m.max_time)),
+        go_duration_ms(m.max_time - m.min_time),
+        m.stats.num_samples.to_string(),
+        m.stats.num_chunks.to_string(),
+        m.stats.num_series.to_string(),
+        m.compaction.level.to_string(),
+        resolution_of(m),
+    ]
+}
+
+pub(crate) fn labels_of(m: &BlockMeta) -> String {
     let l: Vec<String> = m.external_labels().iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", l.join(","))
 }
@@ -728,7 +757,7 @@ fn resolution_of(m: &BlockMeta) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
+pub(crate) fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = io::stdout().lock();
@@ -792,38 +821,13 @@ fn ls(s: &Synced, output: LsFormat) -> anyhow::Result<ExitCode> {
 fn inspect(s: &Synced) -> anyhow::Result<ExitCode> {
     let mut blocks: Vec<&BlockInfo> = s.all_blocks().collect();
     blocks.sort_by_key(|b| b.id());
-    let mut rows = vec![[
-        "BLOCK ULID",
-        "MIN TIME",
-        "MAX TIME",
-        "DURATION",
-        "NUM SAMPLES",
-        "NUM CHUNKS",
-        "NUM SERIES",
-        "LEVEL",
-        "RESOLUTION",
-        "SOURCE",
-        "LABELS",
-        "MARKERS",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut header: Vec<String> = META_HEADER.iter().map(|h| h.to_string()).collect();
+    header.extend(["SOURCE", "LABELS", "MARKERS"].map(String::from));
+    let mut rows = vec![header];
     for b in blocks {
-        let m = &b.meta;
-        rows.push(vec![
-            m.ulid.to_string(),
-            format!("{} ({})", m.min_time, rfc3339_ms(m.min_time)),
-            format!("{} ({})", m.max_time, rfc3339_ms(m.max_time)),
-            go_duration_ms(m.max_time - m.min_time),
-            m.stats.num_samples.to_string(),
-            m.stats.num_chunks.to_string(),
-            m.stats.num_series.to_string(),
-            m.compaction.level.to_string(),
-            resolution_of(m),
-            b.source().to_string(),
-            labels_of(m),
-            markers_of(b),
-        ]);
+        let mut row = meta_columns(&b.meta);
+        row.extend([b.source().to_string(), labels_of(&b.meta), markers_of(b)]);
+        rows.push(row);
     }
     print_table(&rows)?;
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! The `strata` command line: flags are parsed into validated options, then the library
 //! does the work. Only this module prints and uses `anyhow`.
 
-use std::io::{self, BufWriter, IsTerminal, Write};
+use std::io::{self, BufWriter, IsTerminal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,7 +12,7 @@ use strata::block::{list_blocks, Block};
 use strata::dump::{dump, DumpOptions};
 use strata::format::aggr::AggrType;
 use strata::labels::Selector;
-use strata::time::{go_duration_ms, rfc3339_ms};
+use strata::time::go_duration_ms;
 use strata::verify::verify_block;
 
 mod backup;
@@ -458,48 +458,18 @@ fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn inspect(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use bucket::{labels_of, meta_columns, print_table, META_HEADER};
     let blocks = list_blocks(dir)?;
-    let mut rows = vec![[
-        "BLOCK ULID",
-        "MIN TIME",
-        "MAX TIME",
-        "DURATION",
-        "NUM SAMPLES",
-        "NUM CHUNKS",
-        "NUM SERIES",
-        "LEVEL",
-        "RESOLUTION",
-        "LABELS",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut header: Vec<String> = META_HEADER.iter().map(|h| h.to_string()).collect();
+    header.push("LABELS".into());
+    let mut rows = vec![header];
     for e in &blocks {
         let b = Block::open(&e.path)?;
-        let m = &b.meta;
-        let res = match m.resolution() {
-            0 => "raw".to_string(),
-            r => go_duration_ms(r),
-        };
-        let labels = m.external_labels().iter().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join(",");
-        rows.push(vec![
-            m.ulid.to_string(),
-            format!("{} ({})", m.min_time, rfc3339_ms(m.min_time)),
-            format!("{} ({})", m.max_time, rfc3339_ms(m.max_time)),
-            go_duration_ms(m.max_time - m.min_time),
-            m.stats.num_samples.to_string(),
-            m.stats.num_chunks.to_string(),
-            m.stats.num_series.to_string(),
-            m.compaction.level.to_string(),
-            res,
-            format!("{{{labels}}}"),
-        ]);
+        let mut row = meta_columns(&b.meta);
+        row.push(labels_of(&b.meta));
+        rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    let mut out = io::stdout().lock();
-    for r in &rows {
-        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
+    print_table(&rows)?;
     Ok(ExitCode::SUCCESS)
 }
 
