@@ -538,20 +538,7 @@ fn retention_removes_expired_blocks_per_resolution() {
 fn compact_downsamples_like_thanos_and_a_rerun_does_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let g = strata(&[
-        "gen",
-        "--output",
-        d,
-        "--series",
-        "20",
-        "--duration",
-        "16d",
-        "--scrape-interval",
-        "60s",
-        "--start",
-        "1699488000000",
-    ]); // 14-day aligned
-    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    gen(dir.path(), &SIXTEEN_DAYS);
     let raw_before = parse_dump(&ok_stdout(strata(&["dump", d]), "dump raw"));
     let out = compact(&[d]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -38,6 +38,19 @@ pub fn strata(args: &[&str]) -> Output {
     run(Command::new(STRATA).args(args))
 }
 
+/// `strata gen --output OUT EXTRA...`, which must succeed.
+pub fn gen(out: &Path, extra: &[&str]) {
+    let mut args = vec!["gen", "--output", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let g = strata(&args);
+    assert!(g.status.success(), "gen: {}", String::from_utf8_lossy(&g.stderr));
+}
+
+/// `strata gen` flags for 16 days of 20 series from a 14-day-aligned start: enough for a
+/// 14d compaction and both downsampling passes.
+pub const SIXTEEN_DAYS: [&str; 8] =
+    ["--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"];
+
 pub fn ok_stdout(out: Output, what: &str) -> String {
     assert!(out.status.success(), "{what} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf8 output")

@@ -346,20 +346,7 @@ fn sigkill_during_the_job_never_loses_or_doubles_samples() {
 fn the_job_downsamples_after_compacting() {
     let f = Fixture::filesystem();
     let src = tempfile::tempdir().unwrap();
-    let g = strata(&[
-        "gen",
-        "--output",
-        src.path().to_str().unwrap(),
-        "--series",
-        "20",
-        "--duration",
-        "16d",
-        "--scrape-interval",
-        "60s",
-        "--start",
-        "1699488000000",
-    ]);
-    assert!(g.status.success());
+    gen(src.path(), &SIXTEEN_DAYS);
     let out = f.strata(&["upload", src.path().to_str().unwrap(), "--label", "cluster=eu1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let data = tempfile::tempdir().unwrap();

@@ -480,21 +480,8 @@ fn bucket_retention_marks_what_the_job_would() {
 
 #[test]
 fn bucket_downsample_writes_what_the_job_would() {
-    let gen = tempfile::tempdir().unwrap();
-    let g = strata(&[
-        "gen",
-        "--output",
-        gen.path().to_str().unwrap(),
-        "--series",
-        "20",
-        "--duration",
-        "16d",
-        "--scrape-interval",
-        "60s",
-        "--start",
-        "1699488000000",
-    ]);
-    assert!(g.status.success());
+    let src = tempfile::tempdir().unwrap();
+    gen(src.path(), &SIXTEEN_DAYS);
     let run = |f: &Fixture, extra: &[&str]| {
         let data = tempfile::tempdir().unwrap();
         let out = strata_cmd()
@@ -526,11 +513,11 @@ fn bucket_downsample_writes_what_the_job_would() {
     };
     // The job: compaction and downsampling together.
     let job = Fixture::filesystem();
-    job.ok(&["upload", gen.path().to_str().unwrap(), "--label", "cluster=eu1"]);
+    job.ok(&["upload", src.path().to_str().unwrap(), "--label", "cluster=eu1"]);
     run(&job, &[]);
     // The tool: compaction without downsampling, then the downsampling phase alone.
     let tool = Fixture::filesystem();
-    tool.ok(&["upload", gen.path().to_str().unwrap(), "--label", "cluster=eu1"]);
+    tool.ok(&["upload", src.path().to_str().unwrap(), "--label", "cluster=eu1"]);
     run(&tool, &["--downsampling.disable"]);
     assert!(shape(&tool).is_empty());
     let data = tempfile::tempdir().unwrap();

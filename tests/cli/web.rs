@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 use crate::bucket::{strata_cmd, Backend, Fixture};
 use crate::*;
 
-fn gen(out: &Path, extra: &[&str]) {
-    let mut args = vec!["gen", "--output", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let g = strata(&args);
-    assert!(g.status.success(), "gen: {}", String::from_utf8_lossy(&g.stderr));
-}
-
 fn upload(f: &Fixture, dir: &Path, labels: &[&str]) {
     let mut args = vec!["upload", dir.to_str().unwrap()];
     for l in labels {
@@ -32,7 +25,7 @@ fn upload(f: &Fixture, dir: &Path, labels: &[&str]) {
 /// blocks.
 fn varied_bucket(f: &Fixture) {
     let src = tempfile::tempdir().unwrap();
-    gen(src.path(), &["--series", "20", "--duration", "16d", "--scrape-interval", "60s", "--start", "1699488000000"]);
+    gen(src.path(), &SIXTEEN_DAYS);
     upload(f, src.path(), &["cluster=eu1"]);
     let data = tempfile::tempdir().unwrap();
     let out = strata_cmd()
