@@ -818,6 +818,12 @@ impl SymbolMap {
     fn find(&self, s: &[u8]) -> Option<u32> {
         self.table.find(self.hasher.hash_one(s), |&o| self.get(o) == s).copied()
     }
+
+    /// The ordinal of `s`, which the symbol table must hold.
+    fn lookup(&self, s: &[u8]) -> Result<u32, WriteError> {
+        self.find(s)
+            .ok_or_else(|| WriteError::Invalid(format!("{:?} is not in the symbol table", String::from_utf8_lossy(s))))
+    }
 }
 
 pub struct IndexWriter<W: Write> {
@@ -835,6 +841,8 @@ pub struct IndexWriter<W: Write> {
     postings: HashMap<u32, Vec<(u32, u32)>, FastHash>,
     all: Vec<u32>,
     refs: Vec<(u32, u32)>,
+    /// The symbol ordinals of `prev_labels`, pair by pair.
+    prev_refs: Vec<(u32, u32)>,
     /// The series entry being built, reused from series to series.
     entry: Vec<u8>,
     last_entry_len: usize,
@@ -865,6 +873,7 @@ impl<W: Write> IndexWriter<W> {
             postings: HashMap::default(),
             all: Vec::new(),
             refs: Vec::new(),
+            prev_refs: Vec::new(),
             entry: Vec::new(),
             last_entry_len: 0,
         })
@@ -921,12 +930,6 @@ impl<W: Write> IndexWriter<W> {
         Ok(())
     }
 
-    fn sym(&self, s: &[u8]) -> Result<u32, WriteError> {
-        self.symbols
-            .find(s)
-            .ok_or_else(|| WriteError::Invalid(format!("{:?} is not in the symbol table", String::from_utf8_lossy(s))))
-    }
-
     /// Adds the next series. Returns its series ref (offset / 16).
     pub fn add_series<L: LabelPairs + ?Sized>(&mut self, labels: &L, chunks: &[ChunkMeta]) -> Result<u32, WriteError> {
         if self.stage != Stage::Series {
@@ -945,6 +948,10 @@ impl<W: Write> IndexWriter<W> {
         let mut refs = std::mem::take(&mut self.refs);
         refs.clear();
         let mut prev_name: Option<&[u8]> = None;
+        // Series come sorted, so most labels equal the previous series' label at the same
+        // position: comparing those bytes is cheaper than a hash lookup that misses cache.
+        let mut prev = self.prev_labels.pairs().zip(&self.prev_refs);
+        let symbols = &self.symbols;
         for (n, v) in labels.pairs() {
             if prev_name.is_some_and(|p| p >= n) {
                 return Err(WriteError::Invalid(format!(
@@ -953,8 +960,18 @@ impl<W: Write> IndexWriter<W> {
                 )));
             }
             prev_name = Some(n);
-            refs.push((self.sym(n)?, self.sym(v)?));
+            let same = prev.next().map(|((pn, pv), &(rn, rv))| (pn == n, rn, pv == v, rv));
+            let name = match same {
+                Some((true, r, _, _)) => r,
+                _ => symbols.lookup(n)?,
+            };
+            let value = match same {
+                Some((_, _, true, r)) => r,
+                _ => symbols.lookup(v)?,
+            };
+            refs.push((name, value));
         }
+        drop(prev);
         let labels_text = || labels.to_label_string();
         self.pad_to(16);
         let start = self.pos + self.buf.len() as u64;
@@ -1025,7 +1042,7 @@ impl<W: Write> IndexWriter<W> {
             self.postings.entry(n).or_default().push((v, id));
         }
         self.all.push(id);
-        self.refs = refs;
+        self.refs = std::mem::replace(&mut self.prev_refs, refs);
         labels.copy_into(&mut self.prev_labels);
         Ok(id)
     }
