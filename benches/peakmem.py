@@ -4,6 +4,8 @@
 RssAnon excludes file-backed pages (memory-mapped block files), i.e. the heap.
 
   peakmem.py [--stderr FILE] CMD...   measure a command until it exits (its stderr to FILE)
+  peakmem.py --cpu [--stderr FILE] CMD...   the same, plus a fourth field: the command's
+                                      CPU time (user + system seconds, all its threads)
   peakmem.py --pid PID --until FILE   measure a running process until FILE exists
 """
 import os
@@ -39,6 +41,9 @@ def main():
             time.sleep(0.01)
         rc = 0
     else:
+        cpu = args[:1] == ["--cpu"]
+        if cpu:
+            args = args[1:]
         err = subprocess.DEVNULL
         if args[:1] == ["--stderr"]:
             err, args = open(args[1], "w"), args[2:]
@@ -54,7 +59,13 @@ def main():
             time.sleep(0.01)
         waiter.join()
         rc = p.returncode
-        print(f"{ended[0] - start:.3f} {peak_rss} {peak_anon}", flush=True)
+        extra = ""
+        if cpu:
+            import resource
+
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            extra = f" {ru.ru_utime + ru.ru_stime:.3f}"
+        print(f"{ended[0] - start:.3f} {peak_rss} {peak_anon}{extra}", flush=True)
         sys.exit(rc)
     print(f"{time.monotonic() - start:.3f} {peak_rss} {peak_anon}", flush=True)
     sys.exit(rc)

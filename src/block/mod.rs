@@ -7,6 +7,7 @@
 
 mod copy;
 mod dir;
+mod direct;
 pub mod pipeline;
 pub mod writer;
 

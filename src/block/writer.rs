@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ulid::Ulid;
 
+use super::direct::SegmentFile;
 use super::{CHUNKS_DIR, INDEX_FILE, META_FILE, TOMBSTONES_FILE};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{
@@ -120,7 +121,7 @@ impl Writeback {
 struct SegmentWriter {
     dir: PathBuf,
     limit: u64,
-    file: Option<(BufWriter<File>, PathBuf)>,
+    file: Option<SegmentFile>,
     /// Finished segment files, fsynced together when the block is finished.
     closed: Vec<(File, PathBuf)>,
     seq: u32,
@@ -136,19 +137,22 @@ impl SegmentWriter {
         self.seq += 1;
         let name = format!("{:06}", self.seq);
         let path = self.dir.join(&name);
-        let f = File::create(&path).at(&path)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(&segment_header()).at(&path)?;
+        let mut w = SegmentFile::create(&path)?;
+        w.write_all(&segment_header())?;
         self.size = SEGMENT_HEADER_LEN as u64;
         self.names.push(name);
-        self.file = Some((w, path));
+        self.file = Some(w);
         Ok(())
     }
 
     fn close_current(&mut self) -> Result<()> {
-        if let Some((w, path)) = self.file.take() {
-            let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
-            self.writeback.kick(&f, &path);
+        if let Some(w) = self.file.take() {
+            let path = w.path().to_path_buf();
+            let buffered = !w.is_direct();
+            let f = w.close()?;
+            if buffered {
+                self.writeback.kick(&f, &path);
+            }
             self.closed.push((f, path));
         }
         Ok(())
@@ -196,19 +200,19 @@ impl SegmentWriter {
                 }
             }
             let offset = u32::try_from(self.size).map_err(|_| Error::BadWrite {
-                path: self.file.as_ref().map_or_else(|| self.dir.clone(), |(_, p)| p.clone()),
+                path: self.file.as_ref().map_or_else(|| self.dir.clone(), |f| f.path().to_path_buf()),
                 problem: "segment file would exceed 4 GiB".into(),
             })?;
             // The record (see `chunks::write_chunk`) goes straight into the file's
             // buffer: the payload is copied once.
-            let (w, path) = self.file.as_mut().expect("segment open");
+            let w = self.file.as_mut().expect("segment open");
             let len = match c.record {
                 Some(record) => {
                     debug_assert!(
                         record.len() > c.data.len() + 5
                             && record[record.len() - 4 - c.data.len()..record.len() - 4] == *c.data
                     );
-                    w.write_all(record).at(path)?;
+                    w.write_all(record)?;
                     record.len() as u64
                 }
                 None => {
@@ -216,13 +220,15 @@ impl SegmentWriter {
                     put_uvarint(&mut self.buf, c.data.len() as u64);
                     self.buf.push(c.encoding);
                     let crc = record_crc(c.encoding, c.data);
-                    w.write_all(&self.buf).at(path)?;
-                    w.write_all(c.data).at(path)?;
-                    w.write_all(&crc.to_be_bytes()).at(path)?;
+                    w.write_all(&self.buf)?;
+                    w.write_all(c.data)?;
+                    w.write_all(&crc.to_be_bytes())?;
                     (self.buf.len() + c.data.len() + 4) as u64
                 }
             };
-            self.writeback.wrote(len, w.get_ref(), path);
+            if let Some(f) = w.buffered_file() {
+                self.writeback.wrote(len, f, w.path());
+            }
             self.size += len;
             *max_chunk = (*max_chunk).max(len as i64);
             let segment = self.names.len() as u32 - 1;

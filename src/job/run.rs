@@ -628,8 +628,11 @@ async fn run_plan_in(
             let ulid = Ulid::new();
             let mrefs: Vec<_> = metas.iter().collect();
             let meta = compacted_meta(&mrefs, &group, ulid);
+            let t = Instant::now();
             let out = merge_blocks(&refs, &out_dir2, ulid, meta, &merge, &on_progress)?;
-            if let Some((path, _)) = &out {
+            let merge_ms = ms(t.elapsed());
+            if let Some((path, meta)) = &out {
+                let t = Instant::now();
                 let (problems, _) = verify_block(path)?;
                 if let Some(p) = problems.first() {
                     return Err(Error::BadWrite {
@@ -637,6 +640,16 @@ async fn run_plan_in(
                         problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
                     });
                 }
+                tracing::info!(
+                    phase = "compact",
+                    group = %group,
+                    output = %ulid,
+                    series = meta.stats.num_series,
+                    samples = meta.stats.num_samples,
+                    merge_ms,
+                    verify_ms = ms(t.elapsed()),
+                    "merged and verified"
+                );
             }
             Ok(out)
         },
