@@ -15,7 +15,8 @@
 # own querier gives). At 200k series that takes minutes per case.
 #
 # For the adjacent case the disk's own speed is measured in the same run: `dd` writes and
-# fsyncs as many bytes as strata's output holds, which is the floor for any compactor.
+# fsyncs as many bytes as strata's output holds, once through the page cache and once
+# with O_DIRECT (strata writes chunk segments with O_DIRECT where it can).
 #
 # Prometheus is started on a copy of the directory with a long retention and no scrape
 # targets, listening on loopback only; its first compaction cycle starts about a minute
@@ -101,12 +102,18 @@ bench() { # name, hours, gen args...
     for b in "$WORK"/s/01*; do
       [ -e "$WORK/in/$(basename "$b")" ] || bytes=$((bytes + $(du -sb "$b" | cut -f1)))
     done
-    local t0 t1; t0=$(date +%s.%N)
-    dd if=/dev/zero of="$WORK/dd" bs=4M count=$(( (bytes + 4194303) / 4194304 )) conv=fsync status=none
-    t1=$(date +%s.%N); rm -f "$WORK/dd"
-    printf '  disk bound: %s MB written and fsynced by dd in %.2fs (%.0f MB/s); strata took %.2fx that (%.0f MB/s of output)\n' \
-      "$((bytes/1000000))" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$bytes / 1000000 / ($t1 - $t0)" | bc -l)" \
-      "$(echo "$ss / ($t1 - $t0)" | bc -l)" "$(echo "$bytes / 1000000 / $ss" | bc -l)"
+    # Twice: through the page cache (as Prometheus writes) and with O_DIRECT (as strata
+    # writes chunk segments where the filesystem takes it).
+    local t0 t1 flag count=$(( (bytes + 4194303) / 4194304 ))
+    for flag in conv=fsync "oflag=direct conv=fsync"; do
+      t0=$(date +%s.%N)
+      # shellcheck disable=SC2086
+      dd if=/dev/zero of="$WORK/dd" bs=4M count=$count $flag status=none
+      t1=$(date +%s.%N); rm -f "$WORK/dd"; sync
+      printf '  disk bound (dd %s): %s MB in %.2fs (%.0f MB/s); strata took %.2fx that (%.0f MB/s of output)\n' \
+        "$flag" "$((bytes/1000000))" "$(echo "$t1 - $t0" | bc -l)" "$(echo "$bytes / 1000000 / ($t1 - $t0)" | bc -l)" \
+        "$(echo "$ss / ($t1 - $t0)" | bc -l)" "$(echo "$bytes / 1000000 / $ss" | bc -l)"
+    done
   fi
   if [ "${CHECK:-0}" = 1 ]; then
     mkdir -p "$WORK/in/wal" "$WORK/s/wal"

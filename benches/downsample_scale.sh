@@ -26,13 +26,13 @@ for interval in $INTERVALS; do
   rm -rf "$WORK/in" "$WORK/out"
   $STRATA gen --output "$WORK/in" --series "$SERIES" --duration "${HOURS}h" --block-duration "${HOURS}h" \
     --scrape-interval "$interval" 2>/dev/null
-  bytes=$(du -sb "$WORK"/in/01*/chunks | awk '{s += $1} END {print s}')
+  bytes=$(python3 -c 'import os,sys,glob; print(sum(os.path.getsize(f) for f in glob.glob(sys.argv[1]+"/*/chunks/*")))' "$WORK/in")
   samples=$(python3 -c 'import json,sys,glob; print(sum(json.load(open(f))["stats"]["numSamples"] for f in glob.glob(sys.argv[1]+"/*/meta.json")))' "$WORK/in")
   sync; sleep 3
   read -r secs _ anon cpu < <(python3 benches/peakmem.py --cpu --stderr "$WORK/ds.log" \
     "$STRATA" downsample "$WORK/in" --output "$WORK/out")
   grep -q . "$WORK/out"/01*/meta.json || { echo "no 5m block written:"; cat "$WORK/ds.log"; exit 1; }
   printf 'scrape %-6s %6.2f GB of chunks (%s samples): %6.2f s wall, %6.2f s CPU; %4.0f MB/s per core, %4.0f MB/s on %s cores; peak heap %s MiB\n' \
-    "$interval" "$(echo "$bytes / 1e9" | bc -l)" "$samples" "$secs" "$cpu" \
-    "$(echo "$bytes / 1e6 / $cpu" | bc -l)" "$(echo "$bytes / 1e6 / $secs" | bc -l)" "$(nproc)" "$((anon / 1024))"
+    "$interval" "$(echo "$bytes / 1000000000" | bc -l)" "$samples" "$secs" "$cpu" \
+    "$(echo "$bytes / 1000000 / $cpu" | bc -l)" "$(echo "$bytes / 1000000 / $secs" | bc -l)" "$(nproc)" "$((anon / 1024))"
 done

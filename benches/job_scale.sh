@@ -4,7 +4,9 @@
 #
 #   bash benches/job_scale.sh [SERIES] [HOURS] [BACKENDS]
 #
-# Defaults: 200000 series, 14h (seven 2h blocks, external label cluster="bench"),
+# Defaults: 200000 series, 18h (nine 2h blocks, external label cluster="bench": two
+# complete 8h windows, so two plans of four blocks; the newest block is left alone, as
+# Thanos's planner leaves it),
 # BACKENDS=filesystem,s3. For each backend the blocks are shipped into an empty bucket
 # with `strata bucket upload` (not timed), then `strata run` compacts them (one-shot,
 # --compact.concurrency 2 as the offline run merges both groups at once, downsampling
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SERIES=${1:-200000}
-HOURS=${2:-14}
+HOURS=${2:-18}
 BACKENDS=${3:-filesystem,s3}
 WORK=$(mktemp -d /tmp/strata-job.XXXXXX)
 MOTO=
@@ -83,7 +85,8 @@ for backend in ${BACKENDS//,/ }; do
     *) echo "unknown backend $backend (filesystem, s3)" >&2; exit 2 ;;
   esac
   rm -rf "$WORK/ship" "$WORK/data"; cp -r "$WORK/in" "$WORK/ship"
-  $STRATA bucket upload "$WORK/ship" --objstore.config-file "$WORK/objstore.yml" 2>/dev/null >/dev/null
+  $STRATA bucket upload "$WORK/ship" --label cluster=bench --objstore.config-file "$WORK/objstore.yml" \
+    >/dev/null 2>"$WORK/upload.log" || { cat "$WORK/upload.log"; exit 1; }
   rm -rf "$WORK/ship"
   sync; sleep 3
   read -r jsecs _ janon < <(python3 benches/peakmem.py --stderr "$WORK/job-$backend.log" \
