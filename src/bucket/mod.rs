@@ -6,7 +6,8 @@
 //!   HTTP attempts and retried failures.
 //! - [`Bucket`] (this file): object operations (get, put, list, delete) with the
 //!   configured prefix, one-line classified errors ([`error`]) and per-operation
-//!   counters ([`BucketStats`]).
+//!   counters ([`BucketStats`]). On a FILESYSTEM bucket, whole-file uploads and
+//!   downloads are kernel file copies ([`filesystem`]) instead of object_store streams.
 //! - [`block`]: the Thanos block protocol on top: block ULIDs, meta.json, markers,
 //!   upload (meta.json last, then checked), download (into a temporary directory,
 //!   renamed when complete), delete (meta.json first, the deletion mark last).
@@ -20,6 +21,7 @@
 pub mod block;
 pub mod config;
 pub mod error;
+pub mod filesystem;
 pub mod replicate;
 pub mod store;
 pub mod sync;
@@ -37,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use block::{BlockObjects, DeleteReport, DownloadOptions, MarkerRead, MetaRead, UploadOptions};
 pub use config::{ConfigError, ObjstoreConfig, Provider};
 pub use error::{BucketError, ErrorKind, Result, StoreError};
+use filesystem::{Failure, FsBucket};
 pub use store::{HttpCounters, UploadSettings};
 pub use sync::{BlockInfo, CleanupOptions, CleanupReport, Exclusion, PartialBlock, SyncOptions, Synced};
 
@@ -109,6 +112,8 @@ pub struct Bucket {
     ops: Arc<OpCounters>,
     upload: UploadSettings,
     secrets: Arc<Vec<String>>,
+    /// A FILESYSTEM bucket's files: `put_file` and `get_to_file` copy them directly.
+    filesystem: Option<FsBucket>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -131,6 +136,7 @@ impl Bucket {
             ops: Arc::default(),
             upload: built.upload,
             secrets: Arc::new(built.secrets),
+            filesystem: built.filesystem,
         })
     }
 
@@ -143,6 +149,7 @@ impl Bucket {
             ops: Arc::default(),
             upload: UploadSettings::default(),
             secrets: Arc::default(),
+            filesystem: None,
         }
     }
 
@@ -231,9 +238,16 @@ impl Bucket {
     }
 
     /// Writes an object from a local file: one PUT up to the part size, a multipart
-    /// upload above it. Returns the number of bytes sent.
+    /// upload above it; on a FILESYSTEM bucket, a file copy. Returns the number of
+    /// bytes sent.
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
         let size = tokio::fs::metadata(file).await.map_err(|e| LocalError::io(file, e))?.len();
+        if let Some(fs) = self.direct() {
+            self.count(Op::Upload);
+            let (key_owned, src) = (key.to_string(), file.to_path_buf());
+            let done = tokio::task::spawn_blocking(move || fs.put_file(&key_owned, &src)).await;
+            return self.copied(done, Op::Upload, "put", key, file);
+        }
         if !self.upload.multipart || size <= self.upload.part_size {
             let data = tokio::fs::read(file).await.map_err(|e| LocalError::io(file, e))?;
             let n = data.len() as u64;
@@ -272,10 +286,15 @@ impl Bucket {
         Ok(sent)
     }
 
-    /// Streams an object into a new local file (fsynced). Returns the bytes written;
-    /// `NotFound` is an error here.
+    /// Streams an object into a new local file (fsynced); on a FILESYSTEM bucket, a
+    /// file copy. Returns the bytes written; `NotFound` is an error here.
     pub async fn get_to_file(&self, key: &str, file: &Path) -> Result<u64> {
         self.count(Op::Get);
+        if let Some(fs) = self.direct() {
+            let (key_owned, dst) = (key.to_string(), file.to_path_buf());
+            let done = tokio::task::spawn_blocking(move || fs.get_to_file(&key_owned, &dst)).await;
+            return self.copied(done, Op::Get, "get", key, file);
+        }
         let r = self.store.get(&ObjectPath::from(key)).await.map_err(|e| self.fail(Op::Get, "get", key, &e))?;
         let mut out = tokio::fs::File::create(file).await.map_err(|e| LocalError::io(file, e))?;
         let mut stream = r.into_stream();
@@ -288,6 +307,30 @@ impl Bucket {
         out.flush().await.map_err(|e| LocalError::io(file, e))?;
         out.sync_all().await.map_err(|e| LocalError::io(file, e))?;
         Ok(n)
+    }
+
+    /// The FILESYSTEM bucket to copy files into and out of, unless objects carry
+    /// attributes (`LocalFileSystem` refuses those: the object_store path says so).
+    fn direct(&self) -> Option<FsBucket> {
+        self.filesystem.clone().filter(|_| self.upload.attributes.is_empty())
+    }
+
+    /// A direct copy's outcome as the object_store path reports it: bucket-side
+    /// failures classified and counted, local ones naming the local file.
+    fn copied(
+        &self,
+        done: std::result::Result<std::result::Result<u64, Failure>, tokio::task::JoinError>,
+        op: Op,
+        verb: &'static str,
+        key: &str,
+        file: &Path,
+    ) -> Result<u64> {
+        match done {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(Failure::Local(e))) => Err(LocalError::io(file, e).into()),
+            Ok(Err(Failure::Store(e))) => Err(self.fail(op, verb, key, &e)),
+            Err(e) => Err(self.fail(op, verb, key, &object_store::Error::JoinError { source: e })),
+        }
     }
 
     /// Size and time of an object, or `None` if there is none.
@@ -424,6 +467,221 @@ mod tests {
             assert!(std::fs::read(&back).unwrap() == data);
             let e = b.get_to_file("x/missing", &dir.path().join("m")).await.unwrap_err();
             assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+        });
+    }
+
+    /// A FILESYSTEM bucket with prefix `tenant` under `dir/bucket` as `Bucket::open`
+    /// builds it (files copied directly), a client of the same files through
+    /// object_store's streams only, and the directory the objects are in.
+    async fn fs_buckets(dir: &Path) -> (Bucket, Bucket, std::path::PathBuf) {
+        let root = dir.join("bucket");
+        let yaml = format!("type: FILESYSTEM\nconfig: {{directory: '{}'}}\nprefix: tenant\n", root.display());
+        let cfg = ObjstoreConfig::parse(&yaml).unwrap();
+        let direct = Bucket::open(&cfg).await.unwrap();
+        assert!(direct.direct().is_some(), "a FILESYSTEM bucket copies files");
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root).unwrap().with_automatic_cleanup(true);
+        let streamed =
+            Bucket::from_store(Arc::new(object_store::prefix::PrefixStore::new(fs, "tenant")), cfg.describe());
+        assert!(streamed.direct().is_none());
+        (direct, streamed, root.join("tenant"))
+    }
+
+    /// Every file under `dir`, relative, sorted (none if `dir` is gone: deleting the
+    /// last object removes the directories it was in).
+    fn files_under(dir: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for e in entries {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    fn op(b: &Bucket, name: &str) -> (u64, u64) {
+        b.stats().operations.iter().find(|o| o.0 == name).map(|o| (o.1, o.2)).unwrap()
+    }
+
+    #[test]
+    fn filesystem_bucket_copies_files_whole_and_atomically() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (b, streamed, files) = fs_buckets(dir.path()).await;
+            let data: Vec<u8> =
+                (0..(64u32 << 20) + 12345).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+            assert!(data.len() as u64 > UploadSettings::default().part_size);
+            let src = dir.path().join("big");
+            std::fs::write(&src, &data).unwrap();
+            let key = "01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001";
+            assert_eq!(b.put_file(key, &src).await.unwrap(), data.len() as u64);
+            assert!(std::fs::read(files.join(key)).unwrap() == data, "the object is <directory>/<prefix>/<key>");
+            assert_eq!(files_under(&dir.path().join("bucket")), [format!("tenant/{key}")], "no staging file left");
+            let listed = streamed.list("01JAAAAAAAAAAAAAAAAAAAAAAA").await.unwrap();
+            assert_eq!(listed.iter().map(|o| (o.key.as_str(), o.size)).collect::<Vec<_>>(), [(key, data.len() as u64)]);
+
+            let back = dir.path().join("back");
+            assert_eq!(b.get_to_file(key, &back).await.unwrap(), data.len() as u64);
+            assert!(std::fs::read(&back).unwrap() == data);
+
+            // Overwritten by a smaller file: replaced whole; downloaded over a larger
+            // local file: truncated.
+            std::fs::write(&src, b"small").unwrap();
+            assert_eq!(b.put_file(key, &src).await.unwrap(), 5);
+            assert_eq!(b.head(key).await.unwrap().map(|o| o.size), Some(5));
+            assert_eq!(b.get_to_file(key, &back).await.unwrap(), 5);
+            assert_eq!(std::fs::read(&back).unwrap(), b"small");
+
+            // A staging file a crashed writer left is neither reused nor listed.
+            std::fs::write(files.join(format!("{key}#1")), b"half").unwrap();
+            std::fs::write(&src, b"again").unwrap();
+            assert_eq!(b.put_file(key, &src).await.unwrap(), 5);
+            assert_eq!(std::fs::read(files.join(key)).unwrap(), b"again");
+            assert_eq!(std::fs::read(files.join(format!("{key}#1"))).unwrap(), b"half");
+            assert_eq!(streamed.list("").await.unwrap().len(), 1);
+            assert_eq!(
+                files_under(&files),
+                [key.to_string(), format!("{key}#1")],
+                "only the crashed writer's staging file remains"
+            );
+
+            // An empty file.
+            std::fs::write(&src, b"").unwrap();
+            assert_eq!(b.put_file("e/meta.json", &src).await.unwrap(), 0);
+            assert_eq!(b.get_to_file("e/meta.json", &back).await.unwrap(), 0);
+            assert_eq!(std::fs::metadata(&back).unwrap().len(), 0);
+            assert_eq!((op(&b, "upload"), op(&b, "get")), ((4, 0), (3, 0)));
+        });
+    }
+
+    #[test]
+    fn filesystem_copies_map_keys_as_object_store_does() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (b, streamed, files) = fs_buckets(dir.path()).await;
+            let src = dir.path().join("src");
+            let back = dir.path().join("back");
+            // `#` is encoded (`k%2312`): a key never looks like a staging file `<name>#<n>`.
+            for key in [
+                "01JAAAAAAAAAAAAAAAAAAAAAAA/meta.json",
+                "a b/c%d#e~",
+                "k#12",
+                "x/./y/../z",
+                "/lead//trail/",
+                "ünï/cødé",
+            ] {
+                // Written directly, read through object_store, and the other way round.
+                std::fs::write(&src, key.as_bytes()).unwrap();
+                b.put_file(key, &src).await.unwrap();
+                assert_eq!(streamed.get(key).await.unwrap().as_deref(), Some(key.as_bytes()), "{key}");
+                streamed.delete(key).await.unwrap();
+                streamed.put_file(key, &src).await.unwrap();
+                assert_eq!(b.get_to_file(key, &back).await.unwrap(), key.len() as u64, "{key}");
+                assert_eq!(std::fs::read(&back).unwrap(), key.as_bytes());
+                let listed: Vec<String> = streamed.list("").await.unwrap().into_iter().map(|o| o.key).collect();
+                assert_eq!(listed, [ObjectPath::from(key).to_string()], "{key}");
+                b.delete(key).await.unwrap();
+                assert!(files_under(&files).is_empty(), "{key}: {:?}", files_under(&files));
+            }
+        });
+    }
+
+    /// Makes a directory read-only for this process, root included: mode 0555, and the
+    /// immutable flag (root ignores modes; the flag needs root and ext4, xfs or btrfs).
+    /// Undone on drop.
+    struct ReadOnly(std::path::PathBuf);
+
+    impl ReadOnly {
+        fn new(dir: &Path) -> ReadOnly {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            let f = std::fs::File::open(dir).unwrap();
+            if let Ok(flags) = rustix::fs::ioctl_getflags(&f) {
+                let _ = rustix::fs::ioctl_setflags(&f, flags | rustix::fs::IFlags::IMMUTABLE);
+            }
+            let ro = ReadOnly(dir.to_path_buf());
+            let probe = dir.join("probe");
+            if std::fs::File::create(&probe).is_ok() {
+                let _ = std::fs::remove_file(&probe);
+                panic!(
+                    "cannot make {} read-only here (root on a filesystem without the immutable flag)",
+                    dir.display()
+                );
+            }
+            ro
+        }
+    }
+
+    impl Drop for ReadOnly {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(f) = std::fs::File::open(&self.0) {
+                if let Ok(flags) = rustix::fs::ioctl_getflags(&f) {
+                    let _ = rustix::fs::ioctl_setflags(&f, flags - rustix::fs::IFlags::IMMUTABLE);
+                }
+            }
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+
+    #[test]
+    fn filesystem_copy_failures_are_reported_as_object_store_reports_them() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (b, streamed, files) = fs_buckets(dir.path()).await;
+            let src = dir.path().join("src");
+            std::fs::write(&src, b"data").unwrap();
+
+            // A missing object: NotFound, counted as a failed get, no local file made.
+            let dst = dir.path().join("dst");
+            let e = b.get_to_file("01JAAAAAAAAAAAAAAAAAAAAAAA/index", &dst).await.unwrap_err();
+            assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+            let s = streamed.get_to_file("01JAAAAAAAAAAAAAAAAAAAAAAA/index", &dst).await.unwrap_err();
+            assert_eq!(e.to_string(), s.to_string());
+            assert!(!dst.exists());
+            assert_eq!(op(&b, "get"), (1, 1));
+            // A directory is not an object.
+            b.put_file("d/x", &src).await.unwrap();
+            let e = b.get_to_file("d", &dst).await.unwrap_err();
+            assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+
+            // The bucket side refuses: a bucket error, as object_store says it, counted,
+            // nothing left behind.
+            b.put_file("blk", &src).await.unwrap();
+            let e = b.put_file("blk/index", &src).await.unwrap_err();
+            assert!(matches!(e, BucketError::Store(_)), "a file where a directory should be: {e:?}");
+            assert_eq!(e.to_string(), streamed.put_file("blk/index", &src).await.unwrap_err().to_string());
+            assert_eq!(op(&b, "upload"), (3, 1));
+            let before = files_under(&files);
+            {
+                let _ro = ReadOnly::new(&files);
+                for key in ["k", "new/index"] {
+                    let e = b.put_file(key, &src).await.unwrap_err();
+                    assert!(matches!(e, BucketError::Store(_)), "read-only bucket directory: {e:?}");
+                    assert_eq!(e.to_string(), streamed.put_file(key, &src).await.unwrap_err().to_string());
+                }
+            }
+            assert_eq!(files_under(&files), before);
+
+            // The local side fails: a local error naming the local file, as before.
+            for (missing, is_dir) in [(dir.path().join("nothing"), false), (dir.path().to_path_buf(), true)] {
+                let e = b.put_file("k", &missing).await.unwrap_err();
+                assert!(matches!(e, BucketError::Local(_)), "{e:?}");
+                assert!(e.to_string().starts_with(&missing.display().to_string()), "{e}");
+                assert_eq!(e.to_string(), streamed.put_file("k", &missing).await.unwrap_err().to_string(), "{is_dir}");
+            }
+            let into = dir.path().join("no/such/dir");
+            let e = b.get_to_file("blk", &into).await.unwrap_err();
+            assert!(matches!(e, BucketError::Local(_)) && e.to_string().contains("no/such/dir"), "{e:?}");
+            assert_eq!(e.to_string(), streamed.get_to_file("blk", &into).await.unwrap_err().to_string());
+            assert!(files_under(&files).iter().all(|f| !f.contains('#')), "{:?}", files_under(&files));
         });
     }
 }

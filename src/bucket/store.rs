@@ -26,6 +26,7 @@ use object_store::{Attribute, AttributeValue, Attributes, ClientOptions, ObjectS
 
 use super::config::{AzureConfig, BucketLookup, GcsConfig, HttpConfig, ObjstoreConfig, Provider, S3Config};
 use super::error::{BucketError, Result};
+use super::filesystem::FsBucket;
 
 /// Counters of HTTP attempts, shared by every request of one client. Cheap to read at
 /// any time (`/metrics`).
@@ -120,17 +121,19 @@ impl Default for UploadSettings {
     }
 }
 
-/// A built client: the store (prefix applied), its settings, and the values to scrub
-/// from any message (secrets).
+/// A built client: the store (prefix applied), its settings, the values to scrub from
+/// any message (secrets), and for a FILESYSTEM bucket its files, for direct copies.
 pub struct Built {
     pub store: Arc<dyn ObjectStore>,
     pub upload: UploadSettings,
     pub secrets: Vec<String>,
+    pub filesystem: Option<FsBucket>,
 }
 
 /// Builds the object_store client the configuration describes. The S3 region is looked
 /// up over the network when it is neither configured nor in the endpoint's name.
 pub async fn build(cfg: &ObjstoreConfig, counters: Arc<HttpCounters>) -> Result<Built> {
+    let mut filesystem = None;
     let (store, upload, secrets): (Arc<dyn ObjectStore>, UploadSettings, Vec<String>) = match &cfg.provider {
         Provider::S3(c) => {
             let (s, u) = build_s3(c, counters).await?;
@@ -160,12 +163,14 @@ pub async fn build(cfg: &ObjstoreConfig, counters: Arc<HttpCounters>) -> Result<
             let fs = LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| BucketError::Setup(format!("config.directory {}: {e}", dir.display())))?
                 .with_automatic_cleanup(true);
-            (Arc::new(fs), UploadSettings::default(), Vec::new())
+            let fs = Arc::new(fs);
+            filesystem = Some(FsBucket::new(fs.clone(), &cfg.prefix));
+            (fs, UploadSettings::default(), Vec::new())
         }
     };
     let store: Arc<dyn ObjectStore> =
         if cfg.prefix.is_empty() { store } else { Arc::new(PrefixStore::new(store, cfg.prefix.as_str())) };
-    Ok(Built { store, upload, secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect() })
+    Ok(Built { store, upload, secrets: secrets.into_iter().filter(|s| s.len() >= 4).collect(), filesystem })
 }
 
 fn retry_config(max_retries: i64) -> RetryConfig {
