@@ -786,6 +786,9 @@ pub enum WriteError {
 /// The symbols an [`IndexWriter`] wrote, to look up each label's ordinal: their bytes in
 /// one buffer, where each ends, and a hash table of ordinals (about 10 bytes per symbol
 /// besides its bytes, and no allocation per symbol).
+/// How many symbols past the previous series' label [`SymbolMap::near`] searches.
+const NEAR: usize = 64;
+
 #[derive(Default)]
 struct SymbolMap {
     bytes: Vec<u8>,
@@ -817,6 +820,31 @@ impl SymbolMap {
 
     fn find(&self, s: &[u8]) -> Option<u32> {
         self.table.find(self.hasher.hash_one(s), |&o| self.get(o) == s).copied()
+    }
+
+    /// The ordinal of `s`, knowing that `known` has ordinal `at`: the same one when the
+    /// bytes are equal; for a larger `s`, a binary search of the next [`NEAR`] symbols
+    /// (the table is sorted, and a series' label usually sorts just after the previous
+    /// series' label at the same position: the next pod, the next instance), which stays
+    /// in cache lines the previous series touched; otherwise the hash table.
+    fn near(&self, at: u32, known: &[u8], s: &[u8]) -> Result<u32, WriteError> {
+        match s.cmp(known) {
+            std::cmp::Ordering::Equal => Ok(at),
+            std::cmp::Ordering::Greater => {
+                let (lo, hi) = (at as usize + 1, (at as usize + 1 + NEAR).min(self.ends.len()));
+                let mut range = lo..hi;
+                while !range.is_empty() {
+                    let mid = range.start + range.len() / 2;
+                    match self.get(mid as u32).cmp(s) {
+                        std::cmp::Ordering::Less => range.start = mid + 1,
+                        std::cmp::Ordering::Greater => range.end = mid,
+                        std::cmp::Ordering::Equal => return Ok(mid as u32),
+                    }
+                }
+                self.lookup(s)
+            }
+            std::cmp::Ordering::Less => self.lookup(s),
+        }
     }
 
     /// The ordinal of `s`, which the symbol table must hold.
@@ -960,14 +988,9 @@ impl<W: Write> IndexWriter<W> {
                 )));
             }
             prev_name = Some(n);
-            let same = prev.next().map(|((pn, pv), &(rn, rv))| (pn == n, rn, pv == v, rv));
-            let name = match same {
-                Some((true, r, _, _)) => r,
-                _ => symbols.lookup(n)?,
-            };
-            let value = match same {
-                Some((_, _, true, r)) => r,
-                _ => symbols.lookup(v)?,
+            let (name, value) = match prev.next() {
+                Some(((pn, pv), &(rn, rv))) => (symbols.near(rn, pn, n)?, symbols.near(rv, pv, v)?),
+                None => (symbols.lookup(n)?, symbols.lookup(v)?),
             };
             refs.push((name, value));
         }

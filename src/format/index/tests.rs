@@ -89,6 +89,30 @@ fn every_flipped_byte_is_caught() {
 }
 
 proptest! {
+    /// Series whose second label jumps far forward and backward in the symbol table, so
+    /// the writer's symbol lookup takes every path (same as the previous series', a few
+    /// symbols on, far on, before).
+    #[test]
+    fn labels_far_apart_in_the_symbol_table_round_trip(perm in Just((0..400u32).collect::<Vec<_>>()).prop_shuffle()) {
+        let series: Vec<(Labels, Vec<ChunkMeta>)> = perm
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let l = Labels::from_pairs([("a", format!("{i:04}")), ("b", format!("{p:04}")), ("z", "same".to_string())]);
+                (l, vec![ChunkMeta { min_time: 0, max_time: 1, chunk_ref: ChunkRef(8 + i as u64 * 20) }])
+            })
+            .collect();
+        let idx = build(&series);
+        let r = IndexReader::new(&idx).unwrap();
+        let (mut l, mut c) = (Labels::new(), Vec::new());
+        let ids: Vec<u32> = r.all_postings().unwrap().collect();
+        prop_assert_eq!(ids.len(), series.len());
+        for (id, (wl, _)) in ids.iter().zip(&series) {
+            r.series(*id, &mut l, &mut c).unwrap();
+            prop_assert_eq!(&l, wl);
+        }
+    }
+
     #[test]
     fn random_indexes_round_trip(names in proptest::collection::btree_set("[a-z]{1,6}", 1..5), vals in proptest::collection::vec("[a-z0-9]{0,4}", 1..40)) {
         let names: Vec<String> = names.into_iter().collect();
