@@ -64,7 +64,11 @@ run_prometheus() { # dir -> prints "seconds peak_rss_kb peak_anon_kb idle_anon_k
   touch "$stop"; wait $poller
   kill $pid; wait $pid 2>/dev/null || true
   local secs
-  secs=$(grep 'msg="compact blocks"' "$log" | sed -E 's/.*duration=([0-9.]+)(ms|s|m).*/\1 \2/' | awk '{ if ($2=="ms") t+=$1/1000; else if ($2=="m") t+=$1*60; else t+=$1 } END { printf "%.3f", t }')
+  # duration= is a Go duration: 950.1ms, 12.5s, 2m3.25s, 1h0m2s.
+  secs=$(grep 'msg="compact blocks"' "$log" | sed -E 's/.*duration=([0-9.hmsuµn]+).*/\1/' | python3 -c '
+import re, sys
+unit = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+print("%.3f" % sum(float(n) * unit[u] for line in sys.stdin for n, u in re.findall(r"([0-9.]+)(ms|us|µs|ns|h|m|s)", line)))')
   read -r _ prss panon < "$WORK/mem-$(basename "$dir")"
   echo "$secs $prss $panon $idle $last"
 }
