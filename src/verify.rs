@@ -42,6 +42,9 @@ impl fmt::Display for Problem {
 struct Report<'a> {
     block: &'a Path,
     problems: Vec<Problem>,
+    /// New messages for problems already in the block's report (by index): a broken
+    /// chunk record found by the segment scan, named with its series by the series pass.
+    renamed: Vec<(usize, String)>,
 }
 
 impl Report<'_> {
@@ -71,7 +74,7 @@ const SERIES_PER_TASK: usize = 4096;
 /// Verifies one block directory: `meta.json`, the chunk segments, the tombstones, the
 /// index and every series' chunks, then the meta's stats against what was found.
 pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
-    let mut r = Report { block: dir, problems: Vec::new() };
+    let mut r = Report { block: dir, problems: Vec::new(), renamed: Vec::new() };
     let mut counts = Counts::default();
     let meta = check_meta(&mut r, dir);
     let segments = check_segments(&mut r, dir);
@@ -90,10 +93,10 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
     let block = BlockScope::of(meta.as_ref());
     // Series are checked in parallel, a few thousand per task; the problems keep the
     // index's series order.
-    let pieces: Vec<(Vec<Problem>, Counts)> = ids
+    let pieces: Vec<(Report<'_>, Counts)> = ids
         .par_chunks(SERIES_PER_TASK)
         .map(|part| {
-            let mut r = Report { block: dir, problems: Vec::new() };
+            let mut r = Report { block: dir, problems: Vec::new(), renamed: Vec::new() };
             let mut counts = Counts::default();
             let (mut labels, mut chunks) = (Labels::new(), Vec::new());
             for &id in part {
@@ -106,11 +109,14 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                     counts.samples += check_chunk(&mut r, &segments, &block, &labels, c);
                 }
             }
-            (r.problems, counts)
+            (r, counts)
         })
         .collect();
-    for (problems, c) in pieces {
-        r.problems.extend(problems);
+    for (piece, c) in pieces {
+        for (i, message) in piece.renamed {
+            r.problems[i].message = message;
+        }
+        r.problems.extend(piece.problems);
         counts.series += c.series;
         counts.chunks += c.chunks;
         counts.samples += c.samples;
@@ -160,25 +166,41 @@ fn check_segments(r: &mut Report<'_>, dir: &Path) -> Segments {
             return segments;
         }
     };
-    for name in names {
+    // Each segment is scanned on its own thread (a compacted block has one per 512 MiB):
+    // the scan reads every byte, from disk when the block was just written around the
+    // page cache. Results are applied in segment order.
+    enum Scan {
+        Unreadable(String),
+        BadHeader(FormatError),
+        Read(Option<FormatError>),
+    }
+    let scanned: Vec<(String, Option<FileBytes>, Scan)> = names
+        .into_par_iter()
+        .map(|name| match FileBytes::open(&chunks_dir.join(&name)) {
+            Err(e) => (name, None, Scan::Unreadable(e.to_string())),
+            Ok(bytes) => {
+                let scan = match check_segment_header(&bytes) {
+                    Ok(()) => Scan::Read(iter_segment(&bytes).find_map(|rec| rec.err())),
+                    Err(e) => Scan::BadHeader(e),
+                };
+                (name, Some(bytes), scan)
+            }
+        })
+        .collect();
+    for (name, bytes, scan) in scanned {
         let file = format!("{CHUNKS_DIR}/{name}");
-        let bytes = match FileBytes::open(&chunks_dir.join(&name)) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                r.add(&file, format!("cannot read: {e}"));
-                continue;
+        match scan {
+            Scan::Unreadable(e) => r.add(&file, format!("cannot read: {e}")),
+            Scan::BadHeader(e) => r.format(&file, &e),
+            Scan::Read(Some(e)) => {
+                segments.broken.insert((segments.files.len(), e.offset as u32), r.problems.len());
+                r.format(&file, &e);
             }
-        };
-        match check_segment_header(&bytes) {
-            Ok(()) => {
-                if let Some(Err(e)) = iter_segment(&bytes).find(|rec| rec.is_err()) {
-                    segments.broken.insert((segments.files.len(), e.offset as u32), r.problems.len());
-                    r.format(&file, &e);
-                }
-            }
-            Err(e) => r.format(&file, &e),
+            Scan::Read(None) => {}
         }
-        segments.files.push((name, bytes));
+        if let Some(bytes) = bytes {
+            segments.files.push((name, bytes));
+        }
     }
     segments
 }
@@ -247,7 +269,7 @@ fn check_chunk(r: &mut Report<'_>, segments: &Segments, block: &BlockScope, labe
         Err(e) => {
             let msg = format!("series {labels}: chunk {}: {}", c.chunk_ref, e.problem);
             match segments.broken.get(&(seg, c.chunk_ref.offset())) {
-                Some(&i) => r.problems[i].message = msg,
+                Some(&i) => r.renamed.push((i, msg)),
                 None => r.add(&file, msg),
             }
             return 0;
