@@ -487,6 +487,14 @@ struct Item<'a> {
     record: Option<&'a [u8]>,
 }
 
+impl Item<'_> {
+    /// This chunk failed to decode: an error that names the chunk and blames its block.
+    fn undecodable(&self, srcs: &[Source<'_>], labels: &[(&[u8], &[u8])], err: impl std::fmt::Display) -> Error {
+        let block = srcs[self.source].block;
+        bad(block, block.dir.clone(), labels, format!("chunk [{}, {}]: {err}", self.min_time, self.max_time))
+    }
+}
+
 /// A series of source `block` is wrong: an error that blames that block.
 fn bad(block: &Block, file: PathBuf, labels: &[(&[u8], &[u8])], problem: String) -> Error {
     Error::BadSeries { path: file, series: labels.to_label_string(), problem }.in_block(block.meta.ulid)
@@ -663,14 +671,8 @@ fn merge_float_group<'a>(
                 used - 1
             }
         };
-        crate::format::xor::decode_into(&c.data, &mut streams[slot].1).map_err(|err| {
-            bad(
-                srcs[c.source].block,
-                srcs[c.source].block.dir.clone(),
-                labels,
-                format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-            )
-        })?;
+        crate::format::xor::decode_into(&c.data, &mut streams[slot].1)
+            .map_err(|err| c.undecodable(srcs, labels, err))?;
     }
     for (_, v) in streams[..used].iter_mut() {
         if !v.is_sorted_by_key(|s| s.0) {
@@ -710,14 +712,7 @@ fn merge_value_group<'a>(
     let mut streams: Vec<(usize, Vec<(i64, Value)>)> = Vec::new();
     for &k in keep.iter() {
         let c = &items[k];
-        let samples = decode(c.encoding, &c.data).map_err(|err| {
-            bad(
-                srcs[c.source].block,
-                srcs[c.source].block.dir.clone(),
-                labels,
-                format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-            )
-        })?;
+        let samples = decode(c.encoding, &c.data).map_err(|err| c.undecodable(srcs, labels, err))?;
         let vals = samples.into_values();
         match streams.iter_mut().find(|(s, _)| *s == c.stream) {
             Some((_, v)) => v.extend(vals),
@@ -792,14 +787,7 @@ impl PenaltyScratch {
                         ts.extend(values[start..].iter().map(|(t, _)| (*t, 0)));
                     })
                 };
-                done.map_err(|err| {
-                    bad(
-                        srcs[c.source].block,
-                        srcs[c.source].block.dir.clone(),
-                        labels,
-                        format!("chunk [{}, {}]: {err}", c.min_time, c.max_time),
-                    )
-                })?;
+                done.map_err(|err| c.undecodable(srcs, labels, err))?;
                 for (i, e) in ts[start..].iter_mut().enumerate() {
                     e.1 = (start + i) as u32;
                 }
