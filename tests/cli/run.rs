@@ -722,6 +722,12 @@ fn events_stream_while_the_iteration_runs_in_logfmt_and_json() {
             assert!(!field_of(d, k).is_empty(), "{k} missing in {d}");
         }
         assert!(all.iter().any(|l| msg_of(l) == "block uploaded"), "{text}");
+        // Each output says how long its merge and its verification took, before its upload.
+        let merged = pos("merged and verified");
+        assert!(first_plan < merged && merged < first_done, "{text}");
+        for k in ["group", "output", "series", "samples", "merge_ms", "verify_ms"] {
+            assert!(!field_of(all[merged], k).is_empty(), "{k} missing in {}", all[merged]);
+        }
         assert!(field_of(all[done], "compactions").parse::<u32>().unwrap() >= 4, "{text}");
     }
 }
