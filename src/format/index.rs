@@ -13,6 +13,7 @@ use std::hash::BuildHasher;
 /// Hasher of the writer's maps: keys are symbols and symbol refs of the block being
 /// written, looked up for every label of every series.
 type FastHash = foldhash::fast::RandomState;
+use rayon::prelude::*;
 use std::io::{self, Write};
 
 use super::chunks::{ChunkMeta, ChunkRef};
@@ -1092,6 +1093,15 @@ impl<W: Write> IndexWriter<W> {
         let mut names: Vec<u32> = self.postings.keys().copied().collect();
         names.sort_unstable();
         let mut postings = std::mem::take(&mut self.postings);
+        // Series refs were pushed in increasing order; sorting the pairs keeps that order
+        // within each value. Each name's pairs are sorted on their own, in parallel: at
+        // a million series this is tens of millions of pairs, and the block's other
+        // work is done by now.
+        {
+            let mut lists: Vec<&mut Vec<(u32, u32)>> = postings.values_mut().collect();
+            lists.sort_unstable_by_key(|v| std::cmp::Reverse(v.len()));
+            lists.into_par_iter().for_each(|v| v.sort_unstable());
+        }
         let symbols = std::mem::take(&mut self.symbols);
         let mut table = Vec::new();
         put_be32(&mut table, 0);
@@ -1127,10 +1137,7 @@ impl<W: Write> IndexWriter<W> {
         write_list(&mut self, b"", b"", &mut all.iter().copied(), all.len())?;
         drop(all);
         for n in names {
-            let mut pairs = postings.remove(&n).unwrap_or_default();
-            // Series refs were pushed in increasing order; sorting the pairs keeps that
-            // order within each value.
-            pairs.sort_unstable();
+            let pairs = postings.remove(&n).unwrap_or_default();
             for run in pairs.chunk_by(|a, b| a.0 == b.0) {
                 let (name, value) = (symbols.get(n), symbols.get(run[0].0));
                 write_list(&mut self, name, value, &mut run.iter().map(|p| p.1), run.len())?;
