@@ -51,8 +51,16 @@ enum Inner {
 }
 
 impl SegmentFile {
-    /// Creates (or truncates) `path`, with direct I/O when the filesystem takes it.
-    pub fn create(path: &Path) -> Result<SegmentFile> {
+    /// Creates (or truncates) `path`: with direct I/O when `direct` asks for it and the
+    /// filesystem takes it, through the page cache otherwise.
+    pub fn create(path: &Path, direct: bool) -> Result<SegmentFile> {
+        if !direct {
+            let f = File::create(path).at(path)?;
+            return Ok(SegmentFile {
+                path: path.to_path_buf(),
+                inner: Inner::Buffered(BufWriter::with_capacity(BUFFERED, f)),
+            });
+        }
         let direct = OpenOptions::new()
             .write(true)
             .create(true)
@@ -272,7 +280,7 @@ mod tests {
         for size in [0, 1, 4095, 4096, 4097, STAGING - 1, STAGING, STAGING + 1, 3 * STAGING + 12345] {
             let path = dir.path().join(format!("seg-{size}"));
             let want = pattern(size);
-            let mut f = SegmentFile::create(&path).unwrap();
+            let mut f = SegmentFile::create(&path, true).unwrap();
             for piece in want.chunks(7919) {
                 f.write_all(piece).unwrap();
             }
@@ -297,9 +305,21 @@ mod tests {
         // bytes must arrive.
         let dir = tempfile::tempdir_in("/dev/shm").unwrap();
         let path = dir.path().join("seg");
-        let mut f = SegmentFile::create(&path).unwrap();
+        let mut f = SegmentFile::create(&path, true).unwrap();
         f.write_all(b"abc").unwrap();
         f.close().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn buffered_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let mut f = SegmentFile::create(&path, false).unwrap();
+        assert!(!f.is_direct());
+        let want = pattern(STAGING + 17);
+        f.write_all(&want).unwrap();
+        f.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 }

@@ -13,7 +13,7 @@ pub mod writer;
 
 pub use copy::copy_block;
 pub use dir::{list_blocks, BlockDirEntry};
-pub use writer::{BlockWriter, ChunkToWrite, WriteStats};
+pub use writer::{BlockWriter, ChunkToWrite, SegmentOptions, WriteStats};
 
 use std::path::{Path, PathBuf};
 

@@ -118,9 +118,27 @@ impl Writeback {
     }
 }
 
+/// How a block's chunk segments are written.
+#[derive(Clone, Copy, Debug)]
+pub struct SegmentOptions {
+    /// Size limit of one segment file.
+    pub size: u64,
+    /// Write around the page cache (`O_DIRECT`, where the filesystem takes it): right for
+    /// output nobody reads again soon (offline compaction), wrong for output read back at
+    /// once (the job verifies and uploads each block it writes). See `direct.rs`.
+    pub direct_io: bool,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        SegmentOptions { size: DEFAULT_SEGMENT_SIZE, direct_io: true }
+    }
+}
+
 struct SegmentWriter {
     dir: PathBuf,
     limit: u64,
+    direct_io: bool,
     file: Option<SegmentFile>,
     /// Finished segment files, fsynced together when the block is finished.
     closed: Vec<(File, PathBuf)>,
@@ -137,7 +155,7 @@ impl SegmentWriter {
         self.seq += 1;
         let name = format!("{:06}", self.seq);
         let path = self.dir.join(&name);
-        let mut w = SegmentFile::create(&path)?;
+        let mut w = SegmentFile::create(&path, self.direct_io)?;
         w.write_all(&segment_header())?;
         self.size = SEGMENT_HEADER_LEN as u64;
         self.names.push(name);
@@ -275,6 +293,16 @@ impl BlockWriter {
         symbols: impl IntoIterator<Item = S>,
         segment_size: u64,
     ) -> Result<BlockWriter> {
+        Self::with_segments(parent, ulid, symbols, SegmentOptions { size: segment_size, ..Default::default() })
+    }
+
+    /// As [`new`](Self::new) with segments written as `segments` says.
+    pub fn with_segments<S: AsRef<[u8]>>(
+        parent: &Path,
+        ulid: Ulid,
+        symbols: impl IntoIterator<Item = S>,
+        segments: SegmentOptions,
+    ) -> Result<BlockWriter> {
         let tmp = parent.join(format!("{ulid}.tmp-for-creation"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).at(&tmp)?;
@@ -292,7 +320,8 @@ impl BlockWriter {
             tmp,
             segments: SegmentWriter {
                 dir: chunks,
-                limit: segment_size,
+                limit: segments.size,
+                direct_io: segments.direct_io,
                 file: None,
                 closed: Vec::new(),
                 seq: 0,

@@ -22,7 +22,7 @@ use ulid::Ulid;
 
 use super::dedup::{merge as merge_samples, merge_into, merge_into_reusing, split_overlapping, DedupFunc};
 use crate::block::pipeline::{self, series_chunk, BatchLimits};
-use crate::block::{Block, BlockWriter, ChunkToWrite};
+use crate::block::{Block, BlockWriter, ChunkToWrite, SegmentOptions};
 use crate::error::{AtPath, Error, Result};
 use crate::format::chunks::{frame_in_place, ChunkMeta, Encoding, DEFAULT_SEGMENT_SIZE, RECORD_HEAD_ROOM};
 use crate::format::index::{IndexReader, Postings, SeriesRefs};
@@ -48,8 +48,17 @@ pub struct MergeOptions {
     /// the samples per series.
     pub batch: BatchLimits,
     pub segment_size: u64,
+    /// Chunk segments written around the page cache (see [`SegmentOptions`]); the job
+    /// turns it off because it reads each output back twice (verify, upload).
+    pub direct_io: bool,
     /// Write an (empty) tombstones file, as Prometheus does. Thanos output has none.
     pub write_tombstones: bool,
+}
+
+impl MergeOptions {
+    fn segments(&self) -> SegmentOptions {
+        SegmentOptions { size: self.segment_size, direct_io: self.direct_io }
+    }
 }
 
 impl Default for MergeOptions {
@@ -58,6 +67,7 @@ impl Default for MergeOptions {
             dedup: DedupFunc::OneToOne,
             batch: BatchLimits { series: 2048, chunks: 16_384, bytes: MERGE_BATCH_BYTES },
             segment_size: DEFAULT_SEGMENT_SIZE,
+            direct_io: true,
             write_tombstones: true,
         }
     }
@@ -301,12 +311,12 @@ pub fn merge_blocks<'a>(
         }
         let tables = || srcs_ref.iter().map(|s| s.index.symbols().map_while(|r| r.ok()));
         let writer = if sorted {
-            BlockWriter::with_segment_size(parent, ulid, merge_sorted_unique(tables()), opts.segment_size)?
+            BlockWriter::with_segments(parent, ulid, merge_sorted_unique(tables()), opts.segments())?
         } else {
             let mut all: Vec<&[u8]> = tables().flatten().collect();
             all.sort_unstable();
             all.dedup();
-            BlockWriter::with_segment_size(parent, ulid, &all, opts.segment_size)?
+            BlockWriter::with_segments(parent, ulid, &all, opts.segments())?
         };
         Ok(writer)
     };
@@ -361,13 +371,13 @@ pub fn merge_mapped<'a>(
         }
         Ok((!g.series.is_empty()).then_some(g))
     };
-    let segment_size = opts.segment_size;
+    let segments = opts.segments();
     let make_writer = move || -> Result<BlockWriter> {
         let mut all: Vec<&[u8]> =
             series.iter().flat_map(|(l, _)| l.iter().flat_map(|l| [l.name.as_slice(), l.value.as_slice()])).collect();
         all.sort_unstable();
         all.dedup();
-        BlockWriter::with_segment_size(parent, ulid, &all, segment_size)
+        BlockWriter::with_segments(parent, ulid, &all, segments)
     };
     execute(srcs_ref, gather, make_writer, meta, &opts, progress)
 }
