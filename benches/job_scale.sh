@@ -12,7 +12,8 @@
 # --compact.concurrency 2 as the offline run merges both groups at once, downsampling
 # off, sources only marked for deletion). Reported from the job's own JSON log:
 # the time spent downloading, merging, verifying and uploading (summed over plans; the
-# two plans overlap, so the sum can exceed the wall time), the whole process's wall time
+# two plans overlap, and each output is verified while it uploads, so the sum can exceed
+# the wall time), the whole process's wall time
 # and its peak heap (RssAnon, benches/peakmem.py). The offline figure is
 # `strata compact` of a copy of the same blocks.
 set -euo pipefail
@@ -60,8 +61,10 @@ for line in open(sys.argv[1]):
         d += e["duration_ms"] / 1000; down += e["bytes"]
     elif msg == "block uploaded":
         u += e["duration_ms"] / 1000; up += e["bytes"]
-    elif msg == "merged and verified":
-        m += e["merge_ms"] / 1000; v += e["verify_ms"] / 1000; plans += 1
+    elif msg == "merged":
+        m += e["merge_ms"] / 1000; plans += 1
+    elif msg == "verified":
+        v += e["verify_ms"] / 1000
 print(f"{d:.2f} {u:.2f} {m:.2f} {v:.2f} {plans} {down / 1e6:.0f} {up / 1e6:.0f}")
 EOF
 }

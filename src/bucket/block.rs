@@ -266,6 +266,23 @@ impl Bucket {
     /// after it fails, meta.json is removed again so no reader sees the block.
     /// Returns the meta.json as uploaded.
     pub async fn upload_block(&self, dir: &Path, opts: &UploadOptions) -> Result<BlockMeta> {
+        match self.upload_block_after(dir, opts, async { Ok::<(), std::convert::Infallible>(()) }).await? {
+            Ok(meta) => Ok(meta),
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`upload_block`](Self::upload_block), with meta.json written only once `gate`
+    /// has succeeded too: the chunks and the index go up while `gate` runs (the job checks
+    /// the block it just wrote meanwhile). If `gate` fails, the objects written are
+    /// removed (best effort) and its error is returned inside `Ok`; the bucket never holds
+    /// a meta.json for a block `gate` refused.
+    pub async fn upload_block_after<E>(
+        &self,
+        dir: &Path,
+        opts: &UploadOptions,
+        gate: impl std::future::Future<Output = std::result::Result<(), E>>,
+    ) -> Result<std::result::Result<BlockMeta, E>> {
         let started = std::time::Instant::now();
         let mut meta = match &opts.meta {
             Some(m) => m.clone(),
@@ -305,12 +322,17 @@ impl Bucket {
         let meta_bytes = meta.to_json();
 
         let mut written: Vec<String> = Vec::new();
-        let result = self.upload_objects(dir, id, &files, opts.concurrency.max(1), &mut written).await;
-        if let Err(e) = result {
+        // Both run to the end, so `written` names every object that may exist.
+        let (result, gated) =
+            futures::join!(self.upload_objects(dir, id, &files, opts.concurrency.max(1), &mut written), gate);
+        if result.is_err() || gated.is_err() {
             for k in &written {
                 let _ = self.delete(k).await;
             }
-            return Err(e);
+            if let Err(e) = gated {
+                return Ok(Err(e));
+            }
+            result?;
         }
         let meta_key = block_key(id, META_FILE);
         self.put(&meta_key, Bytes::from(meta_bytes.clone())).await?;
@@ -348,7 +370,7 @@ impl Bucket {
         }
         let bytes = files.iter().map(|(_, s)| *s).sum::<u64>() + meta_bytes.len() as u64;
         transfer_event("block uploaded", id, bytes, files.len() + 1, started.elapsed(), self.name());
-        Ok(meta)
+        Ok(Ok(meta))
     }
 
     async fn upload_objects(
@@ -609,6 +631,7 @@ impl Drop for TmpDir {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     fn rt() -> tokio::runtime::Runtime {
@@ -677,6 +700,38 @@ mod tests {
             assert_eq!(r.deleted.first().map(String::as_str), Some(format!("{id}/meta.json").as_str()));
             assert_eq!(r.deleted.last().map(String::as_str), Some(format!("{id}/deletion-mark.json").as_str()));
             assert!(b.list("").await.unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    fn a_refused_gate_leaves_no_trace_and_an_accepted_one_commits_after_it() {
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let yaml = format!("type: FILESYSTEM\nconfig: {{directory: '{}'}}\n", dir.path().join("b").display());
+            let b = Bucket::open(&crate::bucket::ObjstoreConfig::parse(&yaml).unwrap()).await.unwrap();
+            let src = small_block();
+            let meta = with_labels(&src);
+            let id = meta.ulid;
+            let opts = UploadOptions { meta: Some(meta), ..Default::default() };
+            // Refused after the chunks went up: nothing of the block stays.
+            let gate = async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err::<(), _>("bad block")
+            };
+            assert_eq!(b.upload_block_after(&src, &opts, gate).await.unwrap(), Err("bad block"));
+            assert!(b.list(&id.to_string()).await.unwrap().is_empty());
+            assert!(b.block_ids().await.unwrap().is_empty());
+            // Accepted: meta.json is written only once the gate is through.
+            let seen_meta = std::sync::atomic::AtomicBool::new(false);
+            let gate = async {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                seen_meta.store(b.head(&block_key(id, META_FILE)).await.unwrap().is_some(), Ordering::SeqCst);
+                Ok::<(), &str>(())
+            };
+            let up = b.upload_block_after(&src, &opts, gate).await.unwrap().unwrap();
+            assert!(!seen_meta.load(Ordering::SeqCst), "meta.json written before the gate passed");
+            assert_eq!(up.ulid, id);
+            assert_eq!(b.block_ids().await.unwrap(), [id]);
         });
     }
 

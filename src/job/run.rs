@@ -616,11 +616,14 @@ async fn run_plan_in(
     let (group, dedup, mut merge) = (p.group.clone(), opts.dedup, opts.merge.clone());
     merge.dedup = dedup;
     merge.write_tombstones = false;
+    // The output is read back at once, twice (verify, upload): through the page cache it
+    // is read from memory; written around it, from the disk (docs/performance.md).
+    merge.direct_io = false;
     let sources = p.blocks.clone();
     let out_dir2 = out_dir.clone();
     let on_progress = progress.series_callback();
     let t = Instant::now();
-    // Merge and verify on a blocking thread: everything touching samples is synchronous.
+    // Merge on a blocking thread: everything touching samples is synchronous.
     let merged = tokio::task::spawn_blocking(
         move || -> std::result::Result<Option<(PathBuf, crate::format::meta::BlockMeta)>, Error> {
             let blocks: Vec<Block> = dirs.iter().map(|d| Block::open(d)).collect::<crate::Result<_>>()?;
@@ -628,27 +631,16 @@ async fn run_plan_in(
             let ulid = Ulid::new();
             let mrefs: Vec<_> = metas.iter().collect();
             let meta = compacted_meta(&mrefs, &group, ulid);
-            let t = Instant::now();
             let out = merge_blocks(&refs, &out_dir2, ulid, meta, &merge, &on_progress)?;
-            let merge_ms = ms(t.elapsed());
-            if let Some((path, meta)) = &out {
-                let t = Instant::now();
-                let (problems, _) = verify_block(path)?;
-                if let Some(p) = problems.first() {
-                    return Err(Error::BadWrite {
-                        path: path.clone(),
-                        problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
-                    });
-                }
+            if let Some((_, meta)) = &out {
                 tracing::info!(
                     phase = "compact",
                     group = %group,
                     output = %ulid,
                     series = meta.stats.num_series,
                     samples = meta.stats.num_samples,
-                    merge_ms,
-                    verify_ms = ms(t.elapsed()),
-                    "merged and verified"
+                    merge_ms = ms(t.elapsed()),
+                    "merged"
                 );
             }
             Ok(out)
@@ -667,11 +659,18 @@ async fn run_plan_in(
         }
     };
     let outcome = match out {
-        Some((path, _meta)) => {
+        Some((path, meta)) => {
             let t = Instant::now();
+            // The block is verified while its chunks and index go up; meta.json, which
+            // makes it a block for every reader, only after it passed.
+            let verify = verify_output(path.clone(), meta.ulid, p.group.to_string());
             let uploaded = bucket
-                .upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None })
-                .await?;
+                .upload_block_after(
+                    &path,
+                    &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None },
+                    verify,
+                )
+                .await??;
             m.observe(Phase::Upload, t.elapsed());
             PlanOutcome::Done { output: uploaded.ulid }
         }
@@ -688,6 +687,27 @@ async fn run_plan_in(
         }
     }
     Ok(outcome)
+}
+
+/// Checks a block the job wrote (`strata verify`'s checks) on a blocking thread; any
+/// problem is the job's own failure, never a source's.
+async fn verify_output(path: PathBuf, ulid: Ulid, group: String) -> std::result::Result<(), Error> {
+    let t = Instant::now();
+    let checked = tokio::task::spawn_blocking(move || -> std::result::Result<(), Error> {
+        let (problems, _) = verify_block(&path)?;
+        match problems.first() {
+            Some(p) => Err(Error::BadWrite {
+                path: path.clone(),
+                problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
+            }),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Task { what: "verification task", problem: e.to_string() })?;
+    checked?;
+    tracing::info!(phase = "compact", group = %group, output = %ulid, verify_ms = ms(t.elapsed()), "verified");
+    Ok(())
 }
 
 /// Downsamples every block that qualifies and is not yet covered (Thanos's rule, with

@@ -722,12 +722,22 @@ fn events_stream_while_the_iteration_runs_in_logfmt_and_json() {
             assert!(!field_of(d, k).is_empty(), "{k} missing in {d}");
         }
         assert!(all.iter().any(|l| msg_of(l) == "block uploaded"), "{text}");
-        // Each output says how long its merge and its verification took, before its upload.
-        let merged = pos("merged and verified");
+        // Each output says how long its merge took, then how long its verification took
+        // (while its chunks went up); it is a block in the bucket only after that.
+        let merged = pos("merged");
         assert!(first_plan < merged && merged < first_done, "{text}");
-        for k in ["group", "output", "series", "samples", "merge_ms", "verify_ms"] {
+        for k in ["group", "output", "series", "samples", "merge_ms"] {
             assert!(!field_of(all[merged], k).is_empty(), "{k} missing in {}", all[merged]);
         }
+        let output = field_of(all[merged], "output");
+        let of = |m: &str, key: &str| {
+            all.iter()
+                .position(|l| msg_of(l) == m && field_of(l, key) == output)
+                .unwrap_or_else(|| panic!("no {m:?} for {output} in\n{text}"))
+        };
+        let (verified, uploaded) = (of("verified", "output"), of("block uploaded", "block"));
+        assert!(merged < verified && verified < uploaded, "{text}");
+        assert!(field_of(all[verified], "verify_ms").parse::<u64>().is_ok(), "{}", all[verified]);
         assert!(field_of(all[done], "compactions").parse::<u32>().unwrap() >= 4, "{text}");
     }
 }
