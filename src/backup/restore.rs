@@ -92,7 +92,11 @@ pub async fn restore(bucket: &Bucket, dir: &Path, opts: &RestoreOptions) -> Resu
             continue;
         }
         let path = bucket
-            .download_block(id, dir, &DownloadOptions { concurrency: opts.concurrency.max(1), verify: opts.verify })
+            .download_block(
+                id,
+                dir,
+                &DownloadOptions { concurrency: opts.concurrency.max(1), verify: opts.verify, link: false },
+            )
             .await?;
         tracing::info!(block = %id, mint = m.min_time, maxt = m.max_time, "downloaded");
         report.downloaded.push(id);

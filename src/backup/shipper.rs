@@ -423,7 +423,7 @@ impl Shipper {
         let t = meta.thanos.get_or_insert_with(ThanosMeta::default);
         t.labels = self.opts.labels.clone();
         t.source = self.opts.source.clone();
-        let opts = UploadOptions { concurrency: self.opts.concurrency.max(1), meta: Some(meta) };
+        let opts = UploadOptions { concurrency: self.opts.concurrency.max(1), meta: Some(meta), link: false };
         let up = self.bucket.upload_block(&updir, &opts).await?;
         tracing::debug!(block = %id, took = ?start.elapsed(), "upload done");
         Ok(Shipped::Uploaded(up))

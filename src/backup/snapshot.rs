@@ -242,7 +242,10 @@ pub async fn upload_snapshot(dir: &Path, bucket: &Bucket, opts: &BackupOptions) 
         t.labels = opts.labels.clone();
         t.source = "bucket.upload".into();
         let up = bucket
-            .upload_block(&e.path, &UploadOptions { concurrency: opts.concurrency.max(1), meta: Some(meta) })
+            .upload_block(
+                &e.path,
+                &UploadOptions { concurrency: opts.concurrency.max(1), meta: Some(meta), link: false },
+            )
             .await?;
         tracing::info!(block = %id, mint = up.min_time, maxt = up.max_time, samples = up.stats.num_samples, "block uploaded");
         report.uploaded.push(up);

@@ -93,11 +93,14 @@ pub struct UploadOptions {
     /// The meta.json to upload instead of the one in the directory (e.g. with external
     /// labels added). `thanos.files` and `thanos.upload_time` are filled in either way.
     pub meta: Option<BlockMeta>,
+    /// A FILESYSTEM bucket on the same filesystem gets hard links, not copies: only for
+    /// a block that is durable and never written again (the job's own output).
+    pub link: bool,
 }
 
 impl Default for UploadOptions {
     fn default() -> Self {
-        UploadOptions { concurrency: 4, meta: None }
+        UploadOptions { concurrency: 4, meta: None, link: false }
     }
 }
 
@@ -109,11 +112,14 @@ pub struct DownloadOptions {
     /// Run [`crate::verify::verify_block`] before the block is renamed into place; any
     /// problem fails the download.
     pub verify: bool,
+    /// From a FILESYSTEM bucket on the same filesystem, hard links instead of copies:
+    /// only for a download that is read and removed, never written (the job's sources).
+    pub link: bool,
 }
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        DownloadOptions { concurrency: 4, verify: false }
+        DownloadOptions { concurrency: 4, verify: false, link: false }
     }
 }
 
@@ -323,8 +329,7 @@ impl Bucket {
 
         let mut written: Vec<String> = Vec::new();
         // Both run to the end, so `written` names every object that may exist.
-        let (result, gated) =
-            futures::join!(self.upload_objects(dir, id, &files, opts.concurrency.max(1), &mut written), gate);
+        let (result, gated) = futures::join!(self.upload_objects(dir, id, &files, opts, &mut written), gate);
         if result.is_err() || gated.is_err() {
             for k in &written {
                 let _ = self.delete(k).await;
@@ -378,9 +383,10 @@ impl Bucket {
         dir: &Path,
         id: Ulid,
         files: &[(String, u64)],
-        concurrency: usize,
+        opts: &UploadOptions,
         written: &mut Vec<String>,
     ) -> Result<()> {
+        let (concurrency, link) = (opts.concurrency.max(1), opts.link);
         // Owned jobs: futures borrowing from an iterator's items would not be `Send`.
         let chunks: Vec<(String, PathBuf)> = files
             .iter()
@@ -390,7 +396,7 @@ impl Bucket {
         let rest = files.iter().filter(|(rel, _)| !rel.starts_with("chunks/"));
         let mut stream = futures::stream::iter(chunks)
             .map(|(key, path)| async move {
-                let r = self.put_file(&key, &path).await;
+                let r = self.put_file_with(&key, &path, link).await;
                 (key, r)
             })
             .buffer_unordered(concurrency);
@@ -412,7 +418,7 @@ impl Bucket {
         for (rel, _) in rest {
             let key = block_key(id, rel);
             written.push(key.clone());
-            self.put_file(&key, &dir.join(rel)).await?;
+            self.put_file_with(&key, &dir.join(rel), link).await?;
         }
         Ok(())
     }
@@ -435,7 +441,7 @@ impl Bucket {
         }
         tokio::fs::create_dir_all(tmp.join(CHUNKS_DIR)).await.map_err(|e| LocalError::io(&tmp, e))?;
         let meta_bytes_len = meta_bytes.len() as u64;
-        self.fetch_block_files(id, &tmp, &objects, meta_bytes, opts.concurrency).await?;
+        self.fetch_block_files(id, &tmp, &objects, meta_bytes, opts).await?;
         if opts.verify {
             verify_downloaded(id, &tmp).await?;
         }
@@ -513,13 +519,14 @@ impl Bucket {
         tmp: &Path,
         objects: &[(String, u64)],
         meta_bytes: Bytes,
-        concurrency: usize,
+        opts: &DownloadOptions,
     ) -> Result<()> {
+        let (concurrency, link) = (opts.concurrency, opts.link);
         let jobs: Vec<(String, PathBuf, String, u64)> =
             objects.iter().map(|(rel, size)| (block_key(id, rel), tmp.join(rel), rel.clone(), *size)).collect();
         futures::stream::iter(jobs)
             .map(|(key, path, rel, size)| async move {
-                let n = self.get_to_file(&key, &path).await?;
+                let n = self.get_to_file_with(&key, &path, link).await?;
                 if n != size {
                     return Err(BucketError::block(
                         id,

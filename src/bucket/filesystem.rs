@@ -16,6 +16,10 @@
 //!   otherwise), so [`super::Bucket`] classifies and counts them as before;
 //!   local-side failures come back as the `io::Error` to report with the local path.
 //!
+//! The compactor job may link instead of copying (`*_linked`): its downloaded sources are
+//! only read and its outputs are fsynced and never written again, so a hard link (same
+//! filesystem) gives the same bytes with no I/O; another filesystem gets the copy.
+//!
 //! Owns: the key → file mapping of a FILESYSTEM bucket and the staged, synced copy.
 //! Must not: know about blocks, counters or error messages (the [`super::Bucket`]
 //! methods wrap these functions).
@@ -102,6 +106,68 @@ impl FsBucket {
         })?;
         to.sync_all().map_err(Failure::Local)?;
         Ok(n)
+    }
+}
+
+impl FsBucket {
+    /// As [`put_file`](Self::put_file), but `key` becomes a hard link to `src` when both
+    /// are on one filesystem: no bytes move. Staged, renamed and the directory fsynced
+    /// as a copy is. Falls back to the copy when the link cannot be made (another
+    /// filesystem, no permission, too many links). Only for a `src` already durable and
+    /// never written again: the object and the file are one inode afterwards.
+    pub fn put_file_linked(&self, key: &str, src: &Path) -> Result<u64, Failure> {
+        match self.link_in(key, src)? {
+            Some(n) => Ok(n),
+            None => self.put_file(key, src),
+        }
+    }
+
+    /// The link of [`put_file_linked`](Self::put_file_linked); `None`: copy instead.
+    fn link_in(&self, key: &str, src: &Path) -> Result<Option<u64>, Failure> {
+        let meta = std::fs::metadata(src).map_err(Failure::Local)?;
+        if !meta.is_file() {
+            return Ok(None); // the copy reports it as object_store would
+        }
+        let dest = self.path(key).map_err(Failure::Store)?;
+        let mut n = 1u64;
+        let mut made_dirs = false;
+        let staged = loop {
+            let mut staged = dest.as_os_str().to_owned();
+            staged.push(format!("#{n}"));
+            let staged = PathBuf::from(staged);
+            match std::fs::hard_link(src, &staged) {
+                Ok(()) => break staged,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dirs => match dest.parent() {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir).map_err(|e| Failure::Store(generic(e)))?;
+                        made_dirs = true;
+                    }
+                    None => return Ok(None),
+                },
+                Err(_) => return Ok(None),
+            }
+        };
+        if let Err(e) = std::fs::rename(&staged, &dest) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(Failure::Store(generic(e)));
+        }
+        if let Some(dir) = dest.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Failure::Store(generic(e)))?;
+        }
+        Ok(Some(meta.len()))
+    }
+
+    /// As [`get_to_file`](Self::get_to_file), but `dst` becomes a hard link to the
+    /// object's file when both are on one filesystem (a copy otherwise, or when `dst`
+    /// exists). Only for a `dst` nobody writes: it is the bucket's object.
+    pub fn get_to_file_linked(&self, key: &str, dst: &Path) -> Result<u64, Failure> {
+        let path = self.path(key).map_err(Failure::Store)?;
+        let len = open_object(&path).and_then(|f| f.metadata().map_err(generic)).map_err(Failure::Store)?.len();
+        match std::fs::hard_link(&path, dst) {
+            Ok(()) => Ok(len),
+            Err(_) => self.get_to_file(key, dst),
+        }
     }
 }
 

@@ -241,11 +241,22 @@ impl Bucket {
     /// upload above it; on a FILESYSTEM bucket, a file copy. Returns the number of
     /// bytes sent.
     pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
+        self.put_file_with(key, file, false).await
+    }
+
+    /// As [`put_file`](Self::put_file); with `link`, a FILESYSTEM bucket on the same
+    /// filesystem gets a hard link instead of a copy (see `filesystem.rs`): only for a
+    /// durable file nobody writes again.
+    pub async fn put_file_with(&self, key: &str, file: &Path, link: bool) -> Result<u64> {
         let size = tokio::fs::metadata(file).await.map_err(|e| LocalError::io(file, e))?.len();
         if let Some(fs) = self.direct() {
             self.count(Op::Upload);
             let (key_owned, src) = (key.to_string(), file.to_path_buf());
-            let done = tokio::task::spawn_blocking(move || fs.put_file(&key_owned, &src)).await;
+            let done = tokio::task::spawn_blocking(move || match link {
+                true => fs.put_file_linked(&key_owned, &src),
+                false => fs.put_file(&key_owned, &src),
+            })
+            .await;
             return self.copied(done, Op::Upload, "put", key, file);
         }
         if !self.upload.multipart || size <= self.upload.part_size {
@@ -289,10 +300,20 @@ impl Bucket {
     /// Streams an object into a new local file (fsynced); on a FILESYSTEM bucket, a
     /// file copy. Returns the bytes written; `NotFound` is an error here.
     pub async fn get_to_file(&self, key: &str, file: &Path) -> Result<u64> {
+        self.get_to_file_with(key, file, false).await
+    }
+
+    /// As [`get_to_file`](Self::get_to_file); with `link`, a FILESYSTEM bucket on the
+    /// same filesystem gives a hard link instead of a copy: only for a file nobody writes.
+    pub async fn get_to_file_with(&self, key: &str, file: &Path, link: bool) -> Result<u64> {
         self.count(Op::Get);
         if let Some(fs) = self.direct() {
             let (key_owned, dst) = (key.to_string(), file.to_path_buf());
-            let done = tokio::task::spawn_blocking(move || fs.get_to_file(&key_owned, &dst)).await;
+            let done = tokio::task::spawn_blocking(move || match link {
+                true => fs.get_to_file_linked(&key_owned, &dst),
+                false => fs.get_to_file(&key_owned, &dst),
+            })
+            .await;
             return self.copied(done, Op::Get, "get", key, file);
         }
         let r = self.store.get(&ObjectPath::from(key)).await.map_err(|e| self.fail(Op::Get, "get", key, &e))?;
@@ -508,6 +529,54 @@ mod tests {
 
     fn op(b: &Bucket, name: &str) -> (u64, u64) {
         b.stats().operations.iter().find(|o| o.0 == name).map(|o| (o.1, o.2)).unwrap()
+    }
+
+    #[test]
+    fn linked_transfers_share_the_inode_on_one_filesystem_and_copy_across() {
+        use std::os::unix::fs::MetadataExt;
+        rt().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let (b, streamed, files) = fs_buckets(dir.path()).await;
+            let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+            let src = dir.path().join("out");
+            std::fs::write(&src, b"chunk bytes").unwrap();
+            let key = "01JAAAAAAAAAAAAAAAAAAAAAAA/chunks/000001";
+            // Same filesystem: the object is the file, staged and renamed like a copy
+            // (a leftover staging name is skipped, not reused).
+            std::fs::create_dir_all(files.join("01JAAAAAAAAAAAAAAAAAAAAAAA/chunks")).unwrap();
+            std::fs::write(files.join(format!("{key}#1")), b"half").unwrap();
+            assert_eq!(b.put_file_with(key, &src, true).await.unwrap(), 11);
+            assert_eq!(ino(&files.join(key)), ino(&src));
+            assert_eq!(std::fs::read(files.join(format!("{key}#1"))).unwrap(), b"half");
+            assert_eq!(streamed.list("").await.unwrap().iter().map(|o| o.size).collect::<Vec<_>>(), [11]);
+            let back = dir.path().join("back");
+            assert_eq!(b.get_to_file_with(key, &back, true).await.unwrap(), 11);
+            assert_eq!(ino(&back), ino(&src));
+            // Removing either name leaves the other whole.
+            std::fs::remove_file(&src).unwrap();
+            std::fs::remove_file(&back).unwrap();
+            assert_eq!(std::fs::read(files.join(key)).unwrap(), b"chunk bytes");
+            // A missing object is still NotFound, and nothing is created.
+            let e = b.get_to_file_with("01JAAAAAAAAAAAAAAAAAAAAAAA/index", &back, true).await.unwrap_err();
+            assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e}");
+            assert!(!back.exists());
+            // Another filesystem (tmpfs): copied, both ways.
+            let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+            let far = shm.path().join("out");
+            std::fs::write(&far, b"from tmpfs").unwrap();
+            let key2 = "01JAAAAAAAAAAAAAAAAAAAAAAA/index";
+            assert_eq!(b.put_file_with(key2, &far, true).await.unwrap(), 10);
+            assert_ne!(ino(&files.join(key2)), ino(&far));
+            assert_eq!(std::fs::read(files.join(key2)).unwrap(), b"from tmpfs");
+            let far_back = shm.path().join("back");
+            assert_eq!(b.get_to_file_with(key2, &far_back, true).await.unwrap(), 10);
+            assert_eq!(std::fs::read(&far_back).unwrap(), b"from tmpfs");
+            assert_eq!(
+                files_under(&files),
+                [key.to_string(), format!("{key}#1"), key2.to_string()],
+                "no staging file of its own left"
+            );
+        });
     }
 
     #[test]

@@ -608,7 +608,11 @@ async fn bucket_rewrite(
     std::fs::create_dir(&scratch.0).with_context(|| format!("cannot create {}", scratch.0.display()))?;
     for id in ids {
         let dir = bucket
-            .download_block(*id, &scratch.0, &DownloadOptions { concurrency: opts.concurrency, verify: false })
+            .download_block(
+                *id,
+                &scratch.0,
+                &DownloadOptions { concurrency: opts.concurrency, verify: false, link: false },
+            )
             .await?;
         let out_parent = scratch.0.join("out");
         std::fs::create_dir_all(&out_parent).with_context(|| format!("cannot create {}", out_parent.display()))?;
@@ -637,8 +641,9 @@ async fn bucket_rewrite(
         }
         let why = match out {
             Some((path, _)) => {
-                let up =
-                    bucket.upload_block(&path, &UploadOptions { concurrency: opts.concurrency, meta: None }).await?;
+                let up = bucket
+                    .upload_block(&path, &UploadOptions { concurrency: opts.concurrency, meta: None, link: false })
+                    .await?;
                 let _ = std::fs::remove_dir_all(&path);
                 println!("{id}: rewritten into {}: removed {}", up.ulid, super::rewrite::describe(&stats));
                 format!("rewritten into {}", up.ulid)
@@ -865,7 +870,7 @@ async fn verify(
     std::fs::create_dir(&scratch.0).with_context(|| format!("cannot create {}", scratch.0.display()))?;
     let mut bad = 0;
     for id in &chosen {
-        let opts = DownloadOptions { concurrency, verify: false };
+        let opts = DownloadOptions { concurrency, verify: false, link: false };
         let dir = match bucket.download_block(*id, &scratch.0, &opts).await {
             Ok(d) => d,
             Err(e) => {
@@ -1010,7 +1015,7 @@ async fn upload(
         let t = meta.thanos.get_or_insert_with(ThanosMeta::default);
         t.labels = labels.clone();
         t.source = source.to_string();
-        let opts = UploadOptions { concurrency, meta: Some(meta) };
+        let opts = UploadOptions { concurrency, meta: Some(meta), link: false };
         match bucket.upload_block(&e.path, &opts).await {
             Ok(m) => {
                 let bytes: i64 = m.thanos.as_ref().map(|t| t.files.iter().map(|f| f.size_bytes).sum()).unwrap_or(0);
@@ -1067,7 +1072,7 @@ async fn download(
             println!("skipped {id}: {} exists", dir.join(id.to_string()).display());
             continue;
         }
-        match bucket.download_block(id, dir, &DownloadOptions { concurrency, verify }).await {
+        match bucket.download_block(id, dir, &DownloadOptions { concurrency, verify, link: false }).await {
             Ok(p) => {
                 println!("downloaded {id} to {}", p.display());
                 done += 1;

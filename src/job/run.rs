@@ -603,7 +603,9 @@ async fn run_plan_in(
 ) -> JobResult<PlanOutcome> {
     let m = &status.metrics;
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
-    let dl = DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false };
+    // Sources are only read and outputs never written again: a FILESYSTEM bucket on the
+    // data directory's filesystem links them instead of copying.
+    let dl = DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false, link: true };
     let mut dirs = Vec::with_capacity(p.blocks.len());
     let t = Instant::now();
     for (id, meta) in p.blocks.iter().zip(&metas) {
@@ -667,7 +669,7 @@ async fn run_plan_in(
             let uploaded = bucket
                 .upload_block_after(
                     &path,
-                    &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None },
+                    &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None, link: true },
                     verify,
                 )
                 .await??;
@@ -753,7 +755,7 @@ pub async fn downsample_pass(
                 .download_block(
                     id,
                     &work,
-                    &DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false },
+                    &DownloadOptions { concurrency: opts.fetch_concurrency.max(1), verify: false, link: true },
                 )
                 .await?;
             let out_parent = work.join("out");
@@ -765,7 +767,10 @@ pub async fn downsample_pass(
             .await
             .map_err(|e| Error::Task { what: "downsampling task", problem: e.to_string() })??;
             bucket
-                .upload_block(&path, &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None })
+                .upload_block(
+                    &path,
+                    &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None, link: true },
+                )
                 .await?;
             JobResult::Ok(meta.ulid)
         }
