@@ -3,6 +3,7 @@
 # against S3 (moto_server on loopback), next to the offline merge of the same blocks.
 #
 #   bash benches/job_scale.sh [SERIES] [HOURS] [BACKENDS]
+#   BUCKET_PARENT=/dev/shm bash benches/job_scale.sh ...   # FILESYSTEM bucket elsewhere
 #
 # Defaults: 200000 series, 18h (nine 2h blocks, external label cluster="bench": two
 # complete 8h windows, so two plans of four blocks; the newest block is left alone, as
@@ -26,6 +27,7 @@ MOTO=
 cleanup() {
   if [ -n "$MOTO" ]; then kill "$MOTO" 2>/dev/null || true; wait "$MOTO" 2>/dev/null || true; fi
   rm -rf "$WORK"
+  if [ -n "${BUCKET_PARENT:-}" ] && [ -n "${BUCKET:-}" ]; then rm -rf "$BUCKET"; fi
 }
 trap cleanup EXIT
 
@@ -72,8 +74,12 @@ EOF
 for backend in ${BACKENDS//,/ }; do
   case $backend in
     filesystem)
-      mkdir -p "$WORK/bucket"
-      printf 'type: FILESYSTEM\nconfig:\n  directory: %s\n' "$WORK/bucket" > "$WORK/objstore.yml"
+      # BUCKET_PARENT puts the bucket on another filesystem (e.g. /dev/shm): the job then
+      # copies; on the data directory's filesystem it hard-links.
+      BUCKET=$WORK/bucket
+      if [ -n "${BUCKET_PARENT:-}" ]; then BUCKET=$(mktemp -d "$BUCKET_PARENT/strata-job-bucket.XXXXXX"); fi
+      mkdir -p "$BUCKET"
+      printf 'type: FILESYSTEM\nconfig:\n  directory: %s\n' "$BUCKET" > "$WORK/objstore.yml"
       ;;
     s3)
       if [ -z "$MOTO" ]; then

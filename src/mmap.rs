@@ -43,6 +43,13 @@ impl FileBytes {
     }
 }
 
+/// For `bytes::Bytes::from_owner`: an upload's payload straight from the mapped file.
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

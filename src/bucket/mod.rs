@@ -33,8 +33,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, PutMultipartOptions, PutOptions, WriteMultipart};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use object_store::{ObjectStore, PutMultipartOptions, PutOptions};
+use tokio::io::AsyncWriteExt;
 
 pub use block::{BlockObjects, DeleteReport, DownloadOptions, MarkerRead, MetaRead, UploadOptions};
 pub use config::{ConfigError, ObjstoreConfig, Provider};
@@ -259,42 +259,59 @@ impl Bucket {
             .await;
             return self.copied(done, Op::Upload, "put", key, file);
         }
+        // The payload is the mapped file itself (zero-copy `Bytes`): parts in flight and
+        // retries cost page cache, not heap, whatever the part size.
+        let path_buf = file.to_path_buf();
+        let data = tokio::task::spawn_blocking(move || crate::mmap::FileBytes::open(&path_buf))
+            .await
+            .map_err(|e| LocalError::Task { what: "file map", problem: e.to_string() })??;
+        let data = Bytes::from_owner(data);
+        if data.len() as u64 != size {
+            return Err(LocalError::BadWrite {
+                path: file.to_path_buf(),
+                problem: format!("changed while being uploaded ({size} bytes, then {})", data.len()),
+            }
+            .into());
+        }
         if !self.upload.multipart || size <= self.upload.part_size {
-            let data = tokio::fs::read(file).await.map_err(|e| LocalError::io(file, e))?;
             let n = data.len() as u64;
-            self.put(key, Bytes::from(data)).await?;
+            self.put(key, data).await?;
             return Ok(n);
         }
         self.count(Op::Upload);
         let path = ObjectPath::from(key);
         let opts = PutMultipartOptions { attributes: self.upload.attributes.clone(), ..Default::default() };
-        let upload =
+        let mut upload =
             self.store.put_multipart_opts(&path, opts).await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
         let part = usize::try_from(self.upload.part_size).unwrap_or(usize::MAX).max(5 << 20);
-        let mut w = WriteMultipart::new_with_chunk_size(upload, part);
-        let mut f = tokio::fs::File::open(file).await.map_err(|e| LocalError::io(file, e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut sent = 0u64;
-        loop {
-            let n = match f.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = w.abort().await;
-                    return Err(LocalError::io(file, e).into());
+        // Parts are sent in order, at most two at once (as before, when each was a heap
+        // buffer); S3 assembles them by part number.
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut failed = None;
+        for start in (0..data.len()).step_by(part) {
+            if in_flight.len() >= 2 {
+                if let Some(Err(e)) = in_flight.next().await {
+                    failed = Some(e);
+                    break;
                 }
-            };
-            if n == 0 {
-                break;
             }
-            // At most two parts in flight per file: memory stays at a few part sizes.
-            if let Err(e) = w.wait_for_capacity(2).await {
-                return Err(self.fail(Op::Upload, "put", key, &e));
-            }
-            w.write(&buf[..n]);
-            sent += n as u64;
+            let end = (start + part).min(data.len());
+            in_flight.push(upload.put_part(data.slice(start..end).into()));
         }
-        w.finish().await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
-        Ok(sent)
+        while failed.is_none() {
+            match in_flight.next().await {
+                Some(Err(e)) => failed = Some(e),
+                Some(Ok(())) => {}
+                None => break,
+            }
+        }
+        drop(in_flight);
+        if let Some(e) = failed {
+            let _ = upload.abort().await;
+            return Err(self.fail(Op::Upload, "put", key, &e));
+        }
+        upload.complete().await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
+        Ok(size)
     }
 
     /// Streams an object into a new local file (fsynced); on a FILESYSTEM bucket, a
