@@ -768,6 +768,17 @@ mod tests {
         }
 
         #[test]
+        /// `encode_into` appends after what `out` holds (the merge's shared arena) and
+        /// leaves no spare bytes behind.
+        fn encode_into_appends_exactly_the_chunk(prefix in proptest::collection::vec(any::<u8>(), 0..300), s in samples()) {
+            let mut out = prefix.clone();
+            encode_into(&s, &mut out).unwrap();
+            prop_assert_eq!(&out[..prefix.len()], prefix.as_slice());
+            let want = reference_encode(&s);
+            prop_assert_eq!(&out[prefix.len()..], want.as_slice());
+        }
+
+        #[test]
         fn encode_decode_round_trips(s in samples()) {
             let c = encode(&s).unwrap();
             let d = decode(&c).unwrap();
