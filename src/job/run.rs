@@ -4,9 +4,10 @@
 //! 1. sync metas (consistency delay, deletion marks, partial uploads filtered);
 //! 2. garbage-collect: blocks whose sources another block holds are marked for deletion;
 //! 3. plan per group (the offline planner) and, for each plan, concurrently: download the
-//!    sources into the data directory, merge them (on a blocking thread), verify the
-//!    output, upload it (meta.json last, then every object checked), and only then mark
-//!    the sources for deletion; repeat until nothing is left to plan;
+//!    sources into the data directory, merge them (on a blocking thread), upload the
+//!    output's chunks and index while it is verified, then meta.json once it passed
+//!    (then every object checked), and only then mark the sources for deletion; repeat
+//!    until nothing is left to plan;
 //! 4. retention: mark expired blocks for deletion;
 //! 5. cleanup: delete blocks marked longer than the delete delay, and old partial uploads.
 //!
@@ -14,7 +15,8 @@
 //! gets a `no-compact-mark.json` with the reason, and every other group goes on; with
 //! `halt_on_error` the job stops instead, as Thanos does. Local files are removed as soon
 //! as a plan ends.
-//! Must not: delete a source before its output is uploaded and checked.
+//! Must not: delete a source before its output is uploaded and checked, or write the
+//! meta.json of an output that failed verification.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
