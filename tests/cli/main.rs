@@ -131,3 +131,27 @@ pub fn assert_same_samples(ours: &str, theirs: &str, what: &str) {
         assert_eq!(sa, sb, "{what}: samples of {la} differ");
     }
 }
+
+/// Starts a server command (`strata run --wait`, `bucket web`, ...) and returns it with the
+/// HTTP address it logged, once a line containing `ready_msg` came; the rest of its log is
+/// drained on a thread so the child never blocks on a full pipe.
+pub fn start_server(cmd: &mut std::process::Command, ready_msg: &str) -> (std::process::Child, String) {
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut addr = None;
+    let mut seen = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if let Some(a) = l.split("address=").nth(1) {
+            addr = Some(a.split_whitespace().next().unwrap().to_string());
+        }
+        if l.contains(ready_msg) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr = addr.unwrap_or_else(|| panic!("no address logged:\n{seen}"));
+    (child, addr.replace("0.0.0.0", "127.0.0.1"))
+}

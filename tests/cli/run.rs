@@ -134,16 +134,7 @@ fn metrics_move_while_the_job_waits_and_sigterm_stops_it() {
     let data = tempfile::tempdir().unwrap();
     let mut args = run_args(&f, data.path());
     args.extend(["--wait".to_string(), "--wait-interval".to_string(), "1s".to_string()]);
-    let mut child = strata_cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let l = lines.next().expect("strata run exited early").unwrap();
-        if let Some(a) = l.split("address=").nth(1) {
-            break a.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = start_server(strata_cmd().args(&args), "address=");
     let start = Instant::now();
     let body = loop {
         let b = http_get(&addr, "/metrics").unwrap_or_default();
@@ -817,15 +808,7 @@ fn todo_gauges_fall_and_progress_gauges_move_while_the_backlog_is_worked_off() {
     let data = tempfile::tempdir().unwrap();
     let mut args = run_args(&f, data.path());
     args.extend(["--wait", "--wait-interval", "1h", "--compact.progress-interval", "1s"].map(String::from));
-    let mut child = strata_cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let l = lines.next().expect("strata run exited early").unwrap();
-        if let Some(a) = l.split("address=").nth(1) {
-            break a.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = start_server(strata_cmd().args(&args), "address=");
     let start = Instant::now();
     // (todo compactions, todo blocks, plans running, bytes done, bytes total, series done, series total)
     let mut seen: Vec<[f64; 7]> = Vec::new();

@@ -2,9 +2,8 @@
 //! and its API. The API is called with a real HTTP client (curl), markers are checked in
 //! the bucket, and headless Chromium (Debian's `chromium`) renders the page.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::bucket::{strata_cmd, Backend, Fixture};
@@ -52,28 +51,6 @@ fn varied_bucket(f: &Fixture) {
     let ap = tempfile::tempdir().unwrap();
     gen(ap.path(), &["--series", "30", "--duration", "1d", "--start", "1700611200000"]);
     upload(f, ap.path(), &["cluster=ap1"]);
-}
-
-/// Starts a server command and returns it with the address it logged.
-fn start(mut cmd: std::process::Command, ready_msg: &str) -> (Child, String) {
-    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    let mut seen = String::new();
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        seen.push_str(&l);
-        seen.push('\n');
-        if let Some(a) = l.split("address=").nth(1) {
-            addr = Some(a.split_whitespace().next().unwrap().to_string());
-        }
-        if l.contains(ready_msg) {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let addr = addr.unwrap_or_else(|| panic!("no address logged:\n{seen}"));
-    (child, addr.replace("0.0.0.0", "127.0.0.1"))
 }
 
 struct Kill(Child);
@@ -155,7 +132,7 @@ fn bucket_web_serves_blocks_marks_them_and_renders_in_chromium() {
     let mut cmd = strata_cmd();
     cmd.args(["bucket", "web", "--http-address", "127.0.0.1:0", "--label", "cluster", "--objstore.config-file"])
         .arg(&f.config);
-    let (child, addr) = start(cmd, "blocks refreshed");
+    let (child, addr) = start_server(&mut cmd, "blocks refreshed");
     let _kill = Kill(child);
 
     // Thanos's shape: {"status":"success","data":{"blocks":[meta.json...],"label","refreshedAt","err"}}.
@@ -265,7 +242,7 @@ fn marks_are_refused_with_disable_admin_operations_and_run_wait_serves_the_viewe
         "--objstore.config-file",
     ])
     .arg(&f.config);
-    let (child, addr) = start(cmd, "blocks refreshed");
+    let (child, addr) = start_server(&mut cmd, "blocks refreshed");
     let kill = Kill(child);
     let (code, body) = curl(&["-d", &format!("id={id}&action=DELETION"), &format!("http://{addr}/api/v1/blocks/mark")]);
     assert_eq!(code, 403, "{body}");
@@ -281,7 +258,7 @@ fn marks_are_refused_with_disable_admin_operations_and_run_wait_serves_the_viewe
         .arg(data.path())
         .arg("--objstore.config-file")
         .arg(&f.config);
-    let (child, addr) = start(cmd, "iteration done");
+    let (child, addr) = start_server(&mut cmd, "iteration done");
     let _kill = Kill(child);
     let (code, page) = curl(&[&format!("http://{addr}/")]);
     assert_eq!(code, 200);
