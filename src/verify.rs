@@ -98,7 +98,7 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
         .map(|part| {
             let mut r = Report { block: dir, problems: Vec::new(), renamed: Vec::new() };
             let mut counts = Counts::default();
-            let (mut labels, mut chunks) = (Labels::new(), Vec::new());
+            let (mut labels, mut chunks, mut scratch) = (Labels::new(), Vec::new(), Vec::new());
             for &id in part {
                 if index.series(id, &mut labels, &mut chunks).is_err() {
                     continue; // already reported by index.check
@@ -106,7 +106,7 @@ pub fn verify_block(dir: &Path) -> Result<(Vec<Problem>, Counts)> {
                 counts.series += 1;
                 for c in &chunks {
                     counts.chunks += 1;
-                    counts.samples += check_chunk(&mut r, &segments, &block, &labels, c);
+                    counts.samples += check_chunk(&mut r, &segments, &block, &labels, c, &mut scratch);
                 }
             }
             (r, counts)
@@ -250,7 +250,14 @@ impl BlockScope {
 
 /// Checks one chunk of a series: its ref, its record, its range against the block's and
 /// its samples against the index. Returns the number of samples it holds.
-fn check_chunk(r: &mut Report<'_>, segments: &Segments, block: &BlockScope, labels: &Labels, c: &ChunkMeta) -> u64 {
+fn check_chunk(
+    r: &mut Report<'_>,
+    segments: &Segments,
+    block: &BlockScope,
+    labels: &Labels,
+    c: &ChunkMeta,
+    scratch: &mut Vec<(i64, f64)>,
+) -> u64 {
     let seg = c.chunk_ref.segment() as usize;
     let Some((name, bytes)) = segments.files.get(seg) else {
         r.add(
@@ -289,7 +296,7 @@ fn check_chunk(r: &mut Report<'_>, segments: &Segments, block: &BlockScope, labe
         );
     }
     let here = ChunkPlace { file: &file, labels, meta: c };
-    check_samples(r, &here, raw.encoding, raw.data, block.downsampled)
+    check_samples(r, &here, raw.encoding, raw.data, block.downsampled, scratch)
 }
 
 /// Where a chunk is, for its problems.
@@ -301,54 +308,92 @@ struct ChunkPlace<'a> {
 }
 
 /// Decodes a chunk and checks its samples' times against each other and the index.
-/// Returns the number of samples.
-fn check_samples(r: &mut Report<'_>, at: &ChunkPlace<'_>, encoding: u8, data: &[u8], downsampled: bool) -> u64 {
+/// Returns the number of samples. XOR chunks (nearly all of them) are decoded into
+/// `scratch`, reused from chunk to chunk.
+fn check_samples(
+    r: &mut Report<'_>,
+    at: &ChunkPlace<'_>,
+    encoding: u8,
+    data: &[u8],
+    downsampled: bool,
+    scratch: &mut Vec<(i64, f64)>,
+) -> u64 {
     let (file, labels, c) = (at.file, at.labels, at.meta);
-    let is_aggr = encoding == Encoding::Aggr as u8;
-    let decoded = if is_aggr {
+    if encoding == Encoding::Aggr as u8 {
         if !downsampled {
             r.add(file, format!("series {labels}: chunk {}: aggregate chunk in a raw block", c.chunk_ref));
         }
-        check_aggr(data, c.min_time, c.max_time).map(|(n, ts, problems)| {
-            for p in problems {
-                r.add(file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
+        return match check_aggr(data, c.min_time, c.max_time) {
+            Ok((n, _, problems)) => {
+                for p in problems {
+                    r.add(file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
+                }
+                n
             }
-            (n, ts)
-        })
+            Err(e) => {
+                r.add(file, format!("series {labels}: chunk {}: {e}", c.chunk_ref));
+                0
+            }
+        };
+    }
+    if downsampled {
+        // Thanos's store gateway reads only aggregate chunks from such blocks.
+        r.add(file, format!("series {labels}: chunk {}: chunk of encoding {encoding} in a downsampled block (readers expect aggregate chunks)", c.chunk_ref));
+    }
+    let times = if encoding == Encoding::Xor as u8 {
+        scratch.clear();
+        crate::format::xor::decode_into(data, scratch).map(|()| Times::of(scratch.iter().map(|s| s.0)))
     } else {
-        if downsampled {
-            // Thanos's store gateway reads only aggregate chunks from such blocks.
-            r.add(file, format!("series {labels}: chunk {}: chunk of encoding {encoding} in a downsampled block (readers expect aggregate chunks)", c.chunk_ref));
-        }
-        decode(encoding, data).map(|s| (s.len() as u64, s.timestamps()))
+        decode(encoding, data).map(|s| Times::of(s.timestamps().into_iter()))
     };
-    let (n, ts) = match decoded {
-        Ok(d) => d,
+    let t = match times {
+        Ok(t) => t,
         Err(e) => {
             r.add(file, format!("series {labels}: chunk {}: {e}", c.chunk_ref));
             return 0;
         }
     };
-    if is_aggr {
-        return n;
-    }
-    if ts.windows(2).any(|w| w[0] >= w[1]) {
+    if !t.increasing {
         r.add(file, format!("series {labels}: chunk {}: samples not in increasing time order", c.chunk_ref));
     }
-    if let (Some(&first), Some(&last)) = (ts.first(), ts.last()) {
-        if first != c.min_time || last != c.max_time {
-            r.add(
-                INDEX_FILE,
-                format!(
-                    "series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]",
-                    c.chunk_ref, c.min_time, c.max_time
-                ),
-            );
-        }
-    } else {
-        r.add(file, format!("series {labels}: chunk {} holds no samples", c.chunk_ref));
+    match t.span {
+        Some((first, last)) if first != c.min_time || last != c.max_time => r.add(
+            INDEX_FILE,
+            format!(
+                "series {labels}: chunk {} spans [{first}, {last}] but the index says [{}, {}]",
+                c.chunk_ref, c.min_time, c.max_time
+            ),
+        ),
+        Some(_) => {}
+        None => r.add(file, format!("series {labels}: chunk {} holds no samples", c.chunk_ref)),
     }
-    n
+    t.count
+}
+
+/// What the checks need of a chunk's timestamps.
+struct Times {
+    count: u64,
+    /// First and last; `None` for no samples.
+    span: Option<(i64, i64)>,
+    /// Each strictly after the one before.
+    increasing: bool,
+}
+
+impl Times {
+    fn of(ts: impl Iterator<Item = i64>) -> Times {
+        let mut t = Times { count: 0, span: None, increasing: true };
+        for x in ts {
+            t.count += 1;
+            t.span = match t.span {
+                None => Some((x, x)),
+                Some((first, last)) => {
+                    t.increasing &= x > last;
+                    Some((first, x))
+                }
+            };
+        }
+        t
+    }
 }
 
 /// Every tombstone must name a series of the index (v2 refs are 32-bit series ids; v1
@@ -470,4 +515,71 @@ fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Ve
         }
     }
     Ok((count.len() as u64, ts, problems))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::{BlockWriter, ChunkToWrite};
+    use crate::format::xor;
+    use crate::labels::Labels;
+    use ulid::Ulid;
+
+    /// A chunk's samples, and the min and max time the index is to say it has.
+    type TestChunk = (Vec<(i64, f64)>, i64, i64);
+
+    /// A one-series block whose chunks are `chunks`.
+    fn block(dir: &Path, chunks: &[TestChunk]) -> PathBuf {
+        let encoded: Vec<Vec<u8>> = chunks.iter().map(|(s, _, _)| xor::encode(s).unwrap()).collect();
+        let labels = Labels::from_pairs([("__name__", "up")]);
+        let mut w = BlockWriter::new(dir, Ulid::new(), ["__name__", "up"]).unwrap();
+        let cw: Vec<ChunkToWrite<'_>> = chunks
+            .iter()
+            .zip(&encoded)
+            .map(|((_, min_time, max_time), data)| ChunkToWrite {
+                encoding: Encoding::Xor as u8,
+                data,
+                min_time: *min_time,
+                max_time: *max_time,
+                record: None,
+            })
+            .collect();
+        w.add_series(&labels, &cw).unwrap();
+        let ulid = w.ulid();
+        w.finish(BlockMeta::new(ulid, 0, 10_000), None).unwrap().0
+    }
+
+    fn messages(dir: &Path) -> Vec<String> {
+        verify_block(dir).unwrap().0.into_iter().map(|p| format!("{}: {}", p.file, p.message)).collect()
+    }
+
+    #[test]
+    fn sample_times_are_checked_against_each_other_and_the_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let good = block(tmp.path(), &[(vec![(0, 1.0), (15, 2.0)], 0, 15), (vec![(30, 3.0)], 30, 30)]);
+        assert_eq!(messages(&good), Vec::<String>::new());
+
+        let tmp = tempfile::tempdir().unwrap();
+        let unordered = block(tmp.path(), &[(vec![(0, 1.0), (15, 2.0), (15, 3.0)], 0, 15)]);
+        let m = messages(&unordered);
+        assert!(m.iter().any(|m| m.contains("samples not in increasing time order")), "{m:?}");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let misplaced = block(tmp.path(), &[(vec![(0, 1.0), (15, 2.0)], 0, 20)]);
+        let m = messages(&misplaced);
+        assert!(
+            m.iter().any(|m| m.starts_with("index: ") && m.contains("spans [0, 15] but the index says [0, 20]")),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn times_of_counts_spans_and_orders() {
+        let t = Times::of([5, 7, 9].into_iter());
+        assert_eq!((t.count, t.span, t.increasing), (3, Some((5, 9)), true));
+        let t = Times::of([5, 5].into_iter());
+        assert_eq!((t.count, t.span, t.increasing), (2, Some((5, 5)), false));
+        let t = Times::of(std::iter::empty());
+        assert_eq!((t.count, t.span, t.increasing), (0, None, true));
+    }
 }
