@@ -11,8 +11,9 @@
 //! 4. retention: mark expired blocks for deletion;
 //! 5. cleanup: delete blocks marked longer than the delete delay, and old partial uploads.
 //!
-//! A source block that cannot be read (corrupt chunk, out-of-order chunks, broken index)
-//! gets a `no-compact-mark.json` with the reason, and every other group goes on; with
+//! A source block that cannot be read (corrupt chunk, out-of-order chunks, broken index),
+//! or whose problem an output inherited (found by verifying the sources when the output
+//! fails verification), gets a `no-compact-mark.json` with the reason, and every other group goes on; with
 //! `halt_on_error` the job stops instead, as Thanos does. Local files are removed as soon
 //! as a plan ends.
 //! Must not: delete a source before its output is uploaded and checked, or write the
@@ -624,6 +625,7 @@ async fn run_plan_in(
     // is read from memory; written around it, from the disk (docs/performance.md).
     merge.direct_io = false;
     let sources = p.blocks.clone();
+    let source_dirs: Vec<(Ulid, PathBuf)> = sources.iter().copied().zip(dirs.iter().cloned()).collect();
     let out_dir2 = out_dir.clone();
     let on_progress = progress.series_callback();
     let t = Instant::now();
@@ -667,16 +669,20 @@ async fn run_plan_in(
             let t = Instant::now();
             // The block is verified while its chunks and index go up; meta.json, which
             // makes it a block for every reader, only after it passed.
-            let verify = verify_output(path.clone(), meta.ulid, p.group.to_string());
+            let verify = verify_output(path.clone(), meta.ulid, p.group.to_string(), source_dirs);
             let uploaded = bucket
                 .upload_block_after(
                     &path,
                     &UploadOptions { concurrency: opts.fetch_concurrency.max(1), meta: None, link: true },
                     verify,
                 )
-                .await??;
+                .await?;
             m.observe(Phase::Upload, t.elapsed());
-            PlanOutcome::Done { output: uploaded.ulid }
+            match uploaded {
+                Ok(uploaded) => PlanOutcome::Done { output: uploaded.ulid },
+                Err(Refused::Source { block, reason }) => return Ok(PlanOutcome::BadSource { block, reason }),
+                Err(Refused::Output(e)) => return Err(e.into()),
+            }
         }
         None => PlanOutcome::Empty,
     };
@@ -693,22 +699,48 @@ async fn run_plan_in(
     Ok(outcome)
 }
 
-/// Checks a block the job wrote (`strata verify`'s checks) on a blocking thread; any
-/// problem is the job's own failure, never a source's.
-async fn verify_output(path: PathBuf, ulid: Ulid, group: String) -> std::result::Result<(), Error> {
+/// Why an output was not committed.
+enum Refused {
+    /// The output failed verification and so does this source: the output inherited the
+    /// problem (a chunk copied as it was), so the source is to blame, not strata.
+    Source { block: Ulid, reason: String },
+    /// The output failed verification (or could not be checked): strata's own failure,
+    /// nothing is marked.
+    Output(Error),
+}
+
+/// Checks a block the job wrote (`strata verify`'s checks) on a blocking thread. When it
+/// fails, the sources are checked too: a problem a source already has (chunks are copied
+/// as they are, undecoded, wherever they overlap nothing) blames that source; otherwise
+/// the failure is the job's own.
+async fn verify_output(
+    path: PathBuf,
+    ulid: Ulid,
+    group: String,
+    sources: Vec<(Ulid, PathBuf)>,
+) -> std::result::Result<(), Refused> {
     let t = Instant::now();
-    let checked = tokio::task::spawn_blocking(move || -> std::result::Result<(), Error> {
-        let (problems, _) = verify_block(&path)?;
-        match problems.first() {
-            Some(p) => Err(Error::BadWrite {
-                path: path.clone(),
-                problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
-            }),
-            None => Ok(()),
+    let checked = tokio::task::spawn_blocking(move || -> std::result::Result<(), Refused> {
+        let (problems, _) = verify_block(&path).map_err(Refused::Output)?;
+        let Some(p) = problems.first() else { return Ok(()) };
+        for (block, dir) in &sources {
+            if let Some(sp) = verify_block(dir).map_err(Refused::Output)?.0.first() {
+                return Err(Refused::Source {
+                    block: *block,
+                    reason: format!(
+                        "fails verification, and the block compacted from it (not uploaded) inherited it: {}: {}",
+                        sp.file, sp.message
+                    ),
+                });
+            }
         }
+        Err(Refused::Output(Error::BadWrite {
+            path: path.clone(),
+            problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
+        }))
     })
     .await
-    .map_err(|e| Error::Task { what: "verification task", problem: e.to_string() })?;
+    .map_err(|e| Refused::Output(Error::Task { what: "verification task", problem: e.to_string() }))?;
     checked?;
     tracing::info!(phase = "compact", group = %group, output = %ulid, verify_ms = ms(t.elapsed()), "verified");
     Ok(())

@@ -199,6 +199,66 @@ fn a_corrupt_source_is_marked_no_compact_and_other_groups_compact() {
     assert_eq!(marked.len(), 1, "{text}");
 }
 
+#[test]
+fn a_source_chunk_that_disagrees_with_its_index_blames_the_source_not_the_job() {
+    // Four adjacent 2 h blocks and a newer one; the oldest is replaced by a block whose
+    // only chunk ends 5 s before the time its index gives. A leveled compaction copies
+    // that chunk as it is, so the output fails verification: the source gets the
+    // no-compact mark (instead of the group failing every iteration), nothing is deleted.
+    let f = Fixture::filesystem();
+    let src = tempfile::tempdir().unwrap();
+    gen(src.path(), &["--series", "20", "--duration", "10h"]);
+    let mut blocks: Vec<_> =
+        list_blocks(src.path()).unwrap().into_iter().map(|b| Block::open(&b.path).unwrap()).collect();
+    blocks.sort_by_key(|b| b.meta.min_time);
+    let (min_t, max_t) = (blocks[0].meta.min_time, blocks[0].meta.max_time);
+    std::fs::remove_dir_all(&blocks[0].dir).unwrap();
+    let samples: Vec<(i64, f64)> = (0..100).map(|i| (min_t + i * 15_000, i as f64)).collect();
+    let data = strata::format::xor::encode(&samples).unwrap();
+    let ulid = ulid::Ulid::new();
+    let mut w = strata::block::BlockWriter::new(src.path(), ulid, ["__name__", "bad"]).unwrap();
+    let chunk = strata::block::ChunkToWrite {
+        encoding: 1,
+        data: &data,
+        min_time: min_t,
+        max_time: samples[99].0 + 5_000,
+        record: None,
+    };
+    w.add_series(&strata::labels::Labels::from_pairs([("__name__", "bad")]), &[chunk]).unwrap();
+    w.finish(strata::format::meta::BlockMeta::new(ulid, min_t, max_t), None).unwrap();
+    let up = f.strata(&["upload", src.path().to_str().unwrap(), "--label", "cluster=x"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let before = ls(&f).len();
+
+    let work = tempfile::tempdir().unwrap();
+    let out = strata_cmd().args(run_args(&f, work.path())).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("no_compact_marked=1"), "{err}");
+    let line = err.lines().find(|l| l.contains("bad block marked no-compact")).unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(&ulid.to_string()) && line.contains("inherited") && line.contains("but the index says"),
+        "{line}"
+    );
+    let wide = f.strata(&["ls", "-o", "wide"]);
+    let text = String::from_utf8_lossy(&wide.stdout);
+    let marked: Vec<&str> = text.lines().filter(|l| l.contains("no-compact")).collect();
+    assert!(marked.len() == 1 && marked[0].contains(&ulid.to_string()), "{text}");
+    // Every other block in the bucket, compacted or not, passes verification: the output
+    // that inherited the bad chunk never became a block.
+    let others: Vec<String> = ls(&f).into_iter().filter(|id| *id != ulid.to_string()).collect();
+    assert!(others.len() >= before.min(4) - 3 && ls(&f).contains(&ulid.to_string()), "{text}");
+    for id in &others {
+        let v = f.strata(&["verify", "--id", id]);
+        assert!(
+            v.status.success(),
+            "{id}: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+    }
+}
+
 /// What a Thanos reader deduplicating by `replica` sees: blocks without a deletion mark,
 /// minus those whose sources another block holds (Thanos's deduplicate filter, applied
 /// with the replica label removed, as the querier merges replicas). Returns their metas.
