@@ -9,17 +9,18 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-
-/// Hasher of the writer's maps: keys are symbols and symbol refs of the block being
-/// written, looked up for every label of every series.
-type FastHash = foldhash::fast::RandomState;
-use rayon::prelude::*;
 use std::io::{self, Write};
+
+use rayon::prelude::*;
 
 use super::chunks::{ChunkMeta, ChunkRef};
 use super::encoding::{crc32c, put_be32, put_be64, put_uvarint, put_uvarint_bytes, put_varint, uvarint_len, Decoder};
 use crate::error::{FormatError, FormatResult};
 use crate::labels::{LabelPairs, Labels};
+
+/// Hasher of the writer's maps: keys are symbols and symbol refs of the block being
+/// written, looked up for every label of every series.
+type FastHash = foldhash::fast::RandomState;
 
 pub const INDEX_MAGIC: u32 = 0xBAAA_D700;
 pub const FORMAT_V1: u8 = 1;
@@ -782,14 +783,12 @@ pub enum WriteError {
     Invalid(String),
 }
 
-/// Writes an index, format version 2. Call [`add_symbols`](Self::add_symbols) once,
-/// then [`add_series`](Self::add_series) in label order, then [`finish`](Self::finish).
-/// The symbols an [`IndexWriter`] wrote, to look up each label's ordinal: their bytes in
-/// one buffer, where each ends, and a hash table of ordinals (about 10 bytes per symbol
-/// besides its bytes, and no allocation per symbol).
 /// How many symbols past the previous series' label [`SymbolMap::near`] searches.
 const NEAR: usize = 64;
 
+/// The symbols an [`IndexWriter`] wrote, to look up each label's ordinal: their bytes in
+/// one buffer, where each ends, and a hash table of ordinals (about 10 bytes per symbol
+/// besides its bytes, and no allocation per symbol).
 #[derive(Default)]
 struct SymbolMap {
     bytes: Vec<u8>,
@@ -855,6 +854,8 @@ impl SymbolMap {
     }
 }
 
+/// Writes an index, format version 2. Call [`add_symbols`](Self::add_symbols) once,
+/// then [`add_series`](Self::add_series) in label order, then [`finish`](Self::finish).
 pub struct IndexWriter<W: Write> {
     w: W,
     pos: u64,
