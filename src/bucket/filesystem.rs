@@ -83,10 +83,7 @@ impl FsBucket {
                 return Err(e);
             }
         };
-        // The rename is durable once the directory is.
-        if let Some(dir) = dest.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Failure::Store(generic(e)))?;
-        }
+        sync_parent(&dest)?;
         Ok(n)
     }
 
@@ -107,9 +104,7 @@ impl FsBucket {
         to.sync_all().map_err(Failure::Local)?;
         Ok(n)
     }
-}
 
-impl FsBucket {
     /// As [`put_file`](Self::put_file), but `key` becomes a hard link to `src` when both
     /// are on one filesystem: no bytes move. Staged, renamed and the directory fsynced
     /// as a copy is. Falls back to the copy when the link cannot be made (another
@@ -129,32 +124,14 @@ impl FsBucket {
             return Ok(None); // the copy reports it as object_store would
         }
         let dest = self.path(key).map_err(Failure::Store)?;
-        let mut n = 1u64;
-        let mut made_dirs = false;
-        let staged = loop {
-            let mut staged = dest.as_os_str().to_owned();
-            staged.push(format!("#{n}"));
-            let staged = PathBuf::from(staged);
-            match std::fs::hard_link(src, &staged) {
-                Ok(()) => break staged,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dirs => match dest.parent() {
-                    Some(dir) => {
-                        std::fs::create_dir_all(dir).map_err(|e| Failure::Store(generic(e)))?;
-                        made_dirs = true;
-                    }
-                    None => return Ok(None),
-                },
-                Err(_) => return Ok(None),
-            }
+        let Ok(((), staged)) = stage(&dest, |name| std::fs::hard_link(src, name)) else {
+            return Ok(None); // another filesystem, no permission, too many links: copy
         };
         if let Err(e) = std::fs::rename(&staged, &dest) {
             let _ = std::fs::remove_file(&staged);
             return Err(Failure::Store(generic(e)));
         }
-        if let Some(dir) = dest.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Failure::Store(generic(e)))?;
-        }
+        sync_parent(&dest)?;
         Ok(Some(meta.len()))
     }
 
@@ -189,6 +166,14 @@ fn fill_and_rename(from: &mut File, mut to: File, staged: &Path, dest: &Path) ->
     Ok(n)
 }
 
+/// Makes a rename to `dest` durable: fsyncs its directory.
+fn sync_parent(dest: &Path) -> Result<(), Failure> {
+    match dest.parent() {
+        Some(dir) => File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Failure::Store(generic(e))),
+        None => Ok(()),
+    }
+}
+
 /// A kernel copy reports one error for both files: these kinds are the destination's
 /// (no space, quota, too large, read-only); anything else is taken as the source's.
 fn is_write_failure(e: &io::Error) -> bool {
@@ -221,19 +206,30 @@ fn open_object(path: &Path) -> object_store::Result<File> {
 /// A new file `<dest>#<n>` (the first `n` from 1 not taken), parent directories
 /// created: `LocalFileSystem`'s staging file, which its listings skip.
 fn new_staged(dest: &Path) -> object_store::Result<(File, PathBuf)> {
+    stage(dest, |name| OpenOptions::new().write(true).create_new(true).open(name)).map_err(generic)
+}
+
+/// Runs `make` on `<dest>#1`, `<dest>#2`, ... until it does not find the name taken
+/// (creating `dest`'s directories once if they are missing); returns what it made and
+/// the name.
+fn stage<T>(dest: &Path, mut make: impl FnMut(&Path) -> io::Result<T>) -> io::Result<(T, PathBuf)> {
+    let mut made_dirs = false;
     let mut n = 1u64;
     loop {
         let mut staged = dest.as_os_str().to_owned();
         staged.push(format!("#{n}"));
         let staged = PathBuf::from(staged);
-        match OpenOptions::new().write(true).create_new(true).open(&staged) {
-            Ok(f) => return Ok((f, staged)),
+        match make(&staged) {
+            Ok(t) => return Ok((t, staged)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => n += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dest.parent() {
-                Some(dir) => std::fs::create_dir_all(dir).map_err(generic)?,
-                None => return Err(generic(e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !made_dirs => match dest.parent() {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    made_dirs = true;
+                }
+                None => return Err(e),
             },
-            Err(e) => return Err(generic(e)),
+            Err(e) => return Err(e),
         }
     }
 }
