@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMultipartOptions, PutOptions};
 use tokio::io::AsyncWriteExt;
@@ -284,29 +284,15 @@ impl Bucket {
         let mut upload =
             self.store.put_multipart_opts(&path, opts).await.map_err(|e| self.fail(Op::Upload, "put", key, &e))?;
         let part = usize::try_from(self.upload.part_size).unwrap_or(usize::MAX).max(5 << 20);
-        // Parts are sent in order, at most two at once (as before, when each was a heap
-        // buffer); S3 assembles them by part number.
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        let mut failed = None;
-        for start in (0..data.len()).step_by(part) {
-            if in_flight.len() >= 2 {
-                if let Some(Err(e)) = in_flight.next().await {
-                    failed = Some(e);
-                    break;
-                }
-            }
-            let end = (start + part).min(data.len());
-            in_flight.push(upload.put_part(data.slice(start..end).into()));
-        }
-        while failed.is_none() {
-            match in_flight.next().await {
-                Some(Err(e)) => failed = Some(e),
-                Some(Ok(())) => {}
-                None => break,
-            }
-        }
-        drop(in_flight);
-        if let Some(e) = failed {
+        // Parts are started in order (each `put_part` takes the next part number), at
+        // most two at once; the first failure stops the rest and aborts the upload.
+        let parts = (0..data.len()).step_by(part).map(|start| data.slice(start..(start + part).min(data.len())));
+        let sent = futures::stream::iter(parts)
+            .map(|p| upload.put_part(p.into()))
+            .buffer_unordered(2)
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await;
+        if let Err(e) = sent {
             let _ = upload.abort().await;
             return Err(self.fail(Op::Upload, "put", key, &e));
         }
