@@ -324,7 +324,7 @@ fn check_samples(
             r.add(file, format!("series {labels}: chunk {}: aggregate chunk in a raw block", c.chunk_ref));
         }
         return match check_aggr(data, c.min_time, c.max_time) {
-            Ok((n, _, problems)) => {
+            Ok((n, problems)) => {
                 for p in problems {
                     r.add(file, format!("series {labels}: chunk {}: {p}", c.chunk_ref));
                 }
@@ -431,8 +431,8 @@ fn check_meta_against_data(r: &mut Report<'_>, m: &BlockMeta, counts: &Counts, s
     }
 }
 
-/// Checks the slots of an aggregate chunk; returns the count slot's samples, its
-/// timestamps, and the problems that do not stop decoding:
+/// Checks the slots of an aggregate chunk; returns the count slot's sample count and the
+/// problems that do not stop decoding:
 /// - every slot decodes, and the count slot is set (it is the chunk's sample count);
 /// - count timestamps strictly increase, lie within the index's `[mint, maxt]`, and count
 ///   values are whole numbers ≥ 0;
@@ -443,7 +443,7 @@ fn check_meta_against_data(r: &mut Report<'_>, m: &BlockMeta, counts: &Counts, s
 ///   `mint`) and ends with the last raw value repeated at the last timestamp;
 /// - histogram aggregates (counter slot a float histogram chunk) have a float histogram
 ///   sum and no min or max.
-fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Vec<i64>, Vec<String>), FormatError> {
+fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Vec<String>), FormatError> {
     use crate::format::sample::ChunkSamples;
     let slots = aggr::parse(data)?;
     let mut decoded: Vec<Option<ChunkSamples>> = Vec::with_capacity(5);
@@ -514,7 +514,7 @@ fn check_aggr(data: &[u8], mint: i64, maxt: i64) -> std::result::Result<(u64, Ve
             None => {}
         }
     }
-    Ok((count.len() as u64, ts, problems))
+    Ok((count.len() as u64, problems))
 }
 
 #[cfg(test)]
