@@ -13,9 +13,9 @@
 //!
 //! A source block that cannot be read (corrupt chunk, out-of-order chunks, broken index),
 //! or whose problem an output inherited (found by verifying the sources when the output
-//! fails verification), gets a `no-compact-mark.json` with the reason, and every other group goes on; with
-//! `halt_on_error` the job stops instead, as Thanos does. Local files are removed as soon
-//! as a plan ends.
+//! fails verification), gets a `no-compact-mark.json` with the reason, and every other
+//! group goes on; with `halt_on_error` the job stops instead, as Thanos does. Local files
+//! are removed as soon as a plan ends.
 //! Must not: delete a source before its output is uploaded and checked, or write the
 //! meta.json of an output that failed verification.
 
@@ -735,7 +735,7 @@ async fn verify_output(
             }
         }
         Err(Refused::Output(Error::BadWrite {
-            path: path.clone(),
+            path,
             problem: format!("compacted block {ulid} failed verification, not uploaded: {p}"),
         }))
     })
